@@ -1,0 +1,82 @@
+//! The loop's monotonic clock, and a manual clock for deterministic tests.
+//!
+//! The loop reads its clock once at the start of every turn (and again after a
+//! poll that actually slept), and hands that cached instant to everything that
+//! runs in the turn through [`Ctx::now`](crate::Ctx::now). With a
+//! [`ManualClock`] nothing moves until the test says so, which is what makes
+//! timer tests exact and instant.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Where the loop gets the time from.
+#[derive(Clone, Debug, Default)]
+pub enum Clock {
+    /// `std::time::Instant::now()`: CLOCK_MONOTONIC on Linux.
+    #[default]
+    System,
+    /// Time that only moves when [`ManualClock::advance`] is called.
+    Manual(ManualClock),
+}
+
+impl Clock {
+    /// The current time according to this clock.
+    pub fn now(&self) -> Instant {
+        match self {
+            Clock::System => Instant::now(),
+            Clock::Manual(m) => m.now(),
+        }
+    }
+
+    pub(crate) fn is_manual(&self) -> bool {
+        matches!(self, Clock::Manual(_))
+    }
+}
+
+/// A clock that a test moves by hand. Clones share the same time, and it can
+/// be moved from any thread.
+///
+/// ```
+/// use std::time::Duration;
+/// let clock = evloop::ManualClock::new();
+/// let t0 = clock.now();
+/// clock.advance(Duration::from_millis(5));
+/// assert_eq!(clock.now() - t0, Duration::from_millis(5));
+/// ```
+#[derive(Clone, Debug)]
+pub struct ManualClock {
+    base: Instant,
+    offset_ns: Arc<AtomicU64>,
+}
+
+impl ManualClock {
+    /// A clock frozen at the moment it was made.
+    pub fn new() -> ManualClock {
+        ManualClock {
+            base: Instant::now(),
+            offset_ns: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The clock's current time.
+    pub fn now(&self) -> Instant {
+        self.base + Duration::from_nanos(self.offset_ns.load(Ordering::Acquire))
+    }
+
+    /// Move the clock forward by `by` (saturating far in the future).
+    pub fn advance(&self, by: Duration) {
+        let ns = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
+        let _ = self
+            .offset_ns
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
+                Some(cur.saturating_add(ns))
+            });
+    }
+}
+
+impl Default for ManualClock {
+    fn default() -> Self {
+        ManualClock::new()
+    }
+}

@@ -1,0 +1,478 @@
+//! [`Ctx`]: everything a handler may touch while it runs.
+//!
+//! The loop keeps its state in two parts: the `Ctx` (the source table,
+//! timers, deferred queue, clock...) and the few buffers the turn itself
+//! iterates over. A handler is taken out of its table slot while it runs, so
+//! it can be handed `&mut Ctx` and register, close, arm, defer or stop
+//! without `Rc<RefCell<..>>` anywhere. The [`EventLoop`](crate::EventLoop)
+//! dereferences to its `Ctx`, so the owner can do the same between turns.
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::io;
+use std::time::{Duration, Instant};
+
+use mio::Interest;
+use slab::Slab;
+
+use crate::channel::{ChannelEntry, Receiver};
+use crate::clock::Clock;
+use crate::metrics::Metrics;
+use crate::remote::{Link, Posted, Remote};
+use crate::source::{Action, Attach, Entry, Event, Handled, Priority, Ready};
+use crate::timer::{self, Fired, Repeat, TimerId, Timers};
+use crate::SourceId;
+
+/// A callback queued with [`Ctx::defer`].
+pub(crate) type Deferred<S> = Box<dyn FnOnce(&mut Ctx<S>, &mut S)>;
+/// A callback added with [`Ctx::add_check`].
+pub(crate) type Check<S> = Box<dyn FnMut(&mut Ctx<S>, &mut S) -> bool>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SlotState {
+    Active,
+    Paused,
+    Closed,
+}
+
+/// One row of the source table.
+pub(crate) struct Slot<S> {
+    /// Registration sequence number: dispatch order within a priority, and
+    /// (its low 32 bits) the generation in the source's id.
+    pub(crate) seq: u64,
+    pub(crate) priority: Priority,
+    pub(crate) interest: Interest,
+    pub(crate) state: SlotState,
+    /// Whether the poller currently knows this source.
+    pub(crate) registered: bool,
+    /// A registration change waits for the running handler to return.
+    pub(crate) dirty: bool,
+    /// The turn in which this source was last queued for dispatch, and where
+    /// in that turn's ready list: merges duplicate readiness in O(1).
+    pub(crate) queued_turn: u64,
+    pub(crate) queued_pos: u32,
+    /// `None` only while its handler runs.
+    pub(crate) entry: Option<Box<dyn Entry<S>>>,
+}
+
+/// What a handler may touch while it runs: the source table, timers, the
+/// deferred queue, the turn's clock, and the loop's stop flag.
+pub struct Ctx<S> {
+    pub(crate) poll: mio::Poll,
+    pub(crate) link: Link,
+    pub(crate) sources: Slab<Slot<S>>,
+    pub(crate) next_seq: u64,
+    /// Sources closed since the last reclaim phase.
+    pub(crate) closing: Vec<usize>,
+    /// Sources to dispatch in the next dispatch phase without a kernel event.
+    pub(crate) scheduled: Vec<(SourceId, Ready)>,
+    pub(crate) deferred: VecDeque<Deferred<S>>,
+    pub(crate) timers: Timers<S>,
+    pub(crate) checks: Vec<Check<S>>,
+    pub(crate) clock: Clock,
+    pub(crate) now: Instant,
+    pub(crate) stop: bool,
+    pub(crate) turn_no: u64,
+    pub(crate) scratch: Vec<u8>,
+    pub(crate) remote: Option<Remote<S>>,
+    pub(crate) metrics: Metrics,
+}
+
+/// The error for an id that names no live source.
+fn stale(id: SourceId) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("evloop: source {id} is closed or was never registered"),
+    )
+}
+
+impl<S> Ctx<S> {
+    /// The time cached for this turn (read at its start, and again after a
+    /// poll that slept). Cheap: no system call.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Ask the loop to stop: [`EventLoop::run`](crate::EventLoop::run)
+    /// returns after the current turn completes.
+    pub fn stop(&mut self) {
+        log::trace!("evloop: stop requested");
+        self.stop = true;
+    }
+
+    /// True once [`stop`](Self::stop) was called and `run` has not returned yet.
+    pub fn is_stopping(&self) -> bool {
+        self.stop
+    }
+
+    /// Register a mio source. `handler` runs in the dispatch phase whenever
+    /// the source is ready; what it returns decides what happens next (see
+    /// [`Action`]). The source is owned by the loop from here on, and dropped
+    /// (closing its fd) when it is closed or the loop is dropped.
+    ///
+    /// Works while a handler runs, too: the new source is dispatched from the
+    /// next poll on.
+    pub fn register<T, F>(&mut self, source: T, interest: Interest, handler: F) -> io::Result<SourceId>
+    where
+        T: mio::event::Source + Any,
+        F: FnMut(&mut T, Event, &mut Ctx<S>, &mut S) -> Action + 'static,
+    {
+        self.insert(Box::new(Handled { source, handler }), interest, Priority::Normal)
+    }
+
+    /// Register the receiving end of a [`channel`](crate::channel()):
+    /// `handler` gets every message, in send order, in the dispatch phase.
+    /// The source closes itself once every sender is dropped and the last
+    /// message is delivered.
+    pub fn add_channel<T, F>(&mut self, rx: Receiver<T>, handler: F) -> io::Result<SourceId>
+    where
+        T: 'static,
+        F: FnMut(T, &mut Ctx<S>, &mut S) + 'static,
+    {
+        let entry = ChannelEntry {
+            rx,
+            batch: VecDeque::new(),
+            handler,
+        };
+        self.insert(Box::new(entry), Interest::READABLE, Priority::Normal)
+    }
+
+    /// Deliver Unix signals (SIGINT, SIGTERM, SIGHUP, SIGUSR1...) to
+    /// `handler`, one call per delivered signal, in the dispatch phase. See
+    /// [`Signals`](crate::Signals) for the rules (one owner per signal per
+    /// process; closing the source restores the previous disposition).
+    pub fn add_signals<F>(&mut self, signals: &[libc::c_int], mut handler: F) -> io::Result<SourceId>
+    where
+        F: FnMut(libc::c_int, &mut Ctx<S>, &mut S) + 'static,
+    {
+        let set = crate::Signals::new(signals)?;
+        let mut got = Vec::with_capacity(8);
+        let id = self.register(
+            set,
+            Interest::READABLE,
+            move |set: &mut crate::Signals, _ev, ctx, state| {
+                got.clear();
+                if let Err(e) = set.drain(&mut got) {
+                    log::error!("evloop: reading signals failed: {e}");
+                }
+                for &sig in &got {
+                    handler(sig, ctx, state);
+                }
+                Action::Keep
+            },
+        )?;
+        self.set_priority(id, Priority::High)?;
+        Ok(id)
+    }
+
+    fn insert(
+        &mut self,
+        mut entry: Box<dyn Entry<S>>,
+        interest: Interest,
+        priority: Priority,
+    ) -> io::Result<SourceId> {
+        let vacant = self.sources.vacant_entry();
+        if vacant.key() >= u32::MAX as usize {
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "evloop: source table is full",
+            ));
+        }
+        let seq = self.next_seq;
+        let id = SourceId::new(vacant.key(), seq);
+        entry.attach(
+            Attach::Register {
+                registry: self.poll.registry(),
+                token: id.token(),
+                interest,
+                reregister: false,
+            },
+            &self.link,
+        )?;
+        self.next_seq += 1;
+        vacant.insert(Slot {
+            seq,
+            priority,
+            interest,
+            state: SlotState::Active,
+            registered: true,
+            dirty: false,
+            queued_turn: u64::MAX,
+            queued_pos: 0,
+            entry: Some(entry),
+        });
+        log::trace!("evloop: register {id} {interest:?}");
+        Ok(id)
+    }
+
+    fn slot_mut(&mut self, id: SourceId) -> Option<&mut Slot<S>> {
+        match self.sources.get_mut(id.index()) {
+            Some(slot) if slot.seq as u32 == id.generation() && slot.state != SlotState::Closed => Some(slot),
+            _ => None,
+        }
+    }
+
+    /// True while `id` names a source that has not been closed.
+    pub fn is_open(&self, id: SourceId) -> bool {
+        matches!(self.sources.get(id.index()),
+            Some(slot) if slot.seq as u32 == id.generation() && slot.state != SlotState::Closed)
+    }
+
+    /// Close a source: it receives nothing more, not even an event already
+    /// polled in this turn, and is deregistered and dropped in the reclaim
+    /// phase. A handler may close itself. Returns false (a no-op) for a stale id.
+    pub fn close(&mut self, id: SourceId) -> bool {
+        let Some(slot) = self.slot_mut(id) else {
+            return false;
+        };
+        slot.state = SlotState::Closed;
+        self.closing.push(id.index());
+        log::trace!("evloop: close {id}");
+        true
+    }
+
+    /// Change what the source is polled for. From inside the source's own
+    /// handler the change is applied when the handler returns.
+    pub fn set_interest(&mut self, id: SourceId, interest: Interest) -> io::Result<()> {
+        let slot = self.slot_mut(id).ok_or_else(|| stale(id))?;
+        if slot.interest != interest {
+            slot.interest = interest;
+            self.sync(id)?;
+        }
+        Ok(())
+    }
+
+    /// The dispatch order of a source among others ready in the same turn.
+    pub fn set_priority(&mut self, id: SourceId, priority: Priority) -> io::Result<()> {
+        self.slot_mut(id).ok_or_else(|| stale(id))?.priority = priority;
+        Ok(())
+    }
+
+    /// Stop polling a source without closing it; [`resume`](Self::resume)
+    /// brings it back. A paused source is not dispatched, not even for an
+    /// event already polled in this turn.
+    pub fn pause(&mut self, id: SourceId) -> io::Result<()> {
+        self.slot_mut(id).ok_or_else(|| stale(id))?.state = SlotState::Paused;
+        log::trace!("evloop: pause {id}");
+        self.sync(id)
+    }
+
+    /// Poll a paused source again.
+    pub fn resume(&mut self, id: SourceId) -> io::Result<()> {
+        self.slot_mut(id).ok_or_else(|| stale(id))?.state = SlotState::Active;
+        log::trace!("evloop: resume {id}");
+        self.sync(id)
+    }
+
+    /// Bring the poller's registration in line with the slot's wishes. While
+    /// the source's own handler runs its entry is out of the table: mark the
+    /// slot and let the dispatcher call this again when the handler returns.
+    pub(crate) fn sync(&mut self, id: SourceId) -> io::Result<()> {
+        let registry = self.poll.registry();
+        let Some(slot) = self.sources.get_mut(id.index()) else {
+            return Ok(());
+        };
+        let Some(entry) = slot.entry.as_mut() else {
+            slot.dirty = true;
+            return Ok(());
+        };
+        slot.dirty = false;
+        let want = slot.state == SlotState::Active;
+        let how = match (slot.registered, want) {
+            (false, false) => return Ok(()),
+            (true, false) => Attach::Deregister { registry },
+            (registered, true) => Attach::Register {
+                registry,
+                token: id.token(),
+                interest: slot.interest,
+                reregister: registered,
+            },
+        };
+        entry.attach(how, &self.link)?;
+        slot.registered = want;
+        Ok(())
+    }
+
+    /// Dispatch a source in the next dispatch phase with empty readiness,
+    /// whether or not the kernel reports anything (the poll does not block
+    /// meanwhile). Returns false for a stale id.
+    pub fn schedule(&mut self, id: SourceId) -> bool {
+        if !self.is_open(id) {
+            return false;
+        }
+        self.scheduled.push((id, Ready::EMPTY));
+        true
+    }
+
+    pub(crate) fn reschedule(&mut self, id: SourceId, ready: Ready) {
+        if self.is_open(id) {
+            self.scheduled.push((id, ready));
+        }
+    }
+
+    /// The source registered as `id`, if it is open, of type `T`, and not the
+    /// one whose handler is running right now (that one already has it).
+    pub fn source_mut<T: Any>(&mut self, id: SourceId) -> Option<&mut T> {
+        self.slot_mut(id)?
+            .entry
+            .as_mut()?
+            .source_any()?
+            .downcast_mut::<T>()
+    }
+
+    /// How many sources are registered (closed ones count until reclaimed).
+    pub fn source_count(&self) -> usize {
+        self.sources.len()
+    }
+
+    /// Run `f` in the next deferred phase. Callbacks run FIFO; one deferred
+    /// while the deferred phase runs waits for the next turn. While any are
+    /// pending the poll does not block.
+    pub fn defer<F>(&mut self, f: F)
+    where
+        F: FnOnce(&mut Ctx<S>, &mut S) + 'static,
+    {
+        self.deferred.push_back(Box::new(f));
+    }
+
+    /// Run `f` in the after-poll phase of every turn (after dispatch, before
+    /// reclaim) for as long as it returns true.
+    pub fn add_check<F>(&mut self, f: F)
+    where
+        F: FnMut(&mut Ctx<S>, &mut S) -> bool + 'static,
+    {
+        self.checks.push(Box::new(f));
+    }
+
+    /// Arm a one-shot timer for `deadline`. It fires in the timer phase of the
+    /// first turn whose `now()` is at or past it; ties fire in arm order.
+    pub fn timer_at<F>(&mut self, deadline: Instant, f: F) -> TimerId
+    where
+        F: FnMut(Fired, &mut Ctx<S>, &mut S) + 'static,
+    {
+        let id = self.timers.arm(deadline, Repeat::Once, Box::new(f));
+        log::trace!(
+            "evloop: arm {id:?} at +{:?}",
+            deadline.saturating_duration_since(self.now)
+        );
+        id
+    }
+
+    /// Arm a one-shot timer `after` from the turn's `now()`.
+    pub fn timer_after<F>(&mut self, after: Duration, f: F) -> TimerId
+    where
+        F: FnMut(Fired, &mut Ctx<S>, &mut S) + 'static,
+    {
+        let deadline = self
+            .now
+            .checked_add(after)
+            .unwrap_or_else(|| far_future(self.now));
+        self.timer_at(deadline, f)
+    }
+
+    /// Arm a fixed-rate periodic timer: first at `now() + period`, then on
+    /// the same grid whatever the callbacks cost. When the loop runs late,
+    /// the skipped ticks are reported in [`Fired::missed`], not replayed.
+    pub fn timer_every<F>(&mut self, period: Duration, f: F) -> TimerId
+    where
+        F: FnMut(Fired, &mut Ctx<S>, &mut S) + 'static,
+    {
+        let p = timer::period_ns(period);
+        let deadline = self
+            .now
+            .checked_add(period)
+            .unwrap_or_else(|| far_future(self.now));
+        self.timers.arm(deadline, Repeat::Rate(p), Box::new(f))
+    }
+
+    /// Arm a fixed-delay periodic timer: each run is `delay` after the turn
+    /// in which the previous one ran.
+    pub fn timer_every_delay<F>(&mut self, delay: Duration, f: F) -> TimerId
+    where
+        F: FnMut(Fired, &mut Ctx<S>, &mut S) + 'static,
+    {
+        let p = timer::period_ns(delay);
+        let deadline = self
+            .now
+            .checked_add(delay)
+            .unwrap_or_else(|| far_future(self.now));
+        self.timers.arm(deadline, Repeat::Delay(p), Box::new(f))
+    }
+
+    /// Cancel a timer. Returns false (a no-op) when it already fired (one-shot)
+    /// or was cancelled. Cancelling a timer that is due later in the same
+    /// timer phase stops it from firing.
+    pub fn cancel_timer(&mut self, id: TimerId) -> bool {
+        let done = self.timers.cancel(id);
+        log::trace!("evloop: cancel {id:?} -> {done}");
+        done
+    }
+
+    /// Move a live timer to a new deadline (it then ties after timers already
+    /// armed for that deadline). Returns false for a stale id.
+    pub fn reset_timer(&mut self, id: TimerId, deadline: Instant) -> bool {
+        self.timers.reset(id, deadline)
+    }
+
+    /// When a live timer is due.
+    pub fn timer_deadline(&self, id: TimerId) -> Option<Instant> {
+        self.timers.deadline(id)
+    }
+
+    /// How long until a live timer is due, from the turn's `now()` (zero if overdue).
+    pub fn timer_remaining(&self, id: TimerId) -> Option<Duration> {
+        self.timers
+            .deadline(id)
+            .map(|d| d.saturating_duration_since(self.now))
+    }
+
+    /// How many timers are armed.
+    pub fn timer_count(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// A handle for other threads: wake or stop this loop, or post closures
+    /// to it. All handles of a loop share one waker.
+    pub fn remote(&mut self) -> io::Result<Remote<S>>
+    where
+        S: 'static,
+    {
+        if let Some(r) = &self.remote {
+            return Ok(r.clone());
+        }
+        let (tx, rx) = crate::channel::channel::<Posted<S>>();
+        self.add_channel(rx, |f: Posted<S>, ctx, state| f(ctx, state))?;
+        let remote = Remote {
+            link: self.link.clone(),
+            posted: tx,
+        };
+        self.remote = Some(remote.clone());
+        Ok(remote)
+    }
+
+    /// Counters kept by the loop.
+    pub fn metrics(&self) -> Metrics {
+        let mut m = self.metrics;
+        m.sources = self.sources.len();
+        m.timers = self.timers.len();
+        m
+    }
+
+    /// Borrow the loop's shared scratch buffer (for reads that hand out
+    /// borrowed bytes); give it back with [`put_scratch`](Self::put_scratch).
+    pub(crate) fn take_scratch(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.scratch)
+    }
+
+    pub(crate) fn put_scratch(&mut self, buf: Vec<u8>) {
+        if buf.capacity() >= self.scratch.capacity() {
+            self.scratch = buf;
+        }
+    }
+}
+
+/// A deadline that never comes in practice (`Instant` cannot represent "never").
+fn far_future(now: Instant) -> Instant {
+    now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600))
+        .unwrap_or(now)
+}

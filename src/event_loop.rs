@@ -1,0 +1,636 @@
+//! [`EventLoop`]: the turn, `run`/`turn`/`stop`, and how it is built.
+//!
+//! One call of [`EventLoop::turn`] is one iteration, and reads as a list of
+//! phases, each a short method below it:
+//!
+//! 1. clock, 2. timers, 3. deferred, 4. poll, 5. dispatch,
+//! 6. after-poll hooks, 7. reclaim.
+
+use std::any::Any;
+use std::io;
+use std::ops::{Deref, DerefMut};
+use std::os::fd::{AsRawFd, RawFd};
+use std::panic::{self, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+use slab::Slab;
+
+use crate::clock::Clock;
+use crate::ctx::{Ctx, Slot, SlotState};
+use crate::metrics::{Metrics, StallWatch};
+use crate::remote::Link;
+use crate::source::{Action, Attach, Event, Ready};
+use crate::timer::hires::HiRes;
+use crate::timer::{wheel, Fired, Repeat, Timers};
+use crate::token::{SourceId, RESERVED_BASE, TIMERFD_TOKEN, WAKER_TOKEN};
+
+/// What the loop does when a handler (or timer, deferred or check callback) panics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PanicPolicy {
+    /// Let the panic unwind out of `turn`/`run` (the default). The source
+    /// whose handler panicked is closed first, so the loop stays consistent.
+    #[default]
+    Propagate,
+    /// Catch it, log it at `error`, close the source whose handler panicked
+    /// (a panicking timer or deferred callback is dropped), and go on.
+    CloseSource,
+}
+
+/// What one turn did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Turn {
+    /// Handlers dispatched.
+    pub dispatched: usize,
+    /// Timer callbacks run.
+    pub timers_fired: usize,
+    /// Deferred callbacks run.
+    pub deferred_run: usize,
+}
+
+impl Turn {
+    /// True when the turn ran nothing at all.
+    pub fn is_idle(&self) -> bool {
+        *self == Turn::default()
+    }
+}
+
+/// Builds an [`EventLoop`] with non-default settings.
+#[derive(Clone, Debug)]
+pub struct Builder {
+    clock: Clock,
+    panic_policy: PanicPolicy,
+    events_capacity: usize,
+    busy_poll: bool,
+    high_resolution: bool,
+    stall_threshold: Option<Duration>,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            clock: Clock::System,
+            panic_policy: PanicPolicy::Propagate,
+            events_capacity: 1024,
+            busy_poll: false,
+            high_resolution: false,
+            stall_threshold: None,
+        }
+    }
+}
+
+impl Builder {
+    /// Use this clock (e.g. a [`ManualClock`](crate::ManualClock) in tests).
+    pub fn clock(mut self, clock: Clock) -> Builder {
+        self.clock = clock;
+        self
+    }
+
+    /// What to do when a callback panics.
+    pub fn panic_policy(mut self, policy: PanicPolicy) -> Builder {
+        self.panic_policy = policy;
+        self
+    }
+
+    /// How many kernel events one poll may return (default 1024, at least 1).
+    pub fn events_capacity(mut self, n: usize) -> Builder {
+        self.events_capacity = n.max(1);
+        self
+    }
+
+    /// Never sleep in the poll: trade a core for the lowest wake-up latency.
+    pub fn busy_poll(mut self, on: bool) -> Builder {
+        self.busy_poll = on;
+        self
+    }
+
+    /// Wake for timers through a timerfd with nanosecond resolution instead
+    /// of epoll's millisecond timeout (costs a `timerfd_settime` whenever the
+    /// next deadline changes). Ignored with a manual clock.
+    pub fn high_resolution_timers(mut self, on: bool) -> Builder {
+        self.high_resolution = on;
+        self
+    }
+
+    /// Warn (through `log`) about any callback that runs longer than this.
+    pub fn stall_threshold(mut self, limit: Duration) -> Builder {
+        self.stall_threshold = Some(limit);
+        self
+    }
+
+    /// Build the loop. Fails only if the OS refuses an epoll fd or eventfd.
+    pub fn build<S>(self) -> io::Result<EventLoop<S>> {
+        let poll = mio::Poll::new()?;
+        let link = Link::new(poll.registry())?;
+        let hires = if self.high_resolution && !self.clock.is_manual() {
+            Some(HiRes::new(poll.registry())?)
+        } else {
+            None
+        };
+        let now = self.clock.now();
+        Ok(EventLoop {
+            ctx: Ctx {
+                poll,
+                link,
+                sources: Slab::new(),
+                next_seq: 0,
+                closing: Vec::new(),
+                scheduled: Vec::new(),
+                deferred: Default::default(),
+                timers: Timers::new(now),
+                checks: Vec::new(),
+                clock: self.clock,
+                now,
+                stop: false,
+                turn_no: 0,
+                scratch: Vec::new(),
+                remote: None,
+                metrics: Metrics::default(),
+            },
+            events: mio::Events::with_capacity(self.events_capacity),
+            ready: Vec::new(),
+            notified: Vec::new(),
+            scheduled: Vec::new(),
+            expired: Vec::new(),
+            panic_policy: self.panic_policy,
+            busy_poll: self.busy_poll,
+            hires,
+            stall: StallWatch::new(self.stall_threshold),
+        })
+    }
+}
+
+/// A source queued for this turn's dispatch phase.
+#[derive(Clone, Copy)]
+struct Pending {
+    /// Sort key: priority in the top bits, registration sequence below.
+    order: u64,
+    index: u32,
+    ready: Ready,
+}
+
+const SEQ_BITS: u32 = 56;
+
+/// Add a source to this turn's dispatch list, merging duplicates.
+fn queue<S>(sources: &mut Slab<Slot<S>>, ready: &mut Vec<Pending>, turn: u64, id: SourceId, r: Ready) {
+    let Some(slot) = sources.get_mut(id.index()) else {
+        return;
+    };
+    if slot.seq as u32 != id.generation() || slot.state != SlotState::Active {
+        return; // stale token, or closed/paused since
+    }
+    if slot.queued_turn == turn {
+        ready[slot.queued_pos as usize].ready |= r;
+        return;
+    }
+    slot.queued_turn = turn;
+    slot.queued_pos = ready.len() as u32;
+    ready.push(Pending {
+        order: ((slot.priority as u64) << SEQ_BITS) | (slot.seq & ((1 << SEQ_BITS) - 1)),
+        index: id.index,
+        ready: r,
+    });
+}
+
+/// A single-threaded event loop over application state `S`.
+///
+/// Everything a handler can do through its [`Ctx`] the owner can do between
+/// turns, because `EventLoop` dereferences to its `Ctx`.
+pub struct EventLoop<S> {
+    ctx: Ctx<S>,
+    events: mio::Events,
+    /// This turn's dispatch list, reused across turns (no allocation per event).
+    ready: Vec<Pending>,
+    notified: Vec<SourceId>,
+    scheduled: Vec<(SourceId, Ready)>,
+    expired: Vec<wheel::Key>,
+    panic_policy: PanicPolicy,
+    busy_poll: bool,
+    hires: Option<HiRes>,
+    stall: StallWatch,
+}
+
+impl<S> EventLoop<S> {
+    /// A loop with the default settings (system clock, panics propagate).
+    pub fn new() -> io::Result<EventLoop<S>> {
+        Builder::default().build()
+    }
+
+    /// Start building a loop with other settings.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// Run turns until [`Ctx::stop`] (or [`Remote::stop`](crate::Remote::stop))
+    /// is called, then clear the stop request and return.
+    pub fn run(&mut self, state: &mut S) -> io::Result<()> {
+        while !self.ctx.stop {
+            self.turn(state, None)?;
+        }
+        self.ctx.stop = false;
+        Ok(())
+    }
+
+    /// Run exactly one turn. The poll sleeps at most `timeout` (`None`: as
+    /// long as nothing is due), and not at all when deferred callbacks or
+    /// rescheduled sources are waiting.
+    pub fn turn(&mut self, state: &mut S, timeout: Option<Duration>) -> io::Result<Turn> {
+        self.ctx.turn_no += 1;
+        self.read_clock();
+        let timers_fired = self.run_timers(state);
+        let deferred_run = self.run_deferred(state);
+        self.poll(timeout)?;
+        let dispatched = self.dispatch(state);
+        self.run_checks(state);
+        self.reclaim();
+        let m = &mut self.ctx.metrics;
+        m.turns += 1;
+        m.dispatched += dispatched as u64;
+        m.timers_fired += timers_fired as u64;
+        m.deferred_run += deferred_run as u64;
+        Ok(Turn {
+            dispatched,
+            timers_fired,
+            deferred_run,
+        })
+    }
+
+    /// Phase 1: read the clock once; `now()` is this value for the turn.
+    fn read_clock(&mut self) {
+        self.ctx.now = self.ctx.clock.now();
+        log::trace!("evloop: turn {} phase clock", self.ctx.turn_no);
+    }
+
+    /// Phase 2: fire every timer due by `now`, by deadline then arm order.
+    /// The batch is fixed first, so a timer armed here for "now" waits for
+    /// the next turn, and one cancelled here by an earlier callback is skipped.
+    fn run_timers(&mut self, state: &mut S) -> usize {
+        let now_ns = self.ctx.timers.to_ns(self.ctx.now);
+        let mut batch = std::mem::take(&mut self.expired);
+        self.ctx.timers.wheel.collect_expired(now_ns, &mut batch);
+        log::trace!("evloop: phase timers ({} due)", batch.len());
+        let mut fired = 0;
+        for &key in &batch {
+            fired += self.fire_timer(key, state) as usize;
+        }
+        batch.clear();
+        self.expired = batch;
+        fired
+    }
+
+    fn fire_timer(&mut self, key: wheel::Key, state: &mut S) -> bool {
+        let timers = &mut self.ctx.timers;
+        let now_ns = timers.to_ns(self.ctx.now);
+        let Some(deadline_ns) = timers.wheel.deadline(key) else {
+            return false; // cancelled by an earlier callback in this phase
+        };
+        let Some(entry) = timers.wheel.get_mut(key) else {
+            return false;
+        };
+        let repeat = entry.repeat;
+        let (mut callback, missed) = match repeat {
+            Repeat::Once => match timers.wheel.take(key).and_then(|e| e.callback) {
+                Some(cb) => (cb, 0),
+                None => return false,
+            },
+            Repeat::Rate(p) | Repeat::Delay(p) => match entry.callback.take() {
+                Some(cb) => (
+                    cb,
+                    if matches!(repeat, Repeat::Rate(_)) {
+                        (now_ns - deadline_ns.min(now_ns)) / p
+                    } else {
+                        0
+                    },
+                ),
+                None => return false,
+            },
+        };
+        let id = crate::TimerId(key);
+        let fired = Fired {
+            id,
+            deadline: timers.to_instant(deadline_ns),
+            missed,
+        };
+        log::trace!("evloop: fire {id:?} (missed {missed})");
+        let t0 = self.stall.start();
+        let result = self.guard(|ctx, state| callback(fired, ctx, state), state);
+        self.stall
+            .finish(t0, &mut self.ctx.metrics, format_args!("timer {id:?}"));
+        if let Err(payload) = result {
+            self.ctx.timers.wheel.remove(key);
+            self.panicked(payload, format_args!("timer {id:?}"));
+            return true;
+        }
+        let timers = &mut self.ctx.timers;
+        if let Some(entry) = timers.wheel.get_mut(key) {
+            // Still armed (not cancelled from inside): put the callback back
+            // and re-arm, unless the callback moved its own deadline.
+            entry.callback = Some(callback);
+            if std::mem::take(&mut entry.reset_inside) {
+                return true;
+            }
+            let next = match repeat {
+                Repeat::Rate(p) => deadline_ns.saturating_add(p.saturating_mul(missed + 1)),
+                Repeat::Delay(p) => timers.to_ns(self.ctx.now).saturating_add(p),
+                Repeat::Once => return true,
+            };
+            timers.wheel.reset(key, next);
+        }
+        true
+    }
+
+    /// Phase 3: run the callbacks deferred before this phase began, FIFO.
+    fn run_deferred(&mut self, state: &mut S) -> usize {
+        let n = self.ctx.deferred.len();
+        log::trace!("evloop: phase deferred ({n} queued)");
+        for _ in 0..n {
+            let Some(f) = self.ctx.deferred.pop_front() else {
+                break;
+            };
+            let t0 = self.stall.start();
+            let result = self.guard(|ctx, state| f(ctx, state), state);
+            self.stall
+                .finish(t0, &mut self.ctx.metrics, format_args!("deferred callback"));
+            if let Err(payload) = result {
+                self.panicked(payload, format_args!("deferred callback"));
+            }
+        }
+        n
+    }
+
+    /// Phase 4: block in the kernel until something is ready, the next timer
+    /// is due, or `cap` runs out; not at all if work is already waiting.
+    fn poll(&mut self, cap: Option<Duration>) -> io::Result<()> {
+        let timeout = self.poll_timeout(cap);
+        if let Some(h) = self.hires.as_mut() {
+            h.arm(self.ctx.timers.next_deadline())?;
+        }
+        log::trace!("evloop: phase poll (timeout {timeout:?})");
+        if let Err(e) = self.ctx.poll.poll(&mut self.events, timeout) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+            self.events.clear();
+        }
+        if timeout != Some(Duration::ZERO) {
+            // We may have slept: handlers must not arm timers from a stale now.
+            self.ctx.metrics.sleeping_polls += 1;
+            self.ctx.now = self.ctx.clock.now();
+        }
+        Ok(())
+    }
+
+    fn poll_timeout(&self, cap: Option<Duration>) -> Option<Duration> {
+        let c = &self.ctx;
+        if self.busy_poll || c.stop || !c.deferred.is_empty() || !c.scheduled.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let timer = c.timers.next_deadline().and_then(|d| {
+            let left = d.saturating_duration_since(c.now);
+            // A manual clock does not move while we sleep, and a timerfd
+            // wakes us itself: only an already-due timer bounds the sleep.
+            if (c.clock.is_manual() || self.hires.is_some()) && !left.is_zero() {
+                None
+            } else {
+                Some(left)
+            }
+        });
+        match (timer, cap) {
+            (Some(t), Some(c)) => Some(t.min(c)),
+            (t, c) => t.or(c),
+        }
+    }
+
+    /// Phase 5: gather what is ready (scheduled sources, kernel events,
+    /// cross-thread notifications), order it by (priority, registration),
+    /// and run each handler once.
+    fn dispatch(&mut self, state: &mut S) -> usize {
+        std::mem::swap(&mut self.scheduled, &mut self.ctx.scheduled);
+        let turn = self.ctx.turn_no;
+        for &(id, ready) in &self.scheduled {
+            queue(&mut self.ctx.sources, &mut self.ready, turn, id, ready);
+        }
+        self.scheduled.clear();
+        let mut woken = false;
+        let turn = self.ctx.turn_no;
+        for event in self.events.iter() {
+            let token = event.token();
+            if token.0 < RESERVED_BASE {
+                let ready = Ready::from_mio(event);
+                queue(
+                    &mut self.ctx.sources,
+                    &mut self.ready,
+                    turn,
+                    SourceId::from_token(token),
+                    ready,
+                );
+            } else if token == WAKER_TOKEN {
+                woken = true;
+            } else if token == TIMERFD_TOKEN {
+                if let Some(h) = self.hires.as_mut() {
+                    h.fired();
+                }
+            }
+        }
+        if woken {
+            if self.ctx.link.drain(&mut self.notified) {
+                log::trace!("evloop: stop requested by a remote");
+                self.ctx.stop = true;
+            }
+            for &id in &self.notified {
+                queue(&mut self.ctx.sources, &mut self.ready, turn, id, Ready::READABLE);
+            }
+            self.notified.clear();
+        }
+        self.ready.sort_unstable_by_key(|p| p.order);
+        log::trace!("evloop: phase dispatch ({} ready)", self.ready.len());
+        let n = self.ready.len();
+        let mut dispatched = 0;
+        for i in 0..n {
+            let p = self.ready[i];
+            dispatched += self.dispatch_one(p, state) as usize;
+        }
+        self.ready.clear();
+        dispatched
+    }
+
+    fn dispatch_one(&mut self, p: Pending, state: &mut S) -> bool {
+        let index = p.index as usize;
+        let Some(slot) = self.ctx.sources.get_mut(index) else {
+            return false;
+        };
+        if slot.state != SlotState::Active {
+            return false; // closed or paused by an earlier handler this turn
+        }
+        let Some(mut entry) = slot.entry.take() else {
+            return false;
+        };
+        let id = SourceId::new(index, slot.seq);
+        let event = Event { id, ready: p.ready };
+        log::trace!("evloop: dispatch {id} {:?}", p.ready);
+        let t0 = self.stall.start();
+        let mut action = Action::Close;
+        let result = self.guard(|ctx, state| action = entry.dispatch(event, ctx, state), state);
+        self.stall
+            .finish(t0, &mut self.ctx.metrics, format_args!("handler of {id}"));
+        if let Some(slot) = self.ctx.sources.get_mut(index) {
+            slot.entry = Some(entry);
+            if slot.dirty {
+                if let Err(e) = self.ctx.sync(id) {
+                    log::error!("evloop: re-registering {id} failed: {e}; closing it");
+                    self.ctx.close(id);
+                }
+            }
+        }
+        if let Err(payload) = result {
+            self.ctx.close(id);
+            self.panicked(payload, format_args!("handler of {id}"));
+            return true;
+        }
+        match action {
+            Action::Keep => {}
+            Action::Close => {
+                self.ctx.close(id);
+            }
+            Action::Reschedule => self.ctx.reschedule(id, p.ready),
+        }
+        true
+    }
+
+    /// Phase 6: after-poll hooks, in the order they were added.
+    fn run_checks(&mut self, state: &mut S) {
+        if self.ctx.checks.is_empty() {
+            return;
+        }
+        log::trace!("evloop: phase check ({} hooks)", self.ctx.checks.len());
+        let mut checks = std::mem::take(&mut self.ctx.checks);
+        let mut i = 0;
+        while i < checks.len() {
+            let mut keep = false;
+            let check = &mut checks[i];
+            let result = self.guard(|ctx, state| keep = check(ctx, state), state);
+            if result.is_ok() && keep {
+                i += 1;
+            } else {
+                drop(checks.remove(i));
+            }
+            if let Err(payload) = result {
+                // Put the hooks back before a propagated panic unwinds past us.
+                checks.append(&mut self.ctx.checks);
+                self.ctx.checks = std::mem::take(&mut checks);
+                self.panicked(payload, format_args!("check hook"));
+                checks = std::mem::take(&mut self.ctx.checks);
+            }
+        }
+        checks.append(&mut self.ctx.checks);
+        self.ctx.checks = checks;
+    }
+
+    /// Phase 7: deregister and drop the sources closed during the turn.
+    fn reclaim(&mut self) {
+        if self.ctx.closing.is_empty() {
+            return;
+        }
+        log::trace!("evloop: phase reclaim ({} closed)", self.ctx.closing.len());
+        let mut closing = std::mem::take(&mut self.ctx.closing);
+        for &index in &closing {
+            self.ctx.release(index);
+        }
+        closing.clear();
+        if self.ctx.closing.is_empty() {
+            self.ctx.closing = closing;
+        }
+    }
+
+    /// Run a callback, catching a panic so the caller can tidy up first.
+    fn guard<F>(&mut self, f: F, state: &mut S) -> Result<(), Box<dyn Any + Send>>
+    where
+        F: FnOnce(&mut Ctx<S>, &mut S),
+    {
+        let ctx = &mut self.ctx;
+        panic::catch_unwind(AssertUnwindSafe(|| f(ctx, state)))
+    }
+
+    /// Apply the panic policy to a caught panic, once the loop is consistent
+    /// again: re-raise it, or log it and go on.
+    fn panicked(&mut self, payload: Box<dyn Any + Send>, what: std::fmt::Arguments<'_>) {
+        let msg = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "<non-string panic>".into());
+        match self.panic_policy {
+            PanicPolicy::Propagate => {
+                log::error!("evloop: {what} panicked: {msg}; propagating");
+                panic::resume_unwind(payload)
+            }
+            PanicPolicy::CloseSource => {
+                log::error!("evloop: {what} panicked: {msg}; dropped it, going on");
+                self.ctx.metrics.panics += 1;
+            }
+        }
+    }
+
+    /// When the loop next needs a turn for its timers, for a host loop that
+    /// drives this one through its fd. `Some(now)` or earlier when deferred
+    /// callbacks or rescheduled sources are already waiting.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let c = &self.ctx;
+        if !c.deferred.is_empty() || !c.scheduled.is_empty() || !c.closing.is_empty() {
+            return Some(c.clock.now());
+        }
+        c.timers.next_deadline()
+    }
+}
+
+impl<S> Ctx<S> {
+    /// Deregister and drop a closed source (reclaim phase, or `Drop`).
+    pub(crate) fn release(&mut self, index: usize) {
+        let Some(slot) = self.sources.try_remove(index) else {
+            return;
+        };
+        let id = SourceId::new(index, slot.seq);
+        if let Some(mut entry) = slot.entry {
+            if slot.registered {
+                let how = Attach::Deregister {
+                    registry: self.poll.registry(),
+                };
+                if let Err(e) = entry.attach(how, &self.link) {
+                    log::debug!("evloop: deregistering {id} failed: {e}");
+                }
+            }
+            log::trace!("evloop: reclaim {id}");
+            drop(entry);
+        }
+    }
+}
+
+impl<S> Deref for EventLoop<S> {
+    type Target = Ctx<S>;
+    fn deref(&self) -> &Ctx<S> {
+        &self.ctx
+    }
+}
+
+impl<S> DerefMut for EventLoop<S> {
+    fn deref_mut(&mut self) -> &mut Ctx<S> {
+        &mut self.ctx
+    }
+}
+
+/// The loop's epoll fd: watch it for readability in a host loop, then call
+/// `turn` with a zero timeout.
+impl<S> AsRawFd for EventLoop<S> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.ctx.poll.as_raw_fd()
+    }
+}
+
+impl<S> std::fmt::Debug for EventLoop<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLoop")
+            .field("sources", &self.ctx.sources.len())
+            .field("timers", &self.ctx.timers.len())
+            .field("turns", &self.ctx.metrics.turns)
+            .finish()
+    }
+}

@@ -1,0 +1,90 @@
+//! # evloop
+//!
+//! A single-threaded, callback-style event loop built on [mio]: it polls
+//! sockets, timers and your own event sources, and dispatches readiness to
+//! registered handlers **in a defined order**.
+//!
+//! ## The turn
+//!
+//! One call of [`EventLoop::turn`] is one iteration; [`EventLoop::run`]
+//! repeats it until stopped. Its phases, in this order, are the contract:
+//!
+//! 1. **clock**: read the monotonic clock once; [`Ctx::now`] is cached for
+//!    the turn (and refreshed after a poll that slept).
+//! 2. **timers**: every expired timer fires, by deadline; equal deadlines
+//!    fire in the order they were armed. A timer armed during this phase for
+//!    "now" fires in the next turn.
+//! 3. **deferred**: callbacks queued with [`Ctx::defer`] before this phase
+//!    started, FIFO; ones queued while it runs wait for the next turn.
+//! 4. **poll**: block in mio for 0 if deferred work or rescheduled handlers are
+//!    pending, else until the next timer deadline, else until woken (capped by
+//!    the caller's timeout).
+//! 5. **dispatch**: ready sources are dispatched by (priority, registration
+//!    order), never the kernel's arbitrary order. A source closed earlier in
+//!    the turn receives nothing further; ids carry a generation, so a reused
+//!    slot never gets its predecessor's event. Cross-thread wake-ups
+//!    ([`Remote`], [`channel()`]) are ordinary sources here.
+//! 6. **after-poll hooks**: [`Ctx::add_check`] callbacks, then metrics.
+//! 7. **reclaim**: sources closed during the turn are deregistered and dropped.
+//!
+//! With `RUST_LOG=evloop=trace` (or any `log` backend at trace level) every
+//! phase and every dispatch is logged, so you can watch the loop turn.
+//!
+//! ## Example
+//!
+//! A handler gets its source, the event, the loop's [`Ctx`] and your state:
+//!
+//! ```
+//! use std::io::{Read, Write};
+//! use std::os::unix::net::UnixStream;
+//! use evloop::{Action, EventLoop, Interest};
+//!
+//! let mut el = EventLoop::<Vec<u8>>::new()?;
+//! let (a, mut b) = UnixStream::pair()?;
+//! a.set_nonblocking(true)?;
+//! let a = mio::net::UnixStream::from_std(a);
+//! el.register(a, Interest::READABLE, |sock, _ev, ctx, got: &mut Vec<u8>| {
+//!     let mut buf = [0u8; 64];
+//!     match sock.read(&mut buf) {
+//!         Ok(0) => { ctx.stop(); Action::Close }
+//!         Ok(n) => { got.extend_from_slice(&buf[..n]); Action::Reschedule }
+//!         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Action::Keep,
+//!         Err(_) => Action::Close,
+//!     }
+//! })?;
+//! b.write_all(b"hello")?;
+//! drop(b);
+//! let mut got = Vec::new();
+//! el.run(&mut got)?;
+//! assert_eq!(got, b"hello");
+//! # Ok::<(), std::io::Error>(())
+//! ```
+#![warn(missing_docs)]
+
+#[cfg(not(all(unix, target_pointer_width = "64")))]
+compile_error!("evloop supports 64-bit Unix (Linux first)");
+
+mod channel;
+mod clock;
+mod ctx;
+mod event_loop;
+mod metrics;
+mod remote;
+#[cfg(target_os = "linux")]
+mod signal;
+mod source;
+mod timer;
+mod token;
+
+pub use channel::{bounded, channel, Receiver, SendError, Sender, TrySendError};
+pub use clock::{Clock, ManualClock};
+pub use ctx::Ctx;
+pub use event_loop::{Builder, EventLoop, PanicPolicy, Turn};
+pub use metrics::Metrics;
+pub use mio::Interest;
+pub use remote::{LoopGone, Remote};
+#[cfg(target_os = "linux")]
+pub use signal::Signals;
+pub use source::{Action, Event, Priority, Ready};
+pub use timer::{Fired, TimerId};
+pub use token::SourceId;

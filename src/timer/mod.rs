@@ -1,0 +1,134 @@
+//! Timers: one-shot and periodic callbacks on a hierarchical timing wheel.
+//!
+//! The wheel ([`wheel`]) is a plain data structure over nanoseconds; this
+//! module maps the loop's `Instant`s onto it and stores what runs when an
+//! entry expires. Arm, cancel and reset are O(1) and allocate nothing in
+//! steady state except the boxed callback itself.
+
+pub(crate) mod hires;
+pub(crate) mod wheel;
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::Ctx;
+
+/// Identifies an armed timer. Stale ids (fired, cancelled) are harmless:
+/// cancelling or resetting them returns `false`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TimerId(pub(crate) wheel::Key);
+
+impl fmt::Debug for TimerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "T{}.{}", self.0.index(), self.0.generation())
+    }
+}
+
+/// What a timer callback is told when it fires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fired {
+    /// The timer that fired.
+    pub id: TimerId,
+    /// The deadline it was armed for (the turn's `now()` is at or after it).
+    pub deadline: Instant,
+    /// For fixed-rate periodic timers: how many whole periods passed unseen
+    /// because the loop ran late. Those ticks are counted here, not replayed.
+    pub missed: u64,
+}
+
+/// A timer's callback.
+pub(crate) type Callback<S> = Box<dyn FnMut(Fired, &mut Ctx<S>, &mut S)>;
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Repeat {
+    Once,
+    /// Next deadline = previous deadline + period: stays on the grid.
+    Rate(u64),
+    /// Next deadline = the turn's now + delay, measured after the callback.
+    Delay(u64),
+}
+
+pub(crate) struct TimerEntry<S> {
+    /// Taken out while the callback runs, so it can reach the loop mutably.
+    pub(crate) callback: Option<Callback<S>>,
+    pub(crate) repeat: Repeat,
+    /// The callback reset its own timer: do not re-arm it afterwards.
+    pub(crate) reset_inside: bool,
+}
+
+/// The loop's timer table.
+pub(crate) struct Timers<S> {
+    pub(crate) wheel: wheel::Wheel<TimerEntry<S>>,
+    origin: Instant,
+}
+
+/// Width of a level-0 wheel slot: 2^16 ns = 65.5 µs, fine enough for the
+/// high-resolution mode; coarser levels cover the rest.
+const TICK_SHIFT: u32 = 16;
+
+impl<S> Timers<S> {
+    pub(crate) fn new(origin: Instant) -> Timers<S> {
+        Timers {
+            wheel: wheel::Wheel::new(TICK_SHIFT, 0),
+            origin,
+        }
+    }
+
+    /// Nanoseconds since the loop's origin; instants before it count as 0,
+    /// and ones beyond 584 years saturate (they never fire early).
+    pub(crate) fn to_ns(&self, t: Instant) -> u64 {
+        u64::try_from(t.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    pub(crate) fn to_instant(&self, ns: u64) -> Instant {
+        self.origin
+            .checked_add(Duration::from_nanos(ns))
+            .unwrap_or_else(|| self.origin + Duration::from_secs(u32::MAX as u64))
+    }
+
+    pub(crate) fn arm(&mut self, deadline: Instant, repeat: Repeat, callback: Callback<S>) -> TimerId {
+        let ns = self.to_ns(deadline);
+        TimerId(self.wheel.insert(
+            ns,
+            TimerEntry {
+                callback: Some(callback),
+                repeat,
+                reset_inside: false,
+            },
+        ))
+    }
+
+    pub(crate) fn cancel(&mut self, id: TimerId) -> bool {
+        self.wheel.remove(id.0).is_some()
+    }
+
+    pub(crate) fn reset(&mut self, id: TimerId, deadline: Instant) -> bool {
+        let ns = self.to_ns(deadline);
+        match self.wheel.get_mut(id.0) {
+            Some(entry) => {
+                if entry.callback.is_none() {
+                    entry.reset_inside = true;
+                }
+                self.wheel.reset(id.0, ns)
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn deadline(&self, id: TimerId) -> Option<Instant> {
+        self.wheel.deadline(id.0).map(|ns| self.to_instant(ns))
+    }
+
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.wheel.next_deadline().map(|ns| self.to_instant(ns))
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.wheel.len()
+    }
+}
+
+/// Duration in whole nanoseconds, at least 1 (a zero period would spin).
+pub(crate) fn period_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1)
+}
