@@ -74,6 +74,7 @@ pub struct Ctx<S> {
     pub(crate) stop: bool,
     pub(crate) turn_no: u64,
     pub(crate) scratch: Vec<u8>,
+    pub(crate) out_buf: Vec<u8>,
     pub(crate) remote: Option<Remote<S>>,
     pub(crate) metrics: Metrics,
 }
@@ -467,6 +468,21 @@ impl<S> Ctx<S> {
     pub(crate) fn put_scratch(&mut self, buf: Vec<u8>) {
         if buf.capacity() >= self.scratch.capacity() {
             self.scratch = buf;
+        }
+    }
+
+    /// Borrow the loop's spare output buffer (empty, maybe with capacity).
+    pub(crate) fn take_out_buf(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out_buf)
+    }
+
+    /// Return an output buffer; a large one is freed rather than kept, so a
+    /// burst does not pin memory.
+    pub(crate) fn give_out_buf(&mut self, mut buf: Vec<u8>) {
+        const KEEP: usize = 256 * 1024;
+        buf.clear();
+        if buf.capacity() <= KEEP && buf.capacity() > self.out_buf.capacity() {
+            self.out_buf = buf;
         }
     }
 }

@@ -143,6 +143,7 @@ impl Builder {
                 stop: false,
                 turn_no: 0,
                 scratch: Vec::new(),
+                out_buf: Vec::new(),
                 remote: None,
                 metrics: Metrics::default(),
             },

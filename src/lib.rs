@@ -69,6 +69,7 @@ mod clock;
 mod ctx;
 mod event_loop;
 mod metrics;
+pub mod net;
 mod remote;
 #[cfg(target_os = "linux")]
 mod signal;

@@ -1,0 +1,600 @@
+//! A buffered connection and the handler trait that drives it.
+//!
+//! What this module does for the user, so a server is the easy thing to write:
+//!
+//! - **Reads** go into one scratch buffer owned by the loop, so an idle
+//!   connection holds no read buffer. The handler gets the bytes and says how
+//!   many it consumed; only an unconsumed tail (half a frame) is kept.
+//! - **Edge-triggered reads stop at a short read**: a read that returns less
+//!   than it asked for has drained the socket, and the next edge will come, so
+//!   we do not pay for one more read that returns `WouldBlock`.
+//! - **Writes are corked** while the connection's own handler runs and flushed
+//!   with one `write` when it returns; whatever the kernel does not take is
+//!   queued, and WRITABLE interest is held only while the queue is non-empty.
+//! - **Backpressure**: past the high-water mark the connection stops reading
+//!   until the queue drains below the low-water mark; past the hard cap it is
+//!   closed. A peer that never reads cannot grow the server.
+//! - **Half-close, resets, idle peers**: EOF is reported and the handler may
+//!   keep writing; ECONNRESET/EPIPE close the connection and the reason reaches
+//!   the handler; an optional idle timeout closes silent peers.
+
+use std::io::{self, Read, Write};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use mio::Interest;
+
+use super::listener::ListenShared;
+use super::stream::Stream;
+use crate::{Action, Ctx, Event, SourceId, TimerId};
+
+/// Size of the loop's shared read buffer.
+pub(crate) const SCRATCH_SIZE: usize = 64 * 1024;
+
+/// Limits and timeouts of a connection.
+#[derive(Clone, Debug)]
+pub struct ConnConfig {
+    /// Queued output above which the connection stops reading (default 256 KiB).
+    pub high_water: usize,
+    /// Queued output below which it reads again (default 64 KiB).
+    pub low_water: usize,
+    /// Queued output above which the connection is closed with
+    /// [`CloseReason::Overflow`] (default 4 MiB): the bound on a peer that never reads.
+    pub max_queued: usize,
+    /// Unconsumed input above which the connection is closed with
+    /// [`CloseReason::InputTooLarge`] (default 1 MiB).
+    pub max_input: usize,
+    /// Bytes read per dispatch before yielding to other sources (default 256 KiB).
+    pub read_budget: usize,
+    /// Close a connection that has neither read nor written for this long.
+    pub idle_timeout: Option<Duration>,
+}
+
+impl Default for ConnConfig {
+    fn default() -> Self {
+        ConnConfig {
+            high_water: 256 * 1024,
+            low_water: 64 * 1024,
+            max_queued: 4 * 1024 * 1024,
+            max_input: 1024 * 1024,
+            read_budget: 256 * 1024,
+            idle_timeout: None,
+        }
+    }
+}
+
+/// Why a connection closed, as reported to [`Handler::on_close`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The server side closed it ([`Conn::close`] or [`Conn::abort`]).
+    Local,
+    /// The peer closed its side and everything owed to it was written.
+    PeerClosed,
+    /// The peer reset the connection (ECONNRESET, EPIPE).
+    Reset,
+    /// Nothing was read or written for the idle timeout.
+    Idle,
+    /// More output was queued than [`ConnConfig::max_queued`] allows.
+    Overflow,
+    /// More unconsumed input than [`ConnConfig::max_input`] allows.
+    InputTooLarge,
+    /// Some other I/O error.
+    Error(io::ErrorKind),
+}
+
+/// What a connection's owner implements. Only [`on_data`](Handler::on_data)
+/// is required.
+pub trait Handler<S> {
+    /// The connection is registered; greet the peer here if the protocol says so.
+    fn on_open(&mut self, conn: &mut Conn, ctx: &mut Ctx<S>, state: &mut S) {
+        let _ = (conn, ctx, state);
+    }
+
+    /// Bytes arrived. `data` is everything not yet consumed (an earlier
+    /// unconsumed tail followed by the new bytes). Return how many bytes were
+    /// consumed; the rest is handed back, with more, next time.
+    fn on_data(&mut self, conn: &mut Conn, data: &[u8], ctx: &mut Ctx<S>, state: &mut S) -> usize;
+
+    /// The write queue, after having been non-empty, was fully written.
+    fn on_drained(&mut self, conn: &mut Conn, ctx: &mut Ctx<S>, state: &mut S) {
+        let _ = (conn, ctx, state);
+    }
+
+    /// The peer will send nothing more (half-close). The default closes the
+    /// connection once everything queued is written; a handler may instead
+    /// keep writing and call [`Conn::shutdown_write`] or [`Conn::close`] later.
+    fn on_eof(&mut self, conn: &mut Conn, ctx: &mut Ctx<S>, state: &mut S) {
+        let _ = (ctx, state);
+        conn.close();
+    }
+
+    /// The connection is closed (called exactly once) and will be dropped
+    /// at the end of the turn.
+    fn on_close(&mut self, conn: &mut Conn, reason: CloseReason, ctx: &mut Ctx<S>, state: &mut S) {
+        let _ = (conn, reason, ctx, state);
+    }
+}
+
+/// A connected stream with a write queue, as seen by its [`Handler`].
+///
+/// Reach another connection from a different handler with
+/// [`write`](crate::net::write) / [`close`](crate::net::close), which also
+/// make sure its driver runs.
+pub struct Conn {
+    stream: Stream,
+    id: SourceId,
+    cfg: Rc<ConnConfig>,
+    listener: Option<Rc<ListenShared>>,
+    /// Output not yet taken by the kernel, from `out_pos` on.
+    out: Vec<u8>,
+    out_pos: usize,
+    /// Unconsumed input (a partial frame); empty for an idle connection.
+    input: Vec<u8>,
+    last_active: Instant,
+    idle_timer: Option<TimerId>,
+    /// What the poller currently watches (None: deregistered).
+    polled: Option<Interest>,
+    /// Set once the connection must close; the driver reports it and closes.
+    closed: Option<CloseReason>,
+    /// The owner's handler runs: writes are buffered and flushed afterwards.
+    corked: bool,
+    opened: bool,
+    peer_eof: bool,
+    /// close() was asked: finish writing, then close.
+    closing: bool,
+    /// shutdown_write() was asked: shut the write half once the queue is empty.
+    shut_requested: bool,
+    write_shut: bool,
+    /// Reading paused by backpressure (queue above high water).
+    throttled: bool,
+    /// Reading paused by the handler.
+    paused: bool,
+    idle_expired: bool,
+}
+
+impl Conn {
+    pub(crate) fn new(
+        stream: Stream,
+        cfg: Rc<ConnConfig>,
+        listener: Option<Rc<ListenShared>>,
+        now: Instant,
+    ) -> Conn {
+        Conn {
+            stream,
+            id: SourceId::new(0, 0),
+            cfg,
+            listener,
+            out: Vec::new(),
+            out_pos: 0,
+            input: Vec::new(),
+            last_active: now,
+            idle_timer: None,
+            polled: Some(Interest::READABLE),
+            closed: None,
+            corked: false,
+            opened: false,
+            peer_eof: false,
+            closing: false,
+            shut_requested: false,
+            write_shut: false,
+            throttled: false,
+            paused: false,
+            idle_expired: false,
+        }
+    }
+
+    /// This connection's source id.
+    pub fn id(&self) -> SourceId {
+        self.id
+    }
+
+    /// The socket, for options and addresses.
+    pub fn stream(&self) -> &Stream {
+        &self.stream
+    }
+
+    /// Bytes queued and not yet taken by the kernel.
+    pub fn queued(&self) -> usize {
+        self.out.len() - self.out_pos
+    }
+
+    /// Bytes received and not yet consumed by the handler.
+    pub fn unconsumed(&self) -> usize {
+        self.input.len()
+    }
+
+    /// True once the peer has closed its writing half.
+    pub fn peer_eof(&self) -> bool {
+        self.peer_eof
+    }
+
+    /// True once the connection is closing or closed: writes are refused.
+    pub fn is_closing(&self) -> bool {
+        self.closing || self.closed.is_some()
+    }
+
+    /// Heap bytes this connection holds in its buffers right now.
+    pub fn buffered_capacity(&self) -> usize {
+        self.out.capacity() + self.input.capacity()
+    }
+
+    /// Send `data`: straight to the socket when the kernel takes it (or, while
+    /// the handler runs, in one write when it returns), queued otherwise.
+    /// Returns false, sending nothing, when the connection is closing, its
+    /// write half is shut, or the queue would pass [`ConnConfig::max_queued`]
+    /// (which also closes the connection with [`CloseReason::Overflow`]).
+    pub fn write(&mut self, data: &[u8]) -> bool {
+        if self.closing || self.closed.is_some() || self.shut_requested || self.write_shut {
+            return false;
+        }
+        if data.is_empty() {
+            return true;
+        }
+        let mut data = data;
+        if !self.corked && self.queued() == 0 {
+            match write_some(&mut self.stream, data) {
+                Ok(n) => data = &data[n..],
+                Err(reason) => {
+                    self.fail(reason);
+                    return false;
+                }
+            }
+            if data.is_empty() {
+                return true;
+            }
+        }
+        if self.queued() + data.len() > self.cfg.max_queued {
+            log::warn!(
+                "evloop: connection {} queued {} bytes and would pass its cap of {}; closing it",
+                self.id,
+                self.queued() + data.len(),
+                self.cfg.max_queued
+            );
+            self.fail(CloseReason::Overflow);
+            return false;
+        }
+        self.out.extend_from_slice(data);
+        true
+    }
+
+    /// Close after everything queued is written. No more reads are delivered.
+    pub fn close(&mut self) {
+        self.closing = true;
+    }
+
+    /// Close now, dropping anything queued.
+    pub fn abort(&mut self) {
+        self.fail(CloseReason::Local);
+    }
+
+    /// Shut the write half (FIN to the peer) once everything queued is
+    /// written; keep reading until the peer closes too.
+    pub fn shutdown_write(&mut self) {
+        self.shut_requested = true;
+    }
+
+    /// Stop reading from this peer until [`resume_reading`](Self::resume_reading).
+    pub fn pause_reading(&mut self) {
+        self.paused = true;
+    }
+
+    /// Read from this peer again.
+    pub fn resume_reading(&mut self) {
+        self.paused = false;
+    }
+
+    fn fail(&mut self, reason: CloseReason) {
+        if self.closed.is_none() {
+            self.closed = Some(reason);
+        }
+    }
+
+    fn reading(&self) -> bool {
+        !(self.throttled || self.paused || self.peer_eof || self.closing || self.closed.is_some())
+    }
+
+    /// Write as much of the queue as the kernel takes.
+    fn flush(&mut self) {
+        while self.queued() > 0 && self.closed.is_none() {
+            match write_some(&mut self.stream, &self.out[self.out_pos..]) {
+                Ok(0) => break,
+                Ok(n) => self.out_pos += n,
+                Err(reason) => self.fail(reason),
+            }
+        }
+        if self.queued() == 0 {
+            self.out.clear();
+            self.out_pos = 0;
+        }
+    }
+}
+
+/// One write; `Ok(0)` means the kernel took nothing (WouldBlock).
+fn write_some(stream: &mut Stream, data: &[u8]) -> Result<usize, CloseReason> {
+    loop {
+        match stream.write(data) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(reason_of(&e)),
+        }
+    }
+}
+
+fn reason_of(e: &io::Error) -> CloseReason {
+    match e.kind() {
+        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionAborted => {
+            CloseReason::Reset
+        }
+        kind => CloseReason::Error(kind),
+    }
+}
+
+impl mio::event::Source for Conn {
+    fn register(&mut self, r: &mio::Registry, t: mio::Token, i: Interest) -> io::Result<()> {
+        self.stream.register(r, t, i)
+    }
+    fn reregister(&mut self, r: &mio::Registry, t: mio::Token, i: Interest) -> io::Result<()> {
+        self.stream.reregister(r, t, i)
+    }
+    fn deregister(&mut self, r: &mio::Registry) -> io::Result<()> {
+        self.stream.deregister(r)
+    }
+}
+
+/// Register `stream` as a connection driven by `handler`; its `on_open` runs
+/// in the next dispatch phase.
+pub(crate) fn open<S, H>(
+    ctx: &mut Ctx<S>,
+    stream: Stream,
+    cfg: Rc<ConnConfig>,
+    listener: Option<Rc<ListenShared>>,
+    mut handler: H,
+) -> io::Result<SourceId>
+where
+    H: Handler<S> + 'static,
+{
+    let conn = Conn::new(stream, cfg.clone(), listener, ctx.now());
+    let id = ctx.register(
+        conn,
+        Interest::READABLE,
+        move |conn: &mut Conn, ev, ctx, state| drive(conn, &mut handler, ev, ctx, state),
+    )?;
+    if let Some(conn) = ctx.source_mut::<Conn>(id) {
+        conn.id = id;
+    }
+    if let Some(timeout) = cfg.idle_timeout {
+        let timer = ctx.timer_every_delay(timeout, move |fired, ctx, _| {
+            idle_check(ctx, id, fired.id, timeout)
+        });
+        if let Some(conn) = ctx.source_mut::<Conn>(id) {
+            conn.idle_timer = Some(timer);
+        }
+    }
+    ctx.schedule(id);
+    Ok(id)
+}
+
+/// The idle timer fired: close the connection if it really was idle, else
+/// move the timer to the end of its quiet period.
+fn idle_check<S>(ctx: &mut Ctx<S>, id: SourceId, timer: TimerId, timeout: Duration) {
+    let now = ctx.now();
+    let Some(conn) = ctx.source_mut::<Conn>(id) else {
+        ctx.cancel_timer(timer);
+        return;
+    };
+    let quiet_until = conn.last_active + timeout;
+    if now >= quiet_until {
+        conn.idle_expired = true;
+        ctx.cancel_timer(timer);
+        ctx.schedule(id);
+    } else {
+        ctx.reset_timer(timer, quiet_until);
+    }
+}
+
+/// Run one dispatch of a connection: open, read, flush, and settle its
+/// interest and fate.
+fn drive<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ev: Event, ctx: &mut Ctx<S>, state: &mut S) -> Action {
+    conn.corked = true;
+    if conn.out.capacity() == 0 {
+        // Borrow the loop's spare output buffer: no allocation per message,
+        // and nothing held once the queue drains.
+        conn.out = ctx.take_out_buf();
+    }
+    if !conn.opened {
+        conn.opened = true;
+        h.on_open(conn, ctx, state);
+    }
+    if conn.idle_expired {
+        conn.fail(CloseReason::Idle);
+    }
+    let mut action = Action::Keep;
+    if conn.reading()
+        && (ev.ready.is_readable() || ev.ready.is_read_closed() || ev.ready.is_empty() || ev.ready.is_error())
+    {
+        action = read(conn, h, ev, ctx, state);
+    }
+    conn.corked = false;
+    settle(conn, h, ctx, state);
+    if conn.closed.is_some() {
+        return Action::Close;
+    }
+    action
+}
+
+/// Read until a short read, EOF, the budget, or the handler stops us.
+fn read<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ev: Event, ctx: &mut Ctx<S>, state: &mut S) -> Action {
+    let mut scratch = ctx.take_scratch();
+    if scratch.len() < SCRATCH_SIZE {
+        scratch.resize(SCRATCH_SIZE, 0);
+    }
+    let mut total = 0;
+    let mut action = Action::Keep;
+    while conn.reading() {
+        let n = match conn.stream.read(&mut scratch) {
+            Ok(0) => {
+                conn.peer_eof = true;
+                log::debug!("evloop: connection {} peer EOF", conn.id);
+                h.on_eof(conn, ctx, state);
+                break;
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                conn.fail(reason_of(&e));
+                break;
+            }
+        };
+        conn.last_active = ctx.now();
+        total += n;
+        deliver(conn, h, &scratch[..n], ctx, state);
+        // A short read drained the socket; the next edge will tell us about
+        // more. Unless the peer already hung up: then read on to the EOF.
+        if n < scratch.len() && !ev.ready.is_read_closed() {
+            break;
+        }
+        if total >= conn.cfg.read_budget {
+            action = Action::Reschedule;
+            break;
+        }
+    }
+    ctx.put_scratch(scratch);
+    action
+}
+
+/// Hand new bytes (after any unconsumed tail) to the handler; keep what it
+/// did not consume.
+fn deliver<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, new: &[u8], ctx: &mut Ctx<S>, state: &mut S) {
+    if conn.input.is_empty() {
+        let used = h.on_data(conn, new, ctx, state).min(new.len());
+        if used < new.len() {
+            conn.input.extend_from_slice(&new[used..]);
+        }
+    } else {
+        let mut input = std::mem::take(&mut conn.input);
+        input.extend_from_slice(new);
+        let used = h.on_data(conn, &input, ctx, state).min(input.len());
+        input.drain(..used);
+        if input.is_empty() {
+            // The frame is complete: an idle connection holds no read buffer.
+            input = Vec::new();
+        }
+        conn.input = input;
+    }
+    if conn.input.len() > conn.cfg.max_input {
+        log::warn!(
+            "evloop: connection {} has {} unconsumed bytes, over its cap of {}; closing it",
+            conn.id,
+            conn.input.len(),
+            conn.cfg.max_input
+        );
+        conn.fail(CloseReason::InputTooLarge);
+    }
+}
+
+/// After the handler ran: flush, apply backpressure, half-close and close
+/// requests, and make the poller watch what the connection now needs.
+fn settle<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ctx: &mut Ctx<S>, state: &mut S) {
+    let was_queued = conn.queued() > 0;
+    conn.flush();
+    if was_queued || conn.queued() > 0 {
+        conn.last_active = ctx.now();
+    }
+    if conn.queued() == 0 {
+        ctx.give_out_buf(std::mem::take(&mut conn.out));
+        conn.out_pos = 0;
+        if conn.throttled {
+            conn.throttled = false;
+            // Under edge triggering data may already be waiting: look now.
+            ctx.schedule(conn.id);
+        }
+        if was_queued && conn.closed.is_none() {
+            h.on_drained(conn, ctx, state);
+            conn.flush();
+        }
+    } else if conn.queued() > conn.cfg.high_water && !conn.throttled {
+        log::debug!(
+            "evloop: connection {} over high water ({} queued); pausing reads",
+            conn.id,
+            conn.queued()
+        );
+        conn.throttled = true;
+    } else if conn.throttled && conn.queued() < conn.cfg.low_water {
+        conn.throttled = false;
+        ctx.schedule(conn.id);
+    }
+    if conn.queued() == 0 && conn.closed.is_none() {
+        if conn.closing {
+            conn.closed = Some(if conn.peer_eof {
+                CloseReason::PeerClosed
+            } else {
+                CloseReason::Local
+            });
+        } else if conn.shut_requested && !conn.write_shut {
+            conn.write_shut = true;
+            if let Err(e) = conn.stream.shutdown(std::net::Shutdown::Write) {
+                conn.fail(reason_of(&e));
+            }
+        }
+        if conn.write_shut && conn.peer_eof {
+            conn.fail(CloseReason::PeerClosed);
+        }
+    }
+    if let Some(reason) = conn.closed {
+        finish(conn, h, reason, ctx, state);
+        return;
+    }
+    let mut want = None;
+    if conn.reading() {
+        want = Some(Interest::READABLE);
+    }
+    if conn.queued() > 0 {
+        want = Some(want.map_or(Interest::WRITABLE, |i| i | Interest::WRITABLE));
+    }
+    if want.is_none() && !conn.peer_eof {
+        // Paused by the handler with nothing to write: nothing to poll for.
+        want = None;
+    } else if want.is_none() {
+        // After EOF keep READABLE so a reset or error still reaches us.
+        want = Some(Interest::READABLE);
+    }
+    if want != conn.polled {
+        let result = match (conn.polled, want) {
+            (_, Some(i)) if conn.polled.is_none() => {
+                ctx.set_interest(conn.id, i).and_then(|_| ctx.resume(conn.id))
+            }
+            (_, Some(i)) => ctx.set_interest(conn.id, i),
+            (_, None) => ctx.pause(conn.id),
+        };
+        match result {
+            Ok(()) => conn.polled = want,
+            Err(e) => {
+                conn.fail(reason_of(&e));
+                finish(conn, h, reason_of(&e), ctx, state);
+            }
+        }
+    }
+}
+
+/// Report the close once, and release what the connection held.
+fn finish<S, H: Handler<S>>(
+    conn: &mut Conn,
+    h: &mut H,
+    reason: CloseReason,
+    ctx: &mut Ctx<S>,
+    state: &mut S,
+) {
+    log::debug!("evloop: connection {} closed: {reason:?}", conn.id);
+    if let Some(t) = conn.idle_timer.take() {
+        ctx.cancel_timer(t);
+    }
+    h.on_close(conn, reason, ctx, state);
+    ctx.give_out_buf(std::mem::take(&mut conn.out));
+    conn.out_pos = 0;
+    conn.input = Vec::new();
+    if let Some(l) = conn.listener.take() {
+        l.connection_closed(ctx);
+    }
+}

@@ -1,0 +1,284 @@
+//! Listeners: bind through socket2, accept with a per-turn budget, survive
+//! fd exhaustion, and hand each connection to a [`Handler`].
+
+use std::cell::Cell;
+use std::fs::File;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use mio::Interest;
+use socket2::{Domain, SockAddr, Socket, Type};
+
+use super::conn::{self, ConnConfig, Handler};
+use super::stream::{Addr, Stream};
+use crate::{Action, Ctx, SourceId};
+
+/// How a listener binds and accepts.
+#[derive(Clone, Debug)]
+pub struct ListenConfig {
+    /// listen(2) backlog (default 1024).
+    pub backlog: i32,
+    /// SO_REUSEADDR (default on; TCP only).
+    pub reuse_address: bool,
+    /// SO_REUSEPORT, to shard one port over several loops (default off).
+    pub reuse_port: bool,
+    /// Connections accepted per dispatch before yielding to established
+    /// peers (default 64): a connection storm cannot starve them.
+    pub accept_budget: usize,
+    /// Stop accepting while this many connections are open.
+    pub max_connections: Option<usize>,
+    /// TCP_NODELAY on accepted streams (default on).
+    pub nodelay: bool,
+    /// How long to stop accepting when out of fds and no reserve fd is left.
+    pub emfile_backoff: Duration,
+    /// Settings for every accepted connection.
+    pub conn: ConnConfig,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        ListenConfig {
+            backlog: 1024,
+            reuse_address: true,
+            reuse_port: false,
+            accept_budget: 64,
+            max_connections: None,
+            nodelay: true,
+            emfile_backoff: Duration::from_millis(100),
+            conn: ConnConfig::default(),
+        }
+    }
+}
+
+/// A bound listening socket (the registered source of a listener).
+#[derive(Debug)]
+pub enum Listener {
+    /// TCP.
+    Tcp(mio::net::TcpListener),
+    /// Unix domain.
+    Unix(mio::net::UnixListener),
+}
+
+impl Listener {
+    /// Bind `addr` with `cfg`'s socket options.
+    pub fn bind(addr: &Addr, cfg: &ListenConfig) -> io::Result<Listener> {
+        let (domain, sockaddr) = match addr {
+            Addr::Tcp(a) => (Domain::for_address(*a), SockAddr::from(*a)),
+            Addr::Unix(p) => (Domain::UNIX, SockAddr::unix(p)?),
+        };
+        let socket = Socket::new(domain, Type::STREAM.nonblocking().cloexec(), None)?;
+        if matches!(addr, Addr::Tcp(_)) {
+            socket.set_reuse_address(cfg.reuse_address)?;
+            if cfg.reuse_port {
+                socket.set_reuse_port(true)?;
+            }
+        }
+        socket.bind(&sockaddr)?;
+        socket.listen(cfg.backlog)?;
+        Ok(match addr {
+            Addr::Tcp(_) => Listener::Tcp(mio::net::TcpListener::from_std(socket.into())),
+            Addr::Unix(_) => Listener::Unix(mio::net::UnixListener::from_std(socket.into())),
+        })
+    }
+
+    /// The bound address (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> io::Result<Addr> {
+        match self {
+            Listener::Tcp(l) => l.local_addr().map(Addr::Tcp),
+            Listener::Unix(l) => {
+                let a = l.local_addr()?;
+                Ok(Addr::Unix(
+                    a.as_pathname().map(|p| p.to_path_buf()).unwrap_or_default(),
+                ))
+            }
+        }
+    }
+
+    fn accept(&self, nodelay: bool) -> io::Result<(Stream, Option<SocketAddr>)> {
+        match self {
+            Listener::Tcp(l) => {
+                let (s, peer) = l.accept()?;
+                if nodelay {
+                    if let Err(e) = s.set_nodelay(true) {
+                        log::debug!("evloop: TCP_NODELAY on {peer}: {e}");
+                    }
+                }
+                Ok((Stream::Tcp(s), Some(peer)))
+            }
+            Listener::Unix(l) => l.accept().map(|(s, _)| (Stream::Unix(s), None)),
+        }
+    }
+}
+
+impl mio::event::Source for Listener {
+    fn register(&mut self, r: &mio::Registry, t: mio::Token, i: Interest) -> io::Result<()> {
+        match self {
+            Listener::Tcp(l) => l.register(r, t, i),
+            Listener::Unix(l) => l.register(r, t, i),
+        }
+    }
+    fn reregister(&mut self, r: &mio::Registry, t: mio::Token, i: Interest) -> io::Result<()> {
+        match self {
+            Listener::Tcp(l) => l.reregister(r, t, i),
+            Listener::Unix(l) => l.reregister(r, t, i),
+        }
+    }
+    fn deregister(&mut self, r: &mio::Registry) -> io::Result<()> {
+        match self {
+            Listener::Tcp(l) => l.deregister(r),
+            Listener::Unix(l) => l.deregister(r),
+        }
+    }
+}
+
+/// What the listener and its connections share: the live count, for the
+/// connection limit.
+pub(crate) struct ListenShared {
+    id: Cell<Option<SourceId>>,
+    live: Cell<usize>,
+    max: Option<usize>,
+    /// Accepting is paused because the limit was reached.
+    full: Cell<bool>,
+}
+
+impl ListenShared {
+    pub(crate) fn connection_closed<S>(&self, ctx: &mut Ctx<S>) {
+        self.live.set(self.live.get().saturating_sub(1));
+        if self.full.get() && self.max.map_or(true, |m| self.live.get() < m) {
+            self.full.set(false);
+            if let Some(id) = self.id.get() {
+                log::debug!("evloop: listener {id} below its connection limit; accepting again");
+                let _ = ctx.resume(id);
+            }
+        }
+    }
+}
+
+/// A started listener.
+#[derive(Clone, Debug)]
+pub struct Listening {
+    /// The listener's source id (close it to stop accepting).
+    pub id: SourceId,
+    /// Where it listens (the real port when asked for port 0).
+    pub addr: Addr,
+}
+
+/// Listen on `addr` and serve every accepted connection with the handler
+/// `accept` returns for it (`None` closes the connection at once).
+///
+/// Accepting stops for the turn after [`ListenConfig::accept_budget`]
+/// connections. When the process runs out of fds, the listener sheds the
+/// waiting connection using a reserve fd (so the peer sees a close instead of
+/// hanging, and epoll does not spin on a backlog we cannot drain), logs a
+/// warning, and, if even that fails, stops accepting for
+/// [`ListenConfig::emfile_backoff`] before trying again.
+pub fn listen<S, F, H>(
+    ctx: &mut Ctx<S>,
+    addr: &Addr,
+    cfg: ListenConfig,
+    mut accept: F,
+) -> io::Result<Listening>
+where
+    F: FnMut(&Stream, &mut Ctx<S>, &mut S) -> Option<H> + 'static,
+    H: Handler<S> + 'static,
+{
+    let listener = Listener::bind(addr, &cfg)?;
+    let addr = listener.local_addr()?;
+    let shared = Rc::new(ListenShared {
+        id: Cell::new(None),
+        live: Cell::new(0),
+        max: cfg.max_connections,
+        full: Cell::new(false),
+    });
+    let conn_cfg = Rc::new(cfg.conn.clone());
+    let mut reserve = File::open("/dev/null").ok();
+    let state_shared = shared.clone();
+    let id = ctx.register(
+        listener,
+        Interest::READABLE,
+        move |l: &mut Listener, ev, ctx, state| {
+            let shared = &state_shared;
+            let mut taken = 0;
+            loop {
+                if taken >= cfg.accept_budget {
+                    return Action::Reschedule;
+                }
+                if shared.max.is_some_and(|m| shared.live.get() >= m) {
+                    log::debug!(
+                        "evloop: listener {} at its connection limit; pausing accepts",
+                        ev.id
+                    );
+                    shared.full.set(true);
+                    if let Err(e) = ctx.pause(ev.id) {
+                        log::error!("evloop: pausing listener {}: {e}", ev.id);
+                    }
+                    return Action::Keep;
+                }
+                match l.accept(cfg.nodelay) {
+                    Ok((stream, peer)) => {
+                        taken += 1;
+                        let Some(handler) = accept(&stream, ctx, state) else {
+                            log::debug!("evloop: connection from {peer:?} refused by the accept callback");
+                            continue;
+                        };
+                        match conn::open(ctx, stream, conn_cfg.clone(), Some(shared.clone()), handler) {
+                            Ok(id) => {
+                                shared.live.set(shared.live.get() + 1);
+                                log::debug!("evloop: accepted {peer:?} as {id}");
+                            }
+                            Err(e) => {
+                                log::warn!("evloop: registering a connection from {peer:?} failed: {e}")
+                            }
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Action::Keep,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) => {
+                        taken += 1;
+                        if !shed(l, &mut reserve) {
+                            log::warn!(
+                                "evloop: listener {} out of file descriptors ({e}); pausing accepts for {:?}",
+                                ev.id,
+                                cfg.emfile_backoff
+                            );
+                            if ctx.pause(ev.id).is_ok() {
+                                let id = ev.id;
+                                ctx.timer_after(cfg.emfile_backoff, move |_, ctx, _| {
+                                    log::debug!("evloop: listener {id} trying to accept again");
+                                    let _ = ctx.resume(id);
+                                });
+                            }
+                            return Action::Keep;
+                        }
+                        log::warn!(
+                            "evloop: listener {} out of file descriptors ({e}); shed a waiting connection",
+                            ev.id
+                        );
+                    }
+                    Err(e) => {
+                        // ECONNABORTED and friends concern one peer, not the listener.
+                        log::debug!("evloop: accept on {}: {e}", ev.id);
+                        taken += 1;
+                    }
+                }
+            }
+        },
+    )?;
+    shared.id.set(Some(id));
+    log::debug!("evloop: listening on {addr} as {id}");
+    Ok(Listening { id, addr })
+}
+
+/// Out of fds: give up the reserve fd, accept the waiting connection and
+/// close it at once, then take the reserve back. False if we could not.
+fn shed(l: &Listener, reserve: &mut Option<File>) -> bool {
+    if reserve.take().is_none() {
+        *reserve = File::open("/dev/null").ok();
+        return false;
+    }
+    let shed = l.accept(false).is_ok();
+    *reserve = File::open("/dev/null").ok();
+    shed && reserve.is_some()
+}

@@ -1,0 +1,50 @@
+//! Networking on top of the core loop: listeners, buffered connections and
+//! UDP. The core knows nothing of this module; everything here is built from
+//! the public [`Ctx`] API (sources, timers, scheduling).
+
+mod conn;
+mod listener;
+mod stream;
+mod udp;
+
+pub use conn::{CloseReason, Conn, ConnConfig, Handler};
+pub use listener::{listen, ListenConfig, Listener, Listening};
+pub use stream::{Addr, Stream};
+pub use udp::{bind_udp, Udp};
+
+use crate::{Ctx, SourceId};
+
+/// Write to connection `id` from anywhere in the loop (another connection's
+/// handler, a timer, a deferred callback). Returns false if `id` is not an
+/// open connection or the write was refused (see [`Conn::write`]).
+pub fn write<S>(ctx: &mut Ctx<S>, id: SourceId, data: &[u8]) -> bool {
+    let Some(conn) = ctx.source_mut::<Conn>(id) else {
+        return false;
+    };
+    let accepted = conn.write(data);
+    if conn.queued() > 0 || conn.is_closing() {
+        // Its driver must run to watch for writability or to close it.
+        ctx.schedule(id);
+    }
+    accepted
+}
+
+/// Close connection `id` gracefully from anywhere in the loop: queued output
+/// is written first and its handler's `on_close` runs. Returns false for an
+/// id that is not an open connection.
+pub fn close<S>(ctx: &mut Ctx<S>, id: SourceId) -> bool {
+    let Some(conn) = ctx.source_mut::<Conn>(id) else {
+        return false;
+    };
+    conn.close();
+    ctx.schedule(id)
+}
+
+/// Close connection `id` at once, dropping queued output.
+pub fn abort<S>(ctx: &mut Ctx<S>, id: SourceId) -> bool {
+    let Some(conn) = ctx.source_mut::<Conn>(id) else {
+        return false;
+    };
+    conn.abort();
+    ctx.schedule(id)
+}
