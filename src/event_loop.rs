@@ -160,6 +160,9 @@ impl Builder {
     }
 }
 
+/// A caught panic's payload.
+type Panic = Box<dyn Any + Send>;
+
 /// A source queued for this turn's dispatch phase.
 #[derive(Clone, Copy)]
 struct Pending {
@@ -210,15 +213,18 @@ pub struct EventLoop<S> {
     stall: StallWatch,
 }
 
+impl EventLoop<()> {
+    /// Start building a loop with other settings; the state type is chosen
+    /// by [`Builder::build`], so `EventLoop::builder()` works for any `S`.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+}
+
 impl<S> EventLoop<S> {
     /// A loop with the default settings (system clock, panics propagate).
     pub fn new() -> io::Result<EventLoop<S>> {
         Builder::default().build()
-    }
-
-    /// Start building a loop with other settings.
-    pub fn builder() -> Builder {
-        Builder::default()
     }
 
     /// Run turns until [`Ctx::stop`] (or [`Remote::stop`](crate::Remote::stop))
@@ -270,28 +276,47 @@ impl<S> EventLoop<S> {
         self.ctx.timers.wheel.collect_expired(now_ns, &mut batch);
         log::trace!("evloop: phase timers ({} due)", batch.len());
         let mut fired = 0;
-        for &key in &batch {
-            fired += self.fire_timer(key, state) as usize;
+        for i in 0..batch.len() {
+            match self.fire_timer(batch[i], state) {
+                Ok(ran) => fired += ran as usize,
+                Err((id, payload)) => {
+                    fired += 1;
+                    if self.panic_policy == PanicPolicy::Propagate {
+                        // The panic unwinds out of `turn`. The rest of the
+                        // batch is already out of the wheel's queue: re-arm
+                        // it for its deadline (in order, so ties keep their
+                        // order), or those timers would never fire.
+                        for &rest in &batch[i + 1..] {
+                            if let Some(deadline) = self.ctx.timers.wheel.deadline(rest) {
+                                self.ctx.timers.wheel.reset(rest, deadline);
+                            }
+                        }
+                    }
+                    self.panicked(payload, format_args!("timer {id:?}"));
+                }
+            }
         }
         batch.clear();
         self.expired = batch;
         fired
     }
 
-    fn fire_timer(&mut self, key: wheel::Key, state: &mut S) -> bool {
+    /// Fire one expired timer. `Ok(false)` when it was cancelled meanwhile;
+    /// `Err` when its callback panicked (the timer is then removed).
+    fn fire_timer(&mut self, key: wheel::Key, state: &mut S) -> Result<bool, (crate::TimerId, Panic)> {
         let timers = &mut self.ctx.timers;
         let now_ns = timers.to_ns(self.ctx.now);
         let Some(deadline_ns) = timers.wheel.deadline(key) else {
-            return false; // cancelled by an earlier callback in this phase
+            return Ok(false); // cancelled by an earlier callback in this phase
         };
         let Some(entry) = timers.wheel.get_mut(key) else {
-            return false;
+            return Ok(false);
         };
         let repeat = entry.repeat;
         let (mut callback, missed) = match repeat {
             Repeat::Once => match timers.wheel.take(key).and_then(|e| e.callback) {
                 Some(cb) => (cb, 0),
-                None => return false,
+                None => return Ok(false),
             },
             Repeat::Rate(p) | Repeat::Delay(p) => match entry.callback.take() {
                 Some(cb) => (
@@ -302,7 +327,7 @@ impl<S> EventLoop<S> {
                         0
                     },
                 ),
-                None => return false,
+                None => return Ok(false),
             },
         };
         let id = crate::TimerId(key);
@@ -318,8 +343,7 @@ impl<S> EventLoop<S> {
             .finish(t0, &mut self.ctx.metrics, format_args!("timer {id:?}"));
         if let Err(payload) = result {
             self.ctx.timers.wheel.remove(key);
-            self.panicked(payload, format_args!("timer {id:?}"));
-            return true;
+            return Err((id, payload));
         }
         let timers = &mut self.ctx.timers;
         if let Some(entry) = timers.wheel.get_mut(key) {
@@ -327,16 +351,16 @@ impl<S> EventLoop<S> {
             // and re-arm, unless the callback moved its own deadline.
             entry.callback = Some(callback);
             if std::mem::take(&mut entry.reset_inside) {
-                return true;
+                return Ok(true);
             }
             let next = match repeat {
                 Repeat::Rate(p) => deadline_ns.saturating_add(p.saturating_mul(missed + 1)),
                 Repeat::Delay(p) => timers.to_ns(self.ctx.now).saturating_add(p),
-                Repeat::Once => return true,
+                Repeat::Once => return Ok(true),
             };
             timers.wheel.reset(key, next);
         }
-        true
+        Ok(true)
     }
 
     /// Phase 3: run the callbacks deferred before this phase began, FIFO.
@@ -448,22 +472,53 @@ impl<S> EventLoop<S> {
         let mut dispatched = 0;
         for i in 0..n {
             let p = self.ready[i];
-            dispatched += self.dispatch_one(p, state) as usize;
+            match self.dispatch_one(p, state) {
+                Ok(ran) => dispatched += ran as usize,
+                Err((id, payload)) => {
+                    dispatched += 1;
+                    if self.panic_policy == PanicPolicy::Propagate {
+                        // The panic unwinds out of `turn`, leaving the rest
+                        // of this list undispatched. Left here, the whole
+                        // list would be dispatched again next turn (twice
+                        // for the sources before this one); dropped, the
+                        // rest would lose readiness the kernel will not
+                        // report again (edge-triggered). Carry the rest
+                        // over to the next turn instead.
+                        self.carry_over(i + 1);
+                    }
+                    self.panicked(payload, format_args!("handler of {id}"));
+                }
+            }
         }
         self.ready.clear();
         dispatched
     }
 
-    fn dispatch_one(&mut self, p: Pending, state: &mut S) -> bool {
+    /// Queue the undispatched tail of this turn's ready list (from `from`)
+    /// for the next dispatch phase, and empty the list.
+    fn carry_over(&mut self, from: usize) {
+        for p in &self.ready[from..] {
+            if let Some(slot) = self.ctx.sources.get(p.index as usize) {
+                let id = SourceId::new(p.index as usize, slot.seq);
+                self.ctx.reschedule(id, p.ready);
+            }
+        }
+        self.ready.clear();
+    }
+
+    /// Run one ready source's handler. `Ok(false)` when it was closed or
+    /// paused meanwhile; `Err` when the handler panicked (the source is then
+    /// closed).
+    fn dispatch_one(&mut self, p: Pending, state: &mut S) -> Result<bool, (SourceId, Panic)> {
         let index = p.index as usize;
         let Some(slot) = self.ctx.sources.get_mut(index) else {
-            return false;
+            return Ok(false);
         };
         if slot.state != SlotState::Active {
-            return false; // closed or paused by an earlier handler this turn
+            return Ok(false); // closed or paused by an earlier handler this turn
         }
         let Some(mut entry) = slot.entry.take() else {
-            return false;
+            return Ok(false);
         };
         let id = SourceId::new(index, slot.seq);
         let event = Event { id, ready: p.ready };
@@ -484,8 +539,7 @@ impl<S> EventLoop<S> {
         }
         if let Err(payload) = result {
             self.ctx.close(id);
-            self.panicked(payload, format_args!("handler of {id}"));
-            return true;
+            return Err((id, payload));
         }
         match action {
             Action::Keep => {}
@@ -494,7 +548,7 @@ impl<S> EventLoop<S> {
             }
             Action::Reschedule => self.ctx.reschedule(id, p.ready),
         }
-        true
+        Ok(true)
     }
 
     /// Phase 6: after-poll hooks, in the order they were added.
@@ -543,7 +597,7 @@ impl<S> EventLoop<S> {
     }
 
     /// Run a callback, catching a panic so the caller can tidy up first.
-    fn guard<F>(&mut self, f: F, state: &mut S) -> Result<(), Box<dyn Any + Send>>
+    fn guard<F>(&mut self, f: F, state: &mut S) -> Result<(), Panic>
     where
         F: FnOnce(&mut Ctx<S>, &mut S),
     {
@@ -553,7 +607,7 @@ impl<S> EventLoop<S> {
 
     /// Apply the panic policy to a caught panic, once the loop is consistent
     /// again: re-raise it, or log it and go on.
-    fn panicked(&mut self, payload: Box<dyn Any + Send>, what: std::fmt::Arguments<'_>) {
+    fn panicked(&mut self, payload: Panic, what: std::fmt::Arguments<'_>) {
         let msg = payload
             .downcast_ref::<&str>()
             .map(|s| s.to_string())

@@ -1,0 +1,312 @@
+//! Timer ordering and semantics, driven by a manual clock: exact and instant.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use evloop::{Clock, EventLoop, ManualClock, TimerId};
+use proptest::prelude::*;
+
+fn manual_loop() -> (EventLoop<Vec<u32>>, ManualClock) {
+    let clock = ManualClock::new();
+    let el = EventLoop::builder()
+        .clock(Clock::Manual(clock.clone()))
+        .build()
+        .unwrap();
+    (el, clock)
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Advance the clock and run one turn.
+fn step(el: &mut EventLoop<Vec<u32>>, clock: &ManualClock, by: Duration, log: &mut Vec<u32>) {
+    clock.advance(by);
+    el.turn(log, Some(Duration::ZERO)).unwrap();
+}
+
+fn arm(el: &mut EventLoop<Vec<u32>>, at: Instant, label: u32) -> TimerId {
+    el.timer_at(at, move |_, _, log: &mut Vec<u32>| log.push(label))
+}
+
+#[test]
+fn fires_by_deadline_not_arm_order() {
+    let (mut el, clock) = manual_loop();
+    let t0 = clock.now();
+    arm(&mut el, t0 + ms(30), 3);
+    arm(&mut el, t0 + ms(10), 1);
+    arm(&mut el, t0 + ms(20), 2);
+    let mut log = Vec::new();
+    step(&mut el, &clock, ms(5), &mut log);
+    assert!(log.is_empty(), "nothing is due at 5 ms");
+    step(&mut el, &clock, ms(100), &mut log);
+    assert_eq!(log, [1, 2, 3]);
+}
+
+#[test]
+fn fires_exactly_at_deadline_not_before() {
+    let (mut el, clock) = manual_loop();
+    let t0 = clock.now();
+    arm(&mut el, t0 + Duration::from_micros(1500), 1);
+    let mut log = Vec::new();
+    step(&mut el, &clock, Duration::from_micros(1499), &mut log);
+    assert!(log.is_empty());
+    step(&mut el, &clock, Duration::from_micros(1), &mut log);
+    assert_eq!(log, [1]);
+}
+
+#[test]
+fn equal_deadlines_fire_in_arm_order() {
+    let (mut el, clock) = manual_loop();
+    let at = clock.now() + ms(7);
+    for label in [5, 3, 9, 1] {
+        arm(&mut el, at, label);
+    }
+    let mut log = Vec::new();
+    step(&mut el, &clock, ms(7), &mut log);
+    assert_eq!(log, [5, 3, 9, 1]);
+}
+
+#[test]
+fn equal_deadlines_keep_arm_order_across_a_cascade() {
+    // The first timer is armed 10 s ahead, far up the wheel; the second is
+    // armed for the same instant when it is only 1 ms away, straight into the
+    // lowest level. The first must still fire first.
+    let (mut el, clock) = manual_loop();
+    let at = clock.now() + Duration::from_secs(10);
+    arm(&mut el, at, 1);
+    let mut log = Vec::new();
+    step(&mut el, &clock, Duration::from_millis(9_999), &mut log);
+    arm(&mut el, at, 2);
+    step(&mut el, &clock, ms(1), &mut log);
+    assert_eq!(log, [1, 2]);
+}
+
+#[test]
+fn timer_armed_in_a_callback_for_now_fires_next_turn() {
+    let (mut el, clock) = manual_loop();
+    let t0 = clock.now();
+    el.timer_at(t0 + ms(1), |_, ctx, log: &mut Vec<u32>| {
+        log.push(1);
+        let now = ctx.now();
+        ctx.timer_at(now - ms(1), |_, _, log: &mut Vec<u32>| log.push(2));
+    });
+    let mut log = Vec::new();
+    step(&mut el, &clock, ms(1), &mut log);
+    assert_eq!(log, [1], "the timer armed for the past waits for the next turn");
+    el.turn(&mut log, Some(Duration::ZERO)).unwrap();
+    assert_eq!(log, [1, 2]);
+}
+
+#[test]
+fn cancel_inside_another_timers_callback_stops_it() {
+    let (mut el, clock) = manual_loop();
+    let t0 = clock.now();
+    let victim_slot = std::rc::Rc::new(std::cell::Cell::new(None));
+    let v = victim_slot.clone();
+    el.timer_at(t0 + ms(1), move |_, ctx, log: &mut Vec<u32>| {
+        log.push(1);
+        assert!(ctx.cancel_timer(v.get().unwrap()), "the victim is still live");
+    });
+    let victim = arm(&mut el, t0 + ms(1), 2);
+    victim_slot.set(Some(victim));
+    let mut log = Vec::new();
+    step(&mut el, &clock, ms(5), &mut log);
+    assert_eq!(log, [1]);
+    assert!(!el.cancel_timer(victim), "cancelling twice is a no-op");
+}
+
+#[test]
+fn stale_ids_are_harmless() {
+    let (mut el, clock) = manual_loop();
+    let t0 = clock.now();
+    let fired = arm(&mut el, t0 + ms(1), 1);
+    let mut log = Vec::new();
+    step(&mut el, &clock, ms(1), &mut log);
+    assert!(!el.cancel_timer(fired));
+    assert!(!el.reset_timer(fired, t0 + ms(10)));
+    assert_eq!(el.timer_remaining(fired), None);
+    // The slot is reused by a new timer; the stale id must not touch it.
+    let fresh = arm(&mut el, t0 + ms(3), 2);
+    assert!(!el.cancel_timer(fired));
+    step(&mut el, &clock, ms(2), &mut log);
+    assert_eq!(log, [1, 2]);
+    assert!(!el.cancel_timer(fresh));
+}
+
+#[test]
+fn reset_and_remaining() {
+    let (mut el, clock) = manual_loop();
+    let t0 = clock.now();
+    let a = arm(&mut el, t0 + ms(10), 1);
+    arm(&mut el, t0 + ms(20), 2);
+    assert_eq!(el.timer_remaining(a), Some(ms(10)));
+    assert!(el.reset_timer(a, t0 + ms(30)));
+    assert_eq!(el.timer_deadline(a), Some(t0 + ms(30)));
+    let mut log = Vec::new();
+    step(&mut el, &clock, ms(25), &mut log);
+    assert_eq!(log, [2]);
+    step(&mut el, &clock, ms(5), &mut log);
+    assert_eq!(log, [2, 1]);
+}
+
+#[test]
+fn fixed_rate_stays_on_grid_under_a_late_turn() {
+    let (mut el, clock) = manual_loop();
+    let t0 = clock.now();
+    let id = el.timer_every(ms(10), |fired, _, log: &mut Vec<u32>| {
+        log.push(fired.missed as u32)
+    });
+    let mut log = Vec::new();
+    step(&mut el, &clock, ms(10), &mut log);
+    assert_eq!(log, [0]);
+    // The loop is 25 ms late: ticks at 20 and 30 are counted, not replayed.
+    step(&mut el, &clock, ms(30), &mut log);
+    assert_eq!(log, [0, 2], "one call reporting two missed ticks");
+    assert_eq!(
+        el.timer_deadline(id),
+        Some(t0 + ms(50)),
+        "next tick stays on the grid"
+    );
+    step(&mut el, &clock, ms(10), &mut log);
+    assert_eq!(log, [0, 2, 0]);
+}
+
+#[test]
+fn fixed_delay_measures_from_the_firing_turn() {
+    let (mut el, clock) = manual_loop();
+    let t0 = clock.now();
+    let id = el.timer_every_delay(ms(10), |_, _, log: &mut Vec<u32>| log.push(1));
+    let mut log = Vec::new();
+    step(&mut el, &clock, ms(17), &mut log);
+    assert_eq!(log, [1]);
+    assert_eq!(el.timer_deadline(id), Some(t0 + ms(27)));
+}
+
+#[test]
+fn periodic_cancelled_from_its_own_callback_stops() {
+    let (mut el, clock) = manual_loop();
+    el.timer_every(ms(1), |fired, ctx, log: &mut Vec<u32>| {
+        log.push(1);
+        if log.len() == 3 {
+            assert!(ctx.cancel_timer(fired.id));
+        }
+    });
+    let mut log = Vec::new();
+    for _ in 0..10 {
+        step(&mut el, &clock, ms(1), &mut log);
+    }
+    assert_eq!(log.len(), 3);
+    assert_eq!(el.timer_count(), 0);
+}
+
+#[test]
+fn far_deadlines_never_fire_early() {
+    let (mut el, clock) = manual_loop();
+    let t0 = clock.now();
+    let day = Duration::from_secs(86_400);
+    arm(&mut el, t0 + day * 30, 1);
+    let never = el.timer_after(Duration::MAX, |_, _, log: &mut Vec<u32>| log.push(99));
+    let mut log = Vec::new();
+    for _ in 0..29 {
+        step(&mut el, &clock, day, &mut log);
+    }
+    assert!(log.is_empty());
+    step(&mut el, &clock, day, &mut log);
+    assert_eq!(log, [1]);
+    step(&mut el, &clock, day * 365 * 50, &mut log);
+    assert_eq!(log, [1], "a deadline of 'never' stays pending");
+    assert!(el.cancel_timer(never));
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Arm(u64),
+    Cancel(usize),
+    Reset(usize, u64),
+    Advance(u64),
+}
+
+fn delay() -> impl Strategy<Value = u64> {
+    // Microseconds, spread over the wheel's levels: sub-tick, ms, seconds, hours, days.
+    prop_oneof![
+        0u64..200,
+        0u64..100_000,
+        0u64..10_000_000,
+        0u64..4_000_000_000,
+        0u64..400_000_000_000,
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => delay().prop_map(Op::Arm),
+        1 => any::<usize>().prop_map(Op::Cancel),
+        1 => (any::<usize>(), delay()).prop_map(|(i, d)| Op::Reset(i, d)),
+        3 => delay().prop_map(Op::Advance),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// The loop's timers against a reference model: a BTreeMap keyed by
+    /// (deadline, arm sequence). Every turn must fire exactly the model's due
+    /// timers, in the model's order.
+    #[test]
+    fn matches_reference_model(ops in proptest::collection::vec(op(), 1..200)) {
+        let (mut el, clock) = manual_loop();
+        let t0 = clock.now();
+        let mut now_us = 0u64;
+        let mut model: BTreeMap<(u64, u64), u32> = BTreeMap::new();
+        let mut ids: Vec<(TimerId, u32, Option<(u64, u64)>)> = Vec::new();
+        let mut seq = 0u64;
+        let mut log = Vec::new();
+        for op in ops {
+            match op {
+                Op::Arm(d) => {
+                    let label = ids.len() as u32;
+                    let at = now_us + d;
+                    let id = arm(&mut el, t0 + Duration::from_micros(at), label);
+                    seq += 1;
+                    model.insert((at, seq), label);
+                    ids.push((id, label, Some((at, seq))));
+                }
+                Op::Cancel(i) if !ids.is_empty() => {
+                    let i = i % ids.len();
+                    let live = ids[i].2.take().is_some_and(|k| model.remove(&k).is_some());
+                    prop_assert_eq!(el.cancel_timer(ids[i].0), live);
+                }
+                Op::Reset(i, d) if !ids.is_empty() => {
+                    let i = i % ids.len();
+                    let at = now_us + d;
+                    let live = ids[i].2.is_some_and(|k| model.remove(&k).is_some());
+                    prop_assert_eq!(el.reset_timer(ids[i].0, t0 + Duration::from_micros(at)), live);
+                    if live {
+                        seq += 1;
+                        model.insert((at, seq), ids[i].1);
+                        ids[i].2 = Some((at, seq));
+                    }
+                }
+                Op::Advance(d) => {
+                    now_us += d;
+                    clock.advance(Duration::from_micros(d));
+                    log.clear();
+                    el.turn(&mut log, Some(Duration::ZERO)).unwrap();
+                    let mut expected = Vec::new();
+                    while let Some((&(at, s), &label)) = model.iter().next() {
+                        if at > now_us {
+                            break;
+                        }
+                        model.remove(&(at, s));
+                        ids[label as usize].2 = None;
+                        expected.push(label);
+                    }
+                    prop_assert_eq!(&log, &expected);
+                }
+                _ => {}
+            }
+            prop_assert_eq!(el.timer_count(), model.len());
+        }
+    }
+}
