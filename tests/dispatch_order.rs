@@ -1,0 +1,188 @@
+//! Dispatch order within a turn: by priority, then registration order, never
+//! the kernel's; and rescheduling as the cure for edge-triggered starvation.
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+
+use common::{drain, pair, TICK};
+use evloop::{Action, EventLoop, Interest, Priority, Ready};
+
+/// Register `n` socket pairs whose handlers drain and record their number.
+fn recorders(el: &mut EventLoop<Vec<usize>>, n: usize) -> Vec<(evloop::SourceId, UnixStream)> {
+    (0..n)
+        .map(|i| {
+            let (a, peer) = pair();
+            let id = el
+                .register(
+                    a,
+                    Interest::READABLE,
+                    move |sock, _ev, _ctx, order: &mut Vec<usize>| {
+                        drain(sock);
+                        order.push(i);
+                        Action::Keep
+                    },
+                )
+                .unwrap();
+            (id, peer)
+        })
+        .collect()
+}
+
+#[test]
+fn ready_sources_run_in_registration_order_not_kernel_order() {
+    const N: usize = 64;
+    let mut el = EventLoop::new().unwrap();
+    let mut sources = recorders(&mut el, N);
+    // Make them ready in a scrambled order (37 is coprime to 64, so this
+    // visits every index once): the kernel reports them in this order.
+    for k in 0..N {
+        let i = (k * 37 + 11) % N;
+        sources[i].1.write_all(b"x").unwrap();
+    }
+    let mut order = Vec::new();
+    let turn = el.turn(&mut order, Some(TICK)).unwrap();
+    assert_eq!(turn.dispatched, N);
+    assert_eq!(order, (0..N).collect::<Vec<_>>());
+
+    // Again, reversed, to be sure it was not luck.
+    order.clear();
+    for (_, peer) in sources.iter_mut().rev() {
+        peer.write_all(b"y").unwrap();
+    }
+    el.turn(&mut order, Some(TICK)).unwrap();
+    assert_eq!(order, (0..N).collect::<Vec<_>>());
+}
+
+#[test]
+fn priority_comes_before_registration_order() {
+    let mut el = EventLoop::new().unwrap();
+    let mut sources = recorders(&mut el, 6);
+    let prio = [
+        Priority::Low,
+        Priority::Normal,
+        Priority::High,
+        Priority::Low,
+        Priority::High,
+        Priority::Normal,
+    ];
+    for ((id, _), p) in sources.iter().zip(prio) {
+        el.set_priority(*id, p).unwrap();
+    }
+    for (_, peer) in sources.iter_mut().rev() {
+        peer.write_all(b"x").unwrap();
+    }
+    let mut order = Vec::new();
+    el.turn(&mut order, Some(TICK)).unwrap();
+    assert_eq!(order, [2, 4, 1, 5, 0, 3]);
+}
+
+#[test]
+fn a_handler_that_always_reschedules_does_not_starve_the_others() {
+    #[derive(Default)]
+    struct S {
+        hog: usize,
+        others: [usize; 3],
+    }
+    let mut el = EventLoop::<S>::new().unwrap();
+    // The hog is registered first, so it is dispatched first in every turn.
+    let (h, mut hog_peer) = pair();
+    el.register(h, Interest::READABLE, |_sock, _ev, _ctx, s: &mut S| {
+        s.hog += 1;
+        Action::Reschedule
+    })
+    .unwrap();
+    let mut peers = Vec::new();
+    for i in 0..3 {
+        let (a, peer) = pair();
+        el.register(a, Interest::READABLE, move |sock, _ev, _ctx, s: &mut S| {
+            drain(sock);
+            s.others[i] += 1;
+            Action::Keep
+        })
+        .unwrap();
+        peers.push(peer);
+    }
+    hog_peer.write_all(b"x").unwrap();
+    let mut s = S::default();
+    for turn in 1..=20 {
+        for peer in &mut peers {
+            peer.write_all(b"x").unwrap();
+        }
+        let t = el.turn(&mut s, Some(TICK)).unwrap();
+        assert_eq!(t.dispatched, 4, "turn {turn}");
+        assert_eq!(s.hog, turn);
+        assert_eq!(s.others, [turn; 3]);
+    }
+}
+
+#[test]
+fn reschedule_redispatches_with_the_same_readiness_without_a_kernel_event() {
+    let mut el = EventLoop::<Vec<Ready>>::new().unwrap();
+    let (a, mut peer) = pair();
+    el.register(a, Interest::READABLE, |_sock, ev, _ctx, seen: &mut Vec<Ready>| {
+        seen.push(ev.ready);
+        // Never read: under edge-triggered polling the kernel stays silent
+        // after the first event, so only the reschedule can bring us back.
+        if seen.len() < 3 {
+            Action::Reschedule
+        } else {
+            Action::Keep
+        }
+    })
+    .unwrap();
+    peer.write_all(b"x").unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        assert_eq!(el.turn(&mut seen, Some(TICK)).unwrap().dispatched, 1);
+    }
+    assert_eq!(seen.len(), 3);
+    assert!(seen[0].is_readable());
+    assert!(seen.iter().all(|&r| r == seen[0]), "{seen:?}");
+    // Keep returned: no new kernel event, so no more dispatches.
+    assert_eq!(el.turn(&mut seen, Some(TICK)).unwrap().dispatched, 0);
+}
+
+#[test]
+fn schedule_dispatches_once_with_empty_readiness() {
+    let mut el = EventLoop::<Vec<Ready>>::new().unwrap();
+    let (a, _peer) = pair();
+    let id = el
+        .register(a, Interest::READABLE, |_sock, ev, _ctx, seen: &mut Vec<Ready>| {
+            seen.push(ev.ready);
+            Action::Keep
+        })
+        .unwrap();
+    assert!(el.schedule(id));
+    assert!(el.schedule(id));
+    let mut seen = Vec::new();
+    el.turn(&mut seen, Some(TICK)).unwrap();
+    assert_eq!(
+        seen,
+        [Ready::EMPTY],
+        "two schedules in one turn merge into one dispatch"
+    );
+    el.turn(&mut seen, Some(TICK)).unwrap();
+    assert_eq!(seen.len(), 1);
+}
+
+#[test]
+fn scheduled_and_kernel_readiness_merge_into_one_dispatch() {
+    let mut el = EventLoop::<Vec<Ready>>::new().unwrap();
+    let (a, mut peer) = pair();
+    let id = el
+        .register(a, Interest::READABLE, |sock, ev, _ctx, seen: &mut Vec<Ready>| {
+            drain(sock);
+            seen.push(ev.ready);
+            Action::Keep
+        })
+        .unwrap();
+    el.schedule(id);
+    peer.write_all(b"x").unwrap();
+    let mut seen = Vec::new();
+    let t = el.turn(&mut seen, Some(TICK)).unwrap();
+    assert_eq!(t.dispatched, 1);
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].is_readable());
+}
