@@ -157,6 +157,18 @@ pub fn turn_until<S>(el: &mut EventLoop<S>, state: &mut S, mut done: impl FnMut(
     turns
 }
 
+/// Turn the loop (each poll at most [`TICK`]) until `id` is closed. Panics
+/// after [`MAX_IDLE_TURNS`] turns.
+pub fn turn_until_closed<S>(el: &mut EventLoop<S>, state: &mut S, id: evloop::SourceId) {
+    for _ in 0..MAX_IDLE_TURNS {
+        if !el.is_open(id) {
+            return;
+        }
+        el.turn(state, Some(TICK)).expect("turn");
+    }
+    panic!("{id} still open after {MAX_IDLE_TURNS} turns");
+}
+
 /// Turn the loop `n` times with a [`TICK`] cap each.
 pub fn turns<S>(el: &mut EventLoop<S>, state: &mut S, n: usize) {
     for _ in 0..n {
