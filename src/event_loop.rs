@@ -306,8 +306,13 @@ impl<S> EventLoop<S> {
     fn fire_timer(&mut self, key: wheel::Key, state: &mut S) -> Result<bool, (crate::TimerId, Panic)> {
         let timers = &mut self.ctx.timers;
         let now_ns = timers.to_ns(self.ctx.now);
+        if !timers.wheel.is_collected(key) {
+            // Cancelled, or reset to a new deadline, by an earlier callback
+            // in this phase: it no longer belongs to this batch.
+            return Ok(false);
+        }
         let Some(deadline_ns) = timers.wheel.deadline(key) else {
-            return Ok(false); // cancelled by an earlier callback in this phase
+            return Ok(false);
         };
         let Some(entry) = timers.wheel.get_mut(key) else {
             return Ok(false);

@@ -219,6 +219,9 @@ fn far_deadlines_never_fire_early() {
     assert!(el.cancel_timer(never));
 }
 
+/// A timer the model tracks: its id, label, and (deadline, seq) while armed.
+type Tracked = (TimerId, u32, Option<(u64, u64)>);
+
 #[derive(Clone, Debug)]
 enum Op {
     Arm(u64),
@@ -259,7 +262,7 @@ proptest! {
         let t0 = clock.now();
         let mut now_us = 0u64;
         let mut model: BTreeMap<(u64, u64), u32> = BTreeMap::new();
-        let mut ids: Vec<(TimerId, u32, Option<(u64, u64)>)> = Vec::new();
+        let mut ids: Vec<Tracked> = Vec::new();
         let mut seq = 0u64;
         let mut log = Vec::new();
         for op in ops {
@@ -309,4 +312,26 @@ proptest! {
             prop_assert_eq!(el.timer_count(), model.len());
         }
     }
+}
+
+#[test]
+fn reset_inside_another_timers_callback_moves_it_out_of_the_batch() {
+    let (mut el, clock) = manual_loop();
+    let t0 = clock.now();
+    let victim_slot = std::rc::Rc::new(std::cell::Cell::new(None));
+    let v = victim_slot.clone();
+    el.timer_at(t0 + ms(1), move |_, ctx, log: &mut Vec<u32>| {
+        log.push(1);
+        let now = ctx.now();
+        assert!(ctx.reset_timer(v.get().unwrap(), now + ms(10)));
+    });
+    let victim = arm(&mut el, t0 + ms(1), 2);
+    victim_slot.set(Some(victim));
+    let mut log = Vec::new();
+    step(&mut el, &clock, ms(1), &mut log);
+    assert_eq!(log, [1], "the reset timer is not due any more");
+    step(&mut el, &clock, ms(9), &mut log);
+    assert_eq!(log, [1]);
+    step(&mut el, &clock, ms(1), &mut log);
+    assert_eq!(log, [1, 2]);
 }
