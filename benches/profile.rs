@@ -1,5 +1,5 @@
-//! A fixed amount of dispatch work, for instruction-level profiling of the
-//! turn (criterion's timing loop would drown it):
+//! A fixed amount of dispatch or channel work, for instruction-level
+//! profiling of the turn (criterion's timing loop would drown it):
 //!
 //! ```text
 //! cargo bench --bench profile --no-run
@@ -8,17 +8,23 @@
 //! callgrind_annotate cg.out
 //! ```
 //!
-//! Arguments: `scheduled` (sources made ready with `Ctx::schedule`, no
-//! syscall per event) or `eventfd` (sources are eventfds written to before
-//! each turn), then sources per turn, then turns. Run without arguments (as
-//! `cargo bench` does) it does a short `scheduled 1024 1000` and prints the
-//! time per event.
+//! Arguments: a mode, a count and a number of rounds.
+//!
+//! - `scheduled N TURNS`: N sources made ready with `Ctx::schedule` (no
+//!   syscall per event), dispatched in each of TURNS turns.
+//! - `eventfd N TURNS`: N eventfd sources, each written to before every turn.
+//! - `channel N ROUNDS` / `bounded N ROUNDS`: a producer thread sends N
+//!   `u64`s through an unbounded / `bounded(1024)` channel, ROUNDS times.
+//!
+//! Run without arguments (as `cargo bench` does) it does a short
+//! `scheduled 1024 1000` and prints the time per event.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::sources::{evloop_eventfds, evloop_inert, signal};
+use evloop::EventLoop;
 
 fn main() {
     let args: Vec<String> = std::env::args()
@@ -29,6 +35,14 @@ fn main() {
     let n: usize = args.get(1).map_or(1024, |a| a.parse().expect("sources"));
     let turns: u64 = args.get(2).map_or(1000, |a| a.parse().expect("turns"));
 
+    match mode {
+        "channel" => channel(None, n as u64, turns),
+        "bounded" => channel(Some(1024), n as u64, turns),
+        _ => dispatch(mode, n, turns),
+    }
+}
+
+fn dispatch(mode: &str, n: usize, turns: u64) {
     // Scheduled sources are made ready through `ids`, eventfds through `fds`.
     let (mut el, ids, fds) = match mode {
         "scheduled" => {
@@ -58,5 +72,36 @@ fn main() {
     println!(
         "{mode}: {n} sources x {turns} turns: {:.1} ns/event",
         took.as_nanos() as f64 / count as f64
+    );
+}
+
+fn channel(bound: Option<usize>, n: u64, rounds: u64) {
+    let mut el = EventLoop::<u64>::new().unwrap();
+    let t0 = Instant::now();
+    for _ in 0..rounds {
+        let (tx, rx) = match bound {
+            None => evloop::channel::<u64>(),
+            Some(cap) => evloop::bounded::<u64>(cap),
+        };
+        let id = el
+            .add_channel(rx, |_msg, _ctx, count: &mut u64| *count += 1)
+            .unwrap();
+        let producer = std::thread::spawn(move || {
+            for i in 0..n {
+                tx.send(i).unwrap();
+            }
+        });
+        let mut count = 0;
+        while count < n || el.is_open(id) {
+            el.turn(&mut count, Some(Duration::from_secs(5))).unwrap();
+        }
+        producer.join().unwrap();
+        assert_eq!(count, n);
+    }
+    let took = t0.elapsed();
+    println!(
+        "channel ({}): {n} messages x {rounds} rounds: {:.1} ns/message",
+        bound.map_or("unbounded".to_string(), |b| format!("bounded {b}")),
+        took.as_nanos() as f64 / (n * rounds) as f64
     );
 }
