@@ -72,9 +72,12 @@ static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 /// readable, call [`Signals::drain`] to collect the signals. mio is edge-triggered,
 /// so always drain until it returns (it reads until the pipe is empty).
 ///
-/// Each signal may be owned by only one live `Signals` in the process; see the
-/// [module documentation](self) for details. Dropping the set restores every
-/// signal's previous disposition.
+/// Signal dispositions are process-global, so each signal may be owned by only
+/// one live `Signals` in the process: asking for an owned one fails with
+/// [`io::ErrorKind::AlreadyExists`]. Dropping the set restores every signal's
+/// previous disposition. A self-pipe is used rather than `signalfd` because
+/// `signalfd` needs the signal blocked in every thread of the process, which a
+/// library cannot promise.
 pub struct Signals {
     read: OwnedFd,
     // Only the handler writes to this (via WRITE_FDS); kept here so it is closed
