@@ -242,23 +242,19 @@ impl<S> EventLoop<S> {
     /// rescheduled sources are waiting.
     pub fn turn(&mut self, state: &mut S, timeout: Option<Duration>) -> io::Result<Turn> {
         self.ctx.turn_no += 1;
-        self.read_clock();
-        let timers_fired = self.run_timers(state);
-        let deferred_run = self.run_deferred(state);
-        self.poll(timeout)?;
-        let dispatched = self.dispatch(state);
-        self.run_checks(state);
-        self.reclaim();
-        let m = &mut self.ctx.metrics;
-        m.turns += 1;
-        m.dispatched += dispatched as u64;
-        m.timers_fired += timers_fired as u64;
-        m.deferred_run += deferred_run as u64;
-        Ok(Turn {
+        self.read_clock(); //                               1. clock
+        let timers_fired = self.run_timers(state); //       2. timers
+        let deferred_run = self.run_deferred(state); //     3. deferred
+        self.poll(timeout)?; //                             4. poll
+        let dispatched = self.dispatch(state); //           5. dispatch
+        let done = Turn {
             dispatched,
             timers_fired,
             deferred_run,
-        })
+        };
+        self.after_poll(state, done); //                    6. checks, metrics
+        self.reclaim(); //                                  7. reclaim
+        Ok(done)
     }
 
     /// Phase 1: read the clock once; `now()` is this value for the turn.
@@ -472,7 +468,11 @@ impl<S> EventLoop<S> {
             self.notified.clear();
         }
         self.ready.sort_unstable_by_key(|p| p.order);
-        log::trace!("evloop: phase dispatch ({} ready)", self.ready.len());
+        log::trace!(
+            "evloop: phase dispatch ({} kernel events, {} sources ready)",
+            self.events.iter().count(),
+            self.ready.len()
+        );
         let n = self.ready.len();
         let mut dispatched = 0;
         for i in 0..n {
@@ -556,7 +556,17 @@ impl<S> EventLoop<S> {
         Ok(true)
     }
 
-    /// Phase 6: after-poll hooks, in the order they were added.
+    /// Phase 6: after-poll hooks, in the order they were added, then the
+    /// turn's counts go into the metrics.
+    fn after_poll(&mut self, state: &mut S, done: Turn) {
+        self.run_checks(state);
+        let m = &mut self.ctx.metrics;
+        m.turns += 1;
+        m.dispatched += done.dispatched as u64;
+        m.timers_fired += done.timers_fired as u64;
+        m.deferred_run += done.deferred_run as u64;
+    }
+
     fn run_checks(&mut self, state: &mut S) {
         if self.ctx.checks.is_empty() {
             return;
