@@ -1,0 +1,479 @@
+//! Turns the `result ...` lines of `examples/loadgen.rs` into the end-to-end
+//! benchmark's report: a markdown table of medians (each server's ratio to the
+//! hand-written mio loop) and an SVG chart. `benches/e2e.sh` runs it.
+//!
+//! Usage: `e2e_report RESULTS OUT.md OUT.svg [SETTINGS]`
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// The order servers appear in, and the baseline every ratio is taken to.
+const SERVERS: [&str; 4] = ["evloop", "mio", "tokio", "calloop"];
+const BASELINE: &str = "mio";
+const COLORS: [&str; 4] = ["#d62728", "#7f7f7f", "#1f77b4", "#2ca02c"];
+
+/// One loadgen result line: labels and numbers by key.
+type Row = BTreeMap<String, String>;
+
+fn parse(text: &str) -> Vec<Row> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("result "))
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .collect()
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let m = v.len() / 2;
+    Some(if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    })
+}
+
+/// Medians of every numeric key, per (scenario, server).
+struct Table {
+    scenarios: Vec<String>,
+    cells: BTreeMap<(String, String), BTreeMap<String, f64>>,
+    runs: usize,
+}
+
+impl Table {
+    fn new(rows: &[Row]) -> Table {
+        let mut scenarios: Vec<String> = Vec::new();
+        let mut samples: BTreeMap<(String, String), BTreeMap<String, Vec<f64>>> = BTreeMap::new();
+        let mut runs = 0;
+        for r in rows {
+            let (Some(sc), Some(srv)) = (r.get("scenario"), r.get("server")) else {
+                continue;
+            };
+            if !scenarios.contains(sc) {
+                scenarios.push(sc.clone());
+            }
+            let cell = samples.entry((sc.clone(), srv.clone())).or_default();
+            for (k, v) in r {
+                if let Ok(x) = v.parse::<f64>() {
+                    cell.entry(k.clone()).or_default().push(x);
+                }
+            }
+            runs = runs.max(cell.get("msgs_per_s").map_or(0, Vec::len));
+        }
+        let cells = samples
+            .into_iter()
+            .map(|(key, m)| {
+                (
+                    key,
+                    m.into_iter().filter_map(|(k, v)| Some((k, median(v)?))).collect(),
+                )
+            })
+            .collect();
+        Table {
+            scenarios,
+            cells,
+            runs,
+        }
+    }
+
+    fn get(&self, sc: &str, srv: &str, key: &str) -> Option<f64> {
+        self.cells
+            .get(&(sc.to_string(), srv.to_string()))?
+            .get(key)
+            .copied()
+    }
+
+    fn servers(&self, sc: &str) -> impl Iterator<Item = &'static str> + '_ {
+        let sc = sc.to_string();
+        SERVERS
+            .into_iter()
+            .filter(move |s| self.cells.contains_key(&(sc.clone(), s.to_string())))
+    }
+
+    fn ratio(&self, sc: &str, srv: &str, key: &str) -> Option<f64> {
+        Some(self.get(sc, srv, key)? / self.get(sc, BASELINE, key)?)
+    }
+}
+
+fn num(v: Option<f64>, decimals: usize) -> String {
+    v.map_or_else(|| "–".into(), |x| format!("{x:.decimals$}"))
+}
+
+fn thousands(v: Option<f64>) -> String {
+    let Some(v) = v else { return "–".into() };
+    let s = format!("{:.0}", v);
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn shape(t: &Table, sc: &str) -> String {
+    let srv = t.servers(sc).next().unwrap_or(BASELINE);
+    let g = |k| t.get(sc, srv, k).unwrap_or(0.0);
+    format!("{} conn × {} B × depth {}", g("conns"), g("size"), g("depth"))
+}
+
+fn markdown(t: &Table, settings: &str) -> String {
+    let mut md = String::new();
+    let w = &mut md;
+    let _ = writeln!(w, "# End-to-end echo benchmark\n");
+    let _ = writeln!(
+        w,
+        "Regenerate this page and `e2e.svg` with **`benches/e2e.sh`** (about 10 minutes; \
+         `QUICK=1 benches/e2e.sh` is a one-minute smoke run; `RUNS`, `DURATION`, `WARMUP`, \
+         `SERVERS`, `SCENARIOS`, `PERF=0` are the knobs).\n"
+    );
+    let _ = writeln!(
+        w,
+        "Servers, each taking its listen address as first argument and pinned to core 0: \
+         **evloop** (`examples/echo.rs`), **mio** (`examples/bench_mio_echo.rs`: a hand-written \
+         edge-triggered mio loop with a slab, reading until `WouldBlock`; the baseline of every \
+         ratio), **tokio** (`examples/bench_tokio_echo.rs`: current-thread runtime, a task and a \
+         16 KiB buffer per connection) and **calloop** (`examples/bench_calloop_echo.rs`: one \
+         `Generic` source per socket). The load generator (`examples/loadgen.rs`, mio, core 1) \
+         keeps `depth` messages in flight per connection, checks every echoed byte, and reads \
+         the server's `/proc` and `perf stat` counters over the measured window.\n"
+    );
+    let _ = writeln!(
+        w,
+        "Settings: {settings}; every number is the median of {} interleaved runs. \
+         Machine: {}, 2 cores, shared and noisy: compare ratios, not absolute numbers.\n",
+        t.runs,
+        cpu_model()
+    );
+    let _ = writeln!(w, "![messages per second, relative to the mio loop](e2e.svg)\n");
+
+    let _ = writeln!(w, "## Throughput and round-trip latency\n");
+    let _ = writeln!(
+        w,
+        "| scenario | server | msg/s | × mio | MB/s | p50 µs | p99 µs | p99.9 µs | server CPU | loadgen CPU |"
+    );
+    let _ = writeln!(w, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|");
+    for sc in &t.scenarios {
+        for srv in t.servers(sc) {
+            let g = |k| t.get(sc, srv, k);
+            let _ = writeln!(
+                w,
+                "| {sc} ({}) | {srv} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                shape(t, sc),
+                thousands(g("msgs_per_s")),
+                num(t.ratio(sc, srv, "msgs_per_s"), 2),
+                num(g("mb_per_s"), 1),
+                num(g("p50_us"), 1),
+                num(g("p99_us"), 1),
+                num(g("p999_us"), 1),
+                num(g("server_cpu"), 2),
+                num(g("client_cpu"), 2),
+            );
+        }
+    }
+
+    let _ = writeln!(w, "\n## Per echoed message: what the loop decides\n");
+    let _ = writeln!(
+        w,
+        "System calls of the server counted by `perf stat -e raw_syscalls:sys_enter,syscalls:sys_enter_*` \
+         over the window; reads = recvfrom + read + readv, writes = sendto + write + writev, \
+         polls = epoll_wait + epoll_pwait. CPU: on-CPU ns from `/proc/PID/schedstat`; user ns \
+         from `/proc/PID/stat` utime (clock-tick resolution: ±10 ms over the window). \
+         Peak RSS is the server's VmHWM.\n"
+    );
+    let _ = writeln!(
+        w,
+        "| scenario | server | syscalls | reads | writes | polls | epoll_ctl | CPU ns | user ns | × mio user | peak RSS KiB |"
+    );
+    let _ = writeln!(w, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+    for sc in &t.scenarios {
+        for srv in t.servers(sc) {
+            let g = |k| t.get(sc, srv, k);
+            let _ = writeln!(
+                w,
+                "| {sc} | {srv} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                num(g("syscalls_per_msg"), 3),
+                num(g("reads_per_msg"), 3),
+                num(g("writes_per_msg"), 3),
+                num(g("polls_per_msg"), 3),
+                num(g("ctls_per_msg"), 3),
+                num(g("cpu_ns_per_msg"), 0),
+                num(g("user_ns_per_msg"), 0),
+                num(t.ratio(sc, srv, "user_ns_per_msg"), 2),
+                thousands(g("hwm_kb")),
+            );
+        }
+    }
+
+    let big = t
+        .scenarios
+        .iter()
+        .max_by_key(|sc| t.get(sc, BASELINE, "conns").unwrap_or(0.0) as u64);
+    if let Some(sc) = big {
+        let n = t.get(sc, BASELINE, "conns").unwrap_or(0.0);
+        let _ = writeln!(
+            w,
+            "\n## Memory per connection ({sc}: {} idle connections)\n",
+            thousands(Some(n))
+        );
+        let _ = writeln!(
+            w,
+            "(VmRSS once every connection is open and has echoed one message − VmRSS before \
+             connecting) / connections.\n"
+        );
+        let _ = writeln!(
+            w,
+            "| server | RSS before KiB | RSS idle KiB | bytes / connection | − mio B | peak RSS KiB |"
+        );
+        let _ = writeln!(w, "|---|--:|--:|--:|--:|--:|");
+        for srv in t.servers(sc) {
+            let g = |k| t.get(sc, srv, k);
+            let diff = g("rss_per_conn_b")
+                .zip(t.get(sc, BASELINE, "rss_per_conn_b"))
+                .map(|(a, b)| a - b);
+            let _ = writeln!(
+                w,
+                "| {srv} | {} | {} | {} | {} | {} |",
+                thousands(g("rss_before_kb")),
+                thousands(g("rss_idle_kb")),
+                num(g("rss_per_conn_b"), 0),
+                num(diff, 0),
+                thousands(g("hwm_kb")),
+            );
+        }
+    }
+
+    let _ = writeln!(w, "\n## Targets (evloop)\n");
+    for line in targets(t) {
+        let _ = writeln!(w, "- {line}");
+    }
+    let _ = writeln!(
+        w,
+        "\nWhere the time and the system calls go, with profiles: [e2e-profile.md](e2e-profile.md)."
+    );
+    md
+}
+
+fn mark(ok: bool) -> &'static str {
+    if ok {
+        "✅"
+    } else {
+        "❌"
+    }
+}
+
+/// The issue's targets, checked against the medians.
+fn targets(t: &Table) -> Vec<String> {
+    let mut out = Vec::new();
+    for sc in &t.scenarios {
+        let g = |srv, k| t.get(sc, srv, k);
+        let depth = g("evloop", "depth").unwrap_or(0.0);
+        if let (Some(r), Some(wr), Some(p)) = (
+            g("evloop", "reads_per_msg"),
+            g("evloop", "writes_per_msg"),
+            g("evloop", "polls_per_msg"),
+        ) {
+            if depth <= 1.0 {
+                out.push(format!(
+                    "{} {sc}: at most one read and one write per message (reads {r:.3}, writes {wr:.3}, polls {p:.3})",
+                    mark(r <= 1.005 && wr <= 1.005)
+                ));
+            } else {
+                out.push(format!(
+                    "{} {sc}: fewer than one read and one write per message (reads {r:.3}, writes {wr:.3})",
+                    mark(r < 1.0 && wr < 1.0)
+                ));
+            }
+        }
+        if let Some(ev) = g("evloop", "user_ns_per_msg") {
+            let peers: Vec<String> = ["mio", "tokio"]
+                .iter()
+                .filter_map(|p| Some((*p, g(p, "user_ns_per_msg")?)))
+                .map(|(p, v)| format!("{p} {v:.0}"))
+                .collect();
+            let ok = ["mio", "tokio"]
+                .iter()
+                .all(|p| g(p, "user_ns_per_msg").map_or(true, |v| ev < v));
+            out.push(format!(
+                "{} {sc}: user CPU per message below mio's and tokio's (evloop {ev:.0} ns; {})",
+                mark(ok),
+                peers.join(", ")
+            ));
+        }
+        if let Some(ev) = g("evloop", "msgs_per_s") {
+            let best = t
+                .servers(sc)
+                .filter(|s| *s != "evloop")
+                .filter_map(|s| Some((s, g(s, "msgs_per_s")?)))
+                .max_by(|a, b| a.1.total_cmp(&b.1));
+            if let Some((peer, v)) = best {
+                out.push(format!(
+                    "{} {sc}: msg/s ≥ 0.97 × the best peer ({:.2} × {peer})",
+                    mark(ev >= 0.97 * v),
+                    ev / v
+                ));
+            }
+        }
+    }
+    let big = t
+        .scenarios
+        .iter()
+        .max_by_key(|sc| t.get(sc, BASELINE, "conns").unwrap_or(0.0) as u64);
+    if let Some(sc) = big {
+        let g = |srv| t.get(sc, srv, "rss_per_conn_b");
+        if let (Some(ev), Some(m)) = (g("evloop"), g("mio")) {
+            let tokio = g("tokio");
+            let ok = ev - m <= 1024.0 && tokio.map_or(true, |to| ev < to / 2.0);
+            out.push(format!(
+                "{} {sc}: RSS per connection within 1 KiB of mio's and far below tokio's \
+                 (evloop {ev:.0} B, mio {m:.0} B, tokio {} B)",
+                mark(ok),
+                num(tokio, 0)
+            ));
+        }
+    }
+    out
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                Some(
+                    l.strip_prefix("model name")?
+                        .split(':')
+                        .nth(1)?
+                        .trim()
+                        .to_string(),
+                )
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+/// Grouped horizontal bars: each scenario's msg/s per server, relative to mio.
+fn svg(t: &Table) -> String {
+    let (left, top, bar, gap, width) = (190.0, 50.0, 14.0, 16.0, 560.0);
+    let group = SERVERS.len() as f64 * bar + gap;
+    let height = top + t.scenarios.len() as f64 * group + 50.0;
+    let max = t
+        .scenarios
+        .iter()
+        .flat_map(|sc| SERVERS.iter().filter_map(move |s| t.ratio(sc, s, "msgs_per_s")))
+        .fold(1.0f64, f64::max)
+        .max(1.2)
+        * 1.1;
+    let x = |r: f64| left + r / max * width;
+    let mut s = String::new();
+    let total_w = left + width + 40.0;
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{total_w}" height="{height}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="20" font-size="15" text-anchor="middle">Echoed messages per second, relative to the hand-written mio loop (median of {} runs)</text>"#,
+        total_w / 2.0,
+        t.runs
+    );
+    for (i, (srv, color)) in SERVERS.iter().zip(COLORS).enumerate() {
+        let lx = left + i as f64 * 110.0;
+        let _ = writeln!(
+            s,
+            r#"<rect x="{lx}" y="30" width="12" height="12" fill="{color}"/>"#
+        );
+        let _ = writeln!(s, r#"<text x="{}" y="40">{srv}</text>"#, lx + 16.0);
+    }
+    let mut tick = 0.0;
+    while tick <= max {
+        let tx = x(tick);
+        let stroke = if (tick - 1.0f64).abs() < 1e-9 {
+            "#000"
+        } else {
+            "#ddd"
+        };
+        let _ = writeln!(
+            s,
+            r#"<line x1="{tx}" y1="{top}" x2="{tx}" y2="{}" stroke="{stroke}"/>"#,
+            height - 40.0
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{tx}" y="{}" text-anchor="middle">{tick:.1}×</text>"#,
+            height - 25.0
+        );
+        tick += if max > 3.0 { 0.5 } else { 0.25 };
+    }
+    for (gi, sc) in t.scenarios.iter().enumerate() {
+        let gy = top + gi as f64 * group;
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,
+            left - 8.0,
+            gy + 2.0 * bar + 4.0,
+            esc(sc)
+        );
+        for (si, (srv, color)) in SERVERS.iter().zip(COLORS).enumerate() {
+            let Some(r) = t.ratio(sc, srv, "msgs_per_s") else {
+                continue;
+            };
+            let y = gy + si as f64 * bar;
+            let _ = writeln!(
+                s,
+                r#"<rect x="{left}" y="{y}" width="{:.1}" height="{}" fill="{color}"><title>{srv} {sc}: {} msg/s</title></rect>"#,
+                x(r) - left,
+                bar - 2.0,
+                thousands(t.get(sc, srv, "msgs_per_s"))
+            );
+            let _ = writeln!(
+                s,
+                r#"<text x="{:.1}" y="{}" font-size="10">{r:.2}</text>"#,
+                x(r) + 3.0,
+                y + bar - 4.0
+            );
+        }
+    }
+    let _ = writeln!(s, "</svg>");
+    s
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() < 4 {
+        eprintln!("usage: e2e_report RESULTS OUT.md OUT.svg [SETTINGS]");
+        std::process::exit(2);
+    }
+    let text = std::fs::read_to_string(&args[1]).unwrap_or_else(|e| {
+        eprintln!("e2e_report: {}: {e}", args[1]);
+        std::process::exit(2);
+    });
+    let table = Table::new(&parse(&text));
+    if table.scenarios.is_empty() {
+        eprintln!("e2e_report: no result lines in {}", args[1]);
+        std::process::exit(2);
+    }
+    let settings = args.get(4).map_or("", String::as_str);
+    let write = |path: &str, body: String| {
+        std::fs::write(path, body).unwrap_or_else(|e| {
+            eprintln!("e2e_report: {path}: {e}");
+            std::process::exit(2);
+        })
+    };
+    write(&args[2], markdown(&table, settings));
+    write(&args[3], svg(&table));
+}
