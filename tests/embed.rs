@@ -125,7 +125,9 @@ fn timers_and_deferred_work_reach_evloop_through_next_deadline() {
     host.drive(&mut el, &mut s, |s| s.deferred_ran);
 
     let id = el.timer_after(Duration::from_millis(20), |_f, _ctx, s| s.timer_fired = true);
-    assert_eq!(el.next_deadline(), el.timer_deadline(id));
+    // Never later than the timer (the wheel may answer earlier, with the
+    // start of the slot holding it; the turn taken there sharpens it).
+    assert!(el.next_deadline().unwrap() <= el.timer_deadline(id).unwrap());
     host.drive(&mut el, &mut s, |s| s.timer_fired);
     assert_eq!(el.next_deadline(), None);
     assert_eq!(
