@@ -1,0 +1,348 @@
+//! RESP2, the Redis protocol: parsing requests incrementally, and encoding replies.
+//!
+//! A request is either an array of bulk strings (what client libraries send):
+//!
+//! ```text
+//! *2\r\n$3\r\nGET\r\n$3\r\nkey\r\n
+//! ```
+//!
+//! or an *inline* command, one line of space-separated words (what telnet
+//! users and `redis-cli --pipe` files send), where `"..."` and `'...'` quote
+//! words with spaces and `"\n"`, `"\x41"`-style escapes:
+//!
+//! ```text
+//! SET greeting "hello world"\r\n
+//! ```
+//!
+//! [`parse`] keeps no state between calls: it answers "not yet" (`Ok(None)`)
+//! until a whole command is in the buffer, and reads only the length lines of
+//! a half-arrived array, so offering it the same growing buffer again and
+//! again costs little. A protocol error is final: the server replies
+//! `-ERR Protocol error: ...` and closes, since it can no longer tell where
+//! the next command starts.
+
+use std::fmt;
+use std::io::Write;
+
+/// The largest bulk string a request may carry (as in Redis).
+pub const MAX_BULK: i64 = 512 * 1024 * 1024;
+/// The most arguments one array request may have.
+pub const MAX_ARGS: i64 = 1024 * 1024;
+/// The longest inline command line.
+pub const MAX_INLINE: usize = 64 * 1024;
+
+/// The longest length line we wait for: `*`/`$`, a sign, 19 digits, CR.
+const MAX_LENGTH_LINE: usize = 22;
+
+/// Why the input is not RESP. The message follows `-ERR Protocol error: `.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProtocolError {
+    /// An array count that is not an integer, is below -1, or is too large.
+    BadArrayLength,
+    /// A bulk length that is not an integer, is negative, or is over 512 MiB.
+    BadBulkLength,
+    /// An array element that does not start with `$`.
+    ExpectedBulk(u8),
+    /// A request that starts with a RESP type byte other than `*`.
+    UnexpectedType(u8),
+    /// A CR not followed by LF, or bulk data not followed by CRLF.
+    MissingCrlf,
+    /// An inline line over [`MAX_INLINE`] bytes.
+    InlineTooLong,
+    /// An inline line with an unterminated quote, or a closing quote
+    /// followed by something other than a space.
+    UnbalancedQuotes,
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProtocolError::BadArrayLength => f.write_str("invalid array length"),
+            ProtocolError::BadBulkLength => f.write_str("invalid bulk length"),
+            ProtocolError::ExpectedBulk(b) => write!(f, "expected '$', got '{}'", b.escape_ascii()),
+            ProtocolError::UnexpectedType(b) => {
+                write!(
+                    f,
+                    "requests are arrays or inline commands, got '{}'",
+                    b.escape_ascii()
+                )
+            }
+            ProtocolError::MissingCrlf => f.write_str("expected CRLF"),
+            ProtocolError::InlineTooLong => f.write_str("inline command too long"),
+            ProtocolError::UnbalancedQuotes => f.write_str("unbalanced quotes in inline command"),
+        }
+    }
+}
+
+/// A command's arguments, copied out of the input into one buffer that is
+/// reused from command to command (no allocation per command once warm).
+#[derive(Debug, Default)]
+pub struct Args {
+    data: Vec<u8>,
+    ends: Vec<usize>,
+    /// Where each bulk string of an array lies in the input, while parsing.
+    spans: Vec<(usize, usize)>,
+}
+
+impl Args {
+    /// How many arguments (the command name included).
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// True for an empty request (an empty inline line, or `*0`).
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Argument `i`, if there is one.
+    pub fn get(&self, i: usize) -> Option<&[u8]> {
+        let end = *self.ends.get(i)?;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        Some(&self.data[start..end])
+    }
+
+    /// All arguments, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        (0..self.len()).filter_map(|i| self.get(i))
+    }
+
+    fn clear(&mut self) {
+        self.data.clear();
+        self.ends.clear();
+        self.spans.clear();
+    }
+
+    fn end_arg(&mut self) {
+        self.ends.push(self.data.len());
+    }
+}
+
+impl std::ops::Index<usize> for Args {
+    type Output = [u8];
+    fn index(&self, i: usize) -> &[u8] {
+        self.get(i).expect("argument index out of range")
+    }
+}
+
+/// Parse one command from the start of `buf` into `args`.
+///
+/// `Ok(Some(n))`: a command took `n` bytes and its arguments are in `args`
+/// (none for an empty line or an empty array: nothing to run). `Ok(None)`:
+/// the command is not complete yet; call again with more bytes.
+pub fn parse(buf: &[u8], args: &mut Args) -> Result<Option<usize>, ProtocolError> {
+    args.clear();
+    match buf.first() {
+        None => Ok(None),
+        Some(b'*') => parse_array(buf, args),
+        Some(&b @ (b'$' | b'+' | b'-' | b':')) => Err(ProtocolError::UnexpectedType(b)),
+        Some(_) => parse_inline(buf, args),
+    }
+}
+
+fn parse_array(buf: &[u8], args: &mut Args) -> Result<Option<usize>, ProtocolError> {
+    let Some((count, mut pos)) = length_line(buf, 1, ProtocolError::BadArrayLength)? else {
+        return Ok(None);
+    };
+    if !(-1..=MAX_ARGS).contains(&count) {
+        return Err(ProtocolError::BadArrayLength);
+    }
+    // First find every bulk string (reading only the length lines), then copy
+    // them out once the whole command is here.
+    for _ in 0..count.max(0) {
+        match buf.get(pos) {
+            None => return Ok(None),
+            Some(b'$') => {}
+            Some(&b) => return Err(ProtocolError::ExpectedBulk(b)),
+        }
+        let Some((len, start)) = length_line(buf, pos + 1, ProtocolError::BadBulkLength)? else {
+            return Ok(None);
+        };
+        if !(0..=MAX_BULK).contains(&len) {
+            return Err(ProtocolError::BadBulkLength);
+        }
+        let end = start + len as usize;
+        // Judge the terminator's bytes as soon as they are here.
+        match (buf.get(end), buf.get(end + 1)) {
+            (Some(b'\r'), Some(b'\n')) => {}
+            (Some(b'\r'), None) | (None, _) => return Ok(None),
+            _ => return Err(ProtocolError::MissingCrlf),
+        }
+        args.spans.push((start, end));
+        pos = end + 2;
+    }
+    for i in 0..args.spans.len() {
+        let (start, end) = args.spans[i];
+        args.data.extend_from_slice(&buf[start..end]);
+        args.end_arg();
+    }
+    Ok(Some(pos))
+}
+
+/// The integer between `buf[pos]` and the next CRLF, and where the line ends.
+fn length_line(buf: &[u8], pos: usize, bad: ProtocolError) -> Result<Option<(i64, usize)>, ProtocolError> {
+    let window = &buf[pos..buf.len().min(pos + MAX_LENGTH_LINE)];
+    // Stop at the first byte that cannot be part of the number, so a line
+    // ended by a bare LF (or any junk) is refused at once, not waited on.
+    let Some(i) = window.iter().position(|&b| !(b.is_ascii_digit() || b == b'-')) else {
+        return if window.len() == MAX_LENGTH_LINE {
+            Err(bad)
+        } else {
+            Ok(None)
+        };
+    };
+    if window[i] != b'\r' {
+        return Err(bad);
+    }
+    match buf.get(pos + i + 1) {
+        None => Ok(None),
+        Some(b'\n') => {
+            let n = parse_int(&window[..i]).ok_or(bad)?;
+            Ok(Some((n, pos + i + 2)))
+        }
+        Some(_) => Err(ProtocolError::MissingCrlf),
+    }
+}
+
+/// A decimal integer with an optional minus sign and nothing else.
+pub fn parse_int(s: &[u8]) -> Option<i64> {
+    let (negative, digits) = match s {
+        [b'-', rest @ ..] => (true, rest),
+        _ => (false, s),
+    };
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    // Accumulate negatively so that i64::MIN parses too.
+    let n = digits
+        .iter()
+        .try_fold(0i64, |n, &d| n.checked_mul(10)?.checked_sub(i64::from(d - b'0')))?;
+    if negative {
+        Some(n)
+    } else {
+        n.checked_neg()
+    }
+}
+
+fn parse_inline(buf: &[u8], args: &mut Args) -> Result<Option<usize>, ProtocolError> {
+    let window = &buf[..buf.len().min(MAX_INLINE)];
+    let Some(nl) = window.iter().position(|&b| b == b'\n') else {
+        return if window.len() == MAX_INLINE {
+            Err(ProtocolError::InlineTooLong)
+        } else {
+            Ok(None)
+        };
+    };
+    let line = &buf[..nl];
+    split_inline(line.strip_suffix(b"\r").unwrap_or(line), args)?;
+    Ok(Some(nl + 1))
+}
+
+/// Split an inline line into words, resolving quotes and escapes.
+fn split_inline(line: &[u8], args: &mut Args) -> Result<(), ProtocolError> {
+    let is_space = |b: u8| matches!(b, b' ' | b'\t' | b'\r');
+    let mut i = 0;
+    loop {
+        while i < line.len() && is_space(line[i]) {
+            i += 1;
+        }
+        if i == line.len() {
+            return Ok(());
+        }
+        let quote = line[i];
+        if quote == b'"' || quote == b'\'' {
+            i += 1;
+            loop {
+                let Some(&b) = line.get(i) else {
+                    return Err(ProtocolError::UnbalancedQuotes);
+                };
+                i += 1;
+                if b == quote {
+                    break;
+                }
+                if b != b'\\' || i == line.len() {
+                    args.data.push(b);
+                    continue;
+                }
+                // An escape: single quotes only know \' ; double quotes know more.
+                let e = line[i];
+                i += 1;
+                let hex = |b: Option<&u8>| b.and_then(|&b| (b as char).to_digit(16));
+                args.data.push(match e {
+                    _ if quote == b'\'' && e != b'\'' => {
+                        i -= 1;
+                        b'\\'
+                    }
+                    b'n' => b'\n',
+                    b'r' => b'\r',
+                    b't' => b'\t',
+                    b'b' => 0x08,
+                    b'a' => 0x07,
+                    b'x' => match (hex(line.get(i)), hex(line.get(i + 1))) {
+                        (Some(hi), Some(lo)) => {
+                            i += 2;
+                            (hi * 16 + lo) as u8
+                        }
+                        _ => b'x',
+                    },
+                    other => other,
+                });
+            }
+            if line.get(i).is_some_and(|&b| !is_space(b)) {
+                return Err(ProtocolError::UnbalancedQuotes);
+            }
+        } else {
+            let start = i;
+            while i < line.len() && !is_space(line[i]) {
+                i += 1;
+            }
+            args.data.extend_from_slice(&line[start..i]);
+        }
+        args.end_arg();
+    }
+}
+
+/// Reply encoders: each appends one RESP2 value to `out`.
+pub mod reply {
+    use super::Write;
+
+    /// `+s`: a status line such as `OK` or `PONG`.
+    pub fn simple(out: &mut Vec<u8>, s: &str) {
+        out.push(b'+');
+        out.extend_from_slice(s.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// `-msg`: an error; `msg` starts with its kind, e.g. `ERR syntax error`.
+    pub fn error(out: &mut Vec<u8>, msg: &str) {
+        out.push(b'-');
+        // A CR or LF would end the line early; a client would misread the rest.
+        out.extend(
+            msg.bytes()
+                .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+        );
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// `:n`.
+    pub fn int(out: &mut Vec<u8>, n: i64) {
+        let _ = write!(out, ":{n}\r\n");
+    }
+
+    /// `$len` and the bytes.
+    pub fn bulk(out: &mut Vec<u8>, b: &[u8]) {
+        let _ = write!(out, "${}\r\n", b.len());
+        out.extend_from_slice(b);
+        out.extend_from_slice(b"\r\n");
+    }
+
+    /// `$-1`: the null bulk string ("no such key").
+    pub fn null(out: &mut Vec<u8>) {
+        out.extend_from_slice(b"$-1\r\n");
+    }
+
+    /// `*n`: an array header; the `n` elements follow.
+    pub fn array(out: &mut Vec<u8>, n: usize) {
+        let _ = write!(out, "*{n}\r\n");
+    }
+}
