@@ -150,6 +150,9 @@ pub struct Conn {
     /// Reading paused by the handler.
     paused: bool,
     idle_expired: bool,
+    /// Reading was paused and is allowed again: data may be waiting with no
+    /// edge left to announce it, so the next dispatch must look.
+    probe_read: bool,
 }
 
 impl Conn {
@@ -180,6 +183,7 @@ impl Conn {
             throttled: false,
             paused: false,
             idle_expired: false,
+            probe_read: false,
         }
     }
 
@@ -278,9 +282,14 @@ impl Conn {
         self.paused = true;
     }
 
-    /// Read from this peer again.
+    /// Read from this peer again. From outside the connection's own
+    /// handler, follow with [`Ctx::schedule`] of its id so the bytes that
+    /// arrived meanwhile are read without waiting for a new edge.
     pub fn resume_reading(&mut self) {
-        self.paused = false;
+        if self.paused {
+            self.paused = false;
+            self.probe_read = true;
+        }
     }
 
     fn fail(&mut self, reason: CloseReason) {
@@ -410,9 +419,10 @@ fn drive<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ev: Event, ctx: &mut Ctx<
         conn.fail(CloseReason::Idle);
     }
     let mut action = Action::Keep;
-    if conn.reading()
-        && (ev.ready.is_readable() || ev.ready.is_read_closed() || ev.ready.is_empty() || ev.ready.is_error())
-    {
+    // A kernel edge, or a pause just lifted, means there may be bytes; a
+    // plain scheduled dispatch (open, a write from elsewhere) does not read.
+    let readable = ev.ready.is_readable() || ev.ready.is_read_closed() || ev.ready.is_error();
+    if conn.reading() && (readable || std::mem::take(&mut conn.probe_read)) {
         action = read(conn, h, ev, ctx, state);
     }
     conn.corked = false;
@@ -508,6 +518,7 @@ fn settle<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ctx: &mut Ctx<S>, state:
         if conn.throttled {
             conn.throttled = false;
             // Under edge triggering data may already be waiting: look now.
+            conn.probe_read = true;
             ctx.schedule(conn.id);
         }
         if was_queued && conn.closed.is_none() {
@@ -523,6 +534,7 @@ fn settle<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ctx: &mut Ctx<S>, state:
         conn.throttled = true;
     } else if conn.throttled && conn.queued() < conn.cfg.low_water {
         conn.throttled = false;
+        conn.probe_read = true;
         ctx.schedule(conn.id);
     }
     if conn.queued() == 0 && conn.closed.is_none() {
@@ -545,6 +557,9 @@ fn settle<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ctx: &mut Ctx<S>, state:
     if let Some(reason) = conn.closed {
         finish(conn, h, reason, ctx, state);
         return;
+    }
+    if conn.probe_read && conn.reading() {
+        ctx.schedule(conn.id);
     }
     let mut want = None;
     if conn.reading() {
