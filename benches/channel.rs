@@ -10,16 +10,18 @@
 //! An iteration builds the channel, registers its receiver, spawns the
 //! producer and turns until done: the same fixed costs on both sides, small
 //! beside 100,000 messages. Messages per second and the ratios are printed
-//! at the end.
+//! at the end, from criterion's estimates and from an interleaved re-run
+//! (see `common::Report`).
 //!
 //! `cargo bench --bench channel -- --warm-up-time 1 --measurement-time 3`
 
 mod common;
 
 use std::thread;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use criterion::{BenchmarkId, Criterion, Throughput};
+use common::{Report, Unit};
+use criterion::Criterion;
 
 /// Messages per iteration.
 const M: u64 = 100_000;
@@ -120,42 +122,26 @@ fn calloop_run(ev: &mut calloop::EventLoop<'static, Tally>, bound: Option<usize>
     tally.check();
 }
 
-fn bench_channels(c: &mut Criterion) {
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    let mut report = Report::new("evloop", "calloop", Unit::ElementsPerSec);
+    let m = M.to_string();
     for (group_name, bound) in [("channel_unbounded", None), ("channel_bounded_1024", Some(BOUND))] {
         let mut group = c.benchmark_group(group_name);
-        group.throughput(Throughput::Elements(M));
         // One iteration is 100,000 messages (milliseconds): fewer samples do.
         group.sample_size(20);
-
         let mut el = evloop::EventLoop::<Tally>::new().unwrap();
-        group.bench_function(BenchmarkId::new("evloop", M), |b| {
-            b.iter(|| evloop_run(&mut el, bound))
-        });
-        drop(el);
-
         let mut ev = calloop::EventLoop::<Tally>::try_new().unwrap();
-        group.bench_function(BenchmarkId::new("calloop", M), |b| {
-            b.iter(|| calloop_run(&mut ev, bound))
-        });
+        report.compare(
+            &mut group,
+            group_name,
+            &m,
+            M,
+            || evloop_run(&mut el, bound),
+            || calloop_run(&mut ev, bound),
+        );
         group.finish();
     }
-}
-
-fn main() {
-    let started = SystemTime::now();
-    let mut c = Criterion::default().configure_from_args();
-    bench_channels(&mut c);
     c.final_summary();
-
-    let m = M.to_string();
-    for group in ["channel_unbounded", "channel_bounded_1024"] {
-        common::print_ratios(
-            group,
-            "evloop",
-            "calloop",
-            &[(m.as_str(), M)],
-            common::Unit::ElementsPerSec,
-            started,
-        );
-    }
+    report.print();
 }

@@ -13,8 +13,10 @@
 //!   closures from a slab. Both still make one zero-timeout `epoll_wait` per
 //!   turn, as a turn of evloop does.
 //!
-//! Every iteration asserts that exactly N handlers did their work. The ratio
-//! evloop / hand-written per event is printed at the end.
+//! Every iteration asserts that exactly N handlers did their work. The cost
+//! per event of each and the ratio evloop / hand-written are printed at the
+//! end, from criterion's estimates and from an interleaved re-run (see
+//! `common::Report`).
 //!
 //! `cargo bench --bench dispatch -- --warm-up-time 1 --measurement-time 3`
 
@@ -22,10 +24,11 @@ mod common;
 
 use std::hint::black_box;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use common::sources::{drain, evloop_eventfds, evloop_inert, signal, EventFd};
-use criterion::{BenchmarkId, Criterion, Throughput};
+use common::sources::{drain, evloop_eventfds, evloop_inert, raise_fd_limit, signal, EventFd};
+use common::{Report, Unit};
+use criterion::Criterion;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
@@ -74,38 +77,36 @@ impl HandLoop {
     }
 }
 
-fn bench_eventfd(c: &mut Criterion) {
+fn bench_eventfd(c: &mut Criterion, report: &mut Report) {
     let mut group = c.benchmark_group("dispatch_eventfd");
     for n in SIZES {
-        group.throughput(Throughput::Elements(n as u64));
-
-        let (mut el, raw) = evloop_eventfds(n);
-        let mut count = 0u64;
-        group.bench_with_input(BenchmarkId::new("evloop", n), &n, |b, &n| {
-            b.iter(|| {
-                let before = count;
-                for &fd in &raw {
-                    signal(fd);
-                }
-                el.turn(&mut count, Some(Duration::ZERO)).unwrap();
-                assert_eq!(count - before, n as u64);
-            })
-        });
-        drop(el);
-
+        let (mut el, ev_fds) = evloop_eventfds(n);
+        let mut ev_count = 0u64;
         let mut hand = HandLoop::new(n);
-        let raw: Vec<RawFd> = hand.fds.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
-        let mut count = 0u64;
-        group.bench_with_input(BenchmarkId::new("handwritten", n), &n, |b, &n| {
-            b.iter(|| {
-                let before = count;
-                for &fd in &raw {
+        let hand_fds: Vec<RawFd> = hand.fds.iter().map(|(_, fd)| fd.as_raw_fd()).collect();
+        let mut hand_count = 0u64;
+        report.compare(
+            &mut group,
+            "dispatch_eventfd",
+            &n.to_string(),
+            n as u64,
+            || {
+                let before = ev_count;
+                for &fd in &ev_fds {
                     signal(fd);
                 }
-                hand.turn(&mut count);
-                assert_eq!(count - before, n as u64);
-            })
-        });
+                el.turn(&mut ev_count, Some(Duration::ZERO)).unwrap();
+                assert_eq!(ev_count - before, n as u64);
+            },
+            || {
+                let before = hand_count;
+                for &fd in &hand_fds {
+                    signal(fd);
+                }
+                hand.turn(&mut hand_count);
+                assert_eq!(hand_count - before, n as u64);
+            },
+        );
     }
     group.finish();
 }
@@ -146,57 +147,44 @@ impl HandQueue {
     }
 }
 
-fn bench_scheduled(c: &mut Criterion) {
+fn bench_scheduled(c: &mut Criterion, report: &mut Report) {
     let mut group = c.benchmark_group("dispatch_scheduled");
     for n in SIZES {
-        group.throughput(Throughput::Elements(n as u64));
-
         let (mut el, ids) = evloop_inert(n);
-        let mut count = 0u64;
-        group.bench_with_input(BenchmarkId::new("evloop", n), &n, |b, &n| {
-            b.iter(|| {
-                let before = count;
+        let mut ev_count = 0u64;
+        let mut hand = HandQueue::new(n);
+        let keys: Vec<usize> = hand.handlers.iter().map(|(key, _)| key).collect();
+        let mut hand_count = 0u64;
+        report.compare(
+            &mut group,
+            "dispatch_scheduled",
+            &n.to_string(),
+            n as u64,
+            || {
+                let before = ev_count;
                 for &id in &ids {
                     el.schedule(id);
                 }
-                el.turn(&mut count, Some(Duration::ZERO)).unwrap();
-                assert_eq!(count - before, n as u64);
-            })
-        });
-        drop(el);
-
-        let mut hand = HandQueue::new(n);
-        let keys: Vec<usize> = hand.handlers.iter().map(|(key, _)| key).collect();
-        let mut count = 0u64;
-        group.bench_with_input(BenchmarkId::new("handwritten", n), &n, |b, &n| {
-            b.iter(|| {
-                let before = count;
+                el.turn(&mut ev_count, Some(Duration::ZERO)).unwrap();
+                assert_eq!(ev_count - before, n as u64);
+            },
+            || {
+                let before = hand_count;
                 hand.pending.extend_from_slice(black_box(&keys));
-                hand.turn(&mut count);
-                assert_eq!(count - before, n as u64);
-            })
-        });
+                hand.turn(&mut hand_count);
+                assert_eq!(hand_count - before, n as u64);
+            },
+        );
     }
     group.finish();
 }
 
 fn main() {
-    let started = SystemTime::now();
+    raise_fd_limit();
     let mut c = Criterion::default().configure_from_args();
-    bench_eventfd(&mut c);
-    bench_scheduled(&mut c);
+    let mut report = Report::new("evloop", "handwritten", Unit::NsPerElement);
+    bench_eventfd(&mut c, &mut report);
+    bench_scheduled(&mut c, &mut report);
     c.final_summary();
-
-    let params: Vec<(String, u64)> = SIZES.iter().map(|&n| (n.to_string(), n as u64)).collect();
-    let params: Vec<(&str, u64)> = params.iter().map(|(p, n)| (p.as_str(), *n)).collect();
-    for group in ["dispatch_eventfd", "dispatch_scheduled"] {
-        common::print_ratios(
-            group,
-            "evloop",
-            "handwritten",
-            &params,
-            common::Unit::NsPerElement,
-            started,
-        );
-    }
+    report.print();
 }
