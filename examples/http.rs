@@ -261,6 +261,8 @@ mod tests {
         assert_eq!(&at(0), b"Thu, 01 Jan 1970 00:00:00 GMT");
         assert_eq!(&at(784_111_777), b"Sun, 06 Nov 1994 08:49:37 GMT");
         assert_eq!(&at(951_782_400), b"Tue, 29 Feb 2000 00:00:00 GMT");
-        assert_eq!(&at(4_107_542_399), b"Fri, 31 Dec 2100 23:59:59 GMT");
+        assert_eq!(&at(1_709_208_000), b"Thu, 29 Feb 2024 12:00:00 GMT");
+        assert_eq!(&at(4_107_542_399), b"Sun, 28 Feb 2100 23:59:59 GMT"); // 2100 is no leap year
+        assert_eq!(&at(4_133_980_799), b"Fri, 31 Dec 2100 23:59:59 GMT");
     }
 }
