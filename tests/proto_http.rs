@@ -355,3 +355,66 @@ fn malformed_chunked_bodies() {
     endless_trailer.resize(MAX_HEAD + 10, b'x');
     assert_eq!(skip_chunked(&endless_trailer, 512), Err(Error::HeadTooLarge));
 }
+
+mod properties {
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    /// Request-shaped input assembled from HTTP's building blocks.
+    fn http_ish() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            Just(&b"GET"[..]),
+            Just(&b"POST"[..]),
+            Just(&b" "[..]),
+            Just(&b"/"[..]),
+            Just(&b"HTTP/1.1"[..]),
+            Just(&b"HTTP/1.0"[..]),
+            Just(&b"\r\n"[..]),
+            Just(&b"\n"[..]),
+            Just(&b"\r"[..]),
+            Just(&b"Host: a"[..]),
+            Just(&b"Content-Length: 3"[..]),
+            Just(&b"Transfer-Encoding: chunked"[..]),
+            Just(&b"Connection: close"[..]),
+            Just(&b":"[..]),
+            Just(&b"x"[..]),
+            Just(&b"\t"[..]),
+        ];
+        vec(piece, 0..30).prop_map(|ps| ps.concat())
+    }
+
+    /// Each prefix is either incomplete or gets what the whole input gets.
+    fn check_prefixes(input: &[u8]) -> Result<(), TestCaseError> {
+        let whole = parse(input);
+        if let Ok(Some(req)) = &whole {
+            prop_assert!(req.head_len > 0 && req.head_len <= input.len());
+        }
+        for cut in 0..input.len() {
+            let got = parse(&input[..cut]);
+            if got != Ok(None) {
+                prop_assert_eq!(&got, &whole, "cut at {}", cut);
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_input_obeys_the_prefix_rule(input in http_ish()) {
+            check_prefixes(&input)?;
+        }
+
+        #[test]
+        fn random_bytes_never_panic(input in vec(any::<u8>(), 0..200)) {
+            check_prefixes(&input)?;
+        }
+
+        #[test]
+        fn chunked_skipper_never_panics(input in vec(any::<u8>(), 0..200), step in 1usize..16) {
+            let _ = skip_chunked(&input, step);
+        }
+    }
+}

@@ -248,3 +248,81 @@ fn replies() {
         "+OK\r\n-ERR bad  thing\r\n:-42\r\n$4\r\na\r\nb\r\n$-1\r\n*2\r\n$0\r\n\r\n"
     );
 }
+
+mod properties {
+    use super::*;
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+
+    /// Bytes drawn mostly from what RESP and inline commands are made of,
+    /// so that the interesting paths are hit often.
+    fn resp_ish() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            Just(&b"*"[..]),
+            Just(&b"$"[..]),
+            Just(&b"\r\n"[..]),
+            Just(&b"\n"[..]),
+            Just(&b"\r"[..]),
+            Just(&b"-"[..]),
+            Just(&b"1"[..]),
+            Just(&b"2"[..]),
+            Just(&b"0"[..]),
+            Just(&b" "[..]),
+            Just(&b"\""[..]),
+            Just(&b"'"[..]),
+            Just(&b"\\"[..]),
+            Just(&b"x4"[..]),
+            Just(&b"GET"[..]),
+            Just(&b":"[..]),
+        ];
+        vec(piece, 0..40).prop_map(|ps| ps.concat())
+    }
+
+    /// The prefix rule, for any input: each prefix is either incomplete or
+    /// gets exactly what the whole input gets (same command, same error).
+    fn check_prefixes(input: &[u8]) -> Result<(), TestCaseError> {
+        let mut args = Args::default();
+        let whole = parse(input, &mut args);
+        let whole_args: Vec<Vec<u8>> = args.iter().map(<[u8]>::to_vec).collect();
+        if let Ok(Some(n)) = whole {
+            prop_assert!(n > 0 && n <= input.len());
+        }
+        for cut in 0..input.len() {
+            let got = parse(&input[..cut], &mut args);
+            if got != Ok(None) {
+                prop_assert_eq!(got, whole, "cut at {}", cut);
+                let got_args: Vec<Vec<u8>> = args.iter().map(<[u8]>::to_vec).collect();
+                prop_assert_eq!(&got_args, &whole_args);
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_input_obeys_the_prefix_rule(input in resp_ish()) {
+            check_prefixes(&input)?;
+        }
+
+        #[test]
+        fn random_bytes_never_panic(input in vec(any::<u8>(), 0..200)) {
+            check_prefixes(&input)?;
+        }
+
+        #[test]
+        fn encoded_commands_round_trip(args in vec(vec(any::<u8>(), 0..30), 1..6)) {
+            let mut encoded = format!("*{}\r\n", args.len()).into_bytes();
+            for a in &args {
+                encoded.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+                encoded.extend_from_slice(a);
+                encoded.extend_from_slice(b"\r\n");
+            }
+            let (n, got) = ok(&encoded);
+            prop_assert_eq!(n, encoded.len());
+            prop_assert_eq!(got, args);
+            check_prefixes(&encoded)?;
+        }
+    }
+}
