@@ -550,6 +550,7 @@ fn main() {
     g.refill = false;
     g.drain(&mut events, "draining");
     let hwm = proc_status_kb(o.pid, "VmHWM:");
+    let echoed_total: u64 = g.conns.iter().map(|c| c.received / o.size as u64).sum();
     // Close with RST: no TIME_WAIT, so back-to-back runs never run short of ports.
     for c in g.conns.drain(..) {
         let s = socket2::SockRef::from(&c.sock);
@@ -577,6 +578,7 @@ fn main() {
     kv("p50_us", format!("{:.1}", q(0.5)));
     kv("p99_us", format!("{:.1}", q(0.99)));
     kv("p999_us", format!("{:.1}", q(0.999)));
+    kv("echoed_total", echoed_total.to_string());
     kv("client_cpu", format!("{:.3}", (cpu1 - cpu0) / window));
     kv("connect_s", format!("{connect_s:.3}"));
     if o.pid.is_some() {
@@ -586,6 +588,9 @@ fn main() {
         kv("server_cpu", format!("{:.3}", oncpu / window));
         kv("cpu_ns_per_msg", format!("{:.0}", oncpu * 1e9 / msgs));
         kv("user_ns_per_msg", format!("{:.0}", user * 1e9 / msgs));
+        // SAFETY: sysconf has no preconditions.
+        let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        kv("user_ticks", format!("{:.0}", user * tick));
         kv("sys_ns_per_msg", format!("{:.0}", sys * 1e9 / msgs));
         kv("rss_before_kb", rss_before.to_string());
         kv("rss_idle_kb", rss_idle.to_string());

@@ -9,8 +9,10 @@
 //!   than it asked for has drained the socket, and the next edge will come, so
 //!   we do not pay for one more read that returns `WouldBlock`.
 //! - **Writes are corked** while the connection's own handler runs and flushed
-//!   with one `write` when it returns; whatever the kernel does not take is
-//!   queued, and WRITABLE interest is held only while the queue is non-empty.
+//!   with one `write` when it returns (a write of 8 KiB or more into an empty
+//!   queue goes out at once: copying it would cost more than the call saved);
+//!   whatever the kernel does not take is queued, and WRITABLE interest is
+//!   held only while the queue is non-empty.
 //! - **Backpressure**: past the high-water mark the connection stops reading
 //!   until the queue drains below the low-water mark; past the hard cap it is
 //!   closed. A peer that never reads cannot grow the server.
@@ -30,6 +32,9 @@ use crate::{Action, Ctx, Event, SourceId, TimerId};
 
 /// Size of the loop's shared read buffer.
 pub(crate) const SCRATCH_SIZE: usize = 64 * 1024;
+
+/// A write at least this big into an empty queue bypasses the cork.
+const DIRECT_WRITE_MIN: usize = 8 * 1024;
 
 /// Limits and timeouts of a connection.
 #[derive(Clone, Debug)]
@@ -235,7 +240,9 @@ impl Conn {
             return true;
         }
         let mut data = data;
-        if !self.corked && self.queued() == 0 {
+        // Corking saves system calls on small writes; a big one would cost a
+        // copy into the queue larger than the call it saves: send it now.
+        if (!self.corked || data.len() >= DIRECT_WRITE_MIN) && self.queued() == 0 {
             match write_some(&mut self.stream, data) {
                 Ok(n) => data = &data[n..],
                 Err(reason) => {

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# User-space instructions per echoed message, counted by callgrind: repeatable
+# where the wall-clock numbers of benches/e2e.sh are noisy. Each server runs
+# under valgrind twice, for MSGS and for 2 x MSGS messages of load; the
+# difference divided by the difference in echoed messages removes start-up,
+# connecting and shutdown. Prints a markdown table; the callgrind files stay in
+# target/e2e/callgrind/ for `callgrind_annotate --inclusive=yes FILE`.
+#
+#   benches/e2e-profile.sh                  (about 3 minutes)
+#   SERVERS="evloop mio" SCENARIOS=c50_d16 MSGS=10000 benches/e2e-profile.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MSGS=${MSGS:-20000}
+SERVERS=${SERVERS:-"evloop mio tokio calloop"}
+SCENARIOS=${SCENARIOS:-"pingpong c50_d1 c50_d16"}
+declare -A SHAPE=([pingpong]="1 64 1" [c50_d1]="50 64 1" [c50_d16]="50 64 16" [c10_16k_d4]="10 16384 4")
+declare -A BIN=([evloop]=echo [mio]=bench_mio_echo [tokio]=bench_tokio_echo [calloop]=bench_calloop_echo)
+
+cargo build --release --quiet --example loadgen $(for s in $SERVERS; do echo --example "${BIN[$s]}"; done)
+EX=target/release/examples
+DIR=target/e2e/callgrind
+mkdir -p "$DIR"
+SERVER_PID=""
+trap '[[ -n "$SERVER_PID" ]] && kill "$SERVER_PID" 2>/dev/null; true' EXIT
+
+# Total instructions and echoed messages of one run under callgrind.
+measure() {
+    local srv=$1 sc=$2 n=$3 port=$4 out="$DIR/$1-$2-$3.out"
+    read -r conns size depth <<<"${SHAPE[$sc]}"
+    RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out" \
+        "$EX/${BIN[$srv]}" "127.0.0.1:$port" 2>>"$DIR/valgrind.log" &
+    SERVER_PID=$!
+    local line
+    line=$("$EX/loadgen" --addr "127.0.0.1:$port" --conns "$conns" --size "$size" --depth "$depth" \
+        --warmup 0 --duration 120 --max-msgs "$n" 2>"$DIR/loadgen.log") || {
+        kill -TERM "$SERVER_PID"
+        echo "e2e-profile: loadgen failed on $srv $sc (see $DIR/loadgen.log)" >&2
+        exit 1
+    }
+    kill -TERM "$SERVER_PID"
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+    local ir msgs
+    ir=$(grep -m1 '^summary:' "$out" | awk '{print $2}')
+    msgs=$(tr ' ' '\n' <<<"$line" | sed -n 's/^echoed_total=//p')
+    echo "$ir $msgs"
+}
+
+echo "| scenario | server | instructions / message | × mio |"
+echo "|---|---|--:|--:|"
+# Below the ephemeral range (32768+), so no client socket holds our port.
+port=$((10000 + RANDOM % 8000))
+for sc in $SCENARIOS; do
+    declare -A PER=()
+    for srv in $SERVERS; do
+        port=$((port + 2))
+        read -r ir1 m1 < <(measure "$srv" "$sc" "$MSGS" "$port")
+        read -r ir2 m2 < <(measure "$srv" "$sc" $((2 * MSGS)) $((port + 1)))
+        PER[$srv]=$(((ir2 - ir1) / (m2 - m1)))
+    done
+    for srv in $SERVERS; do
+        ratio=$(awk -v a="${PER[$srv]}" -v b="${PER[mio]:-0}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "–" }')
+        echo "| $sc | $srv | ${PER[$srv]} | $ratio |"
+    done
+    unset PER
+done
