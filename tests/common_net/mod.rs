@@ -1,0 +1,240 @@
+//! Scaffolding for the networking tests: a server loop on its own thread,
+//! blocking std clients with timeouts, and reproducible pseudo-random bytes.
+//!
+//! Every wait here is bounded: the server loop turns with a 50 ms poll cap
+//! and checks a stop flag, clients have read and write timeouts, and calls
+//! into the loop give up after [`WAIT`]. Not every test file uses every helper.
+#![allow(dead_code)]
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use evloop::net::{self, Addr, Conn, Handler, ListenConfig};
+use evloop::{Builder, Ctx, EventLoop, Remote};
+
+/// The poll cap of every server turn.
+pub const TICK: Duration = Duration::from_millis(50);
+
+/// How long any single blocking step of a test may take before it fails.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Sends back every byte it receives.
+pub struct Echo;
+
+impl<S> Handler<S> for Echo {
+    fn on_data(&mut self, conn: &mut Conn, data: &[u8], _: &mut Ctx<S>, _: &mut S) -> usize {
+        conn.write(data);
+        data.len()
+    }
+}
+
+/// A server loop running on its own thread over state `S`.
+///
+/// Dropping it (or calling [`stop`](Server::stop)) stops the loop and joins
+/// the thread.
+pub struct Server<S: 'static> {
+    /// Where the server listens.
+    pub addr: Addr,
+    remote: Remote<S>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<S>>,
+}
+
+impl<S: Send + 'static> Server<S> {
+    /// Build a default loop on a new thread, let `setup` register what it
+    /// wants (it returns the address clients should use), then turn the loop
+    /// until stopped.
+    pub fn start<F>(state: S, setup: F) -> Server<S>
+    where
+        F: FnOnce(&mut EventLoop<S>) -> io::Result<Addr> + Send + 'static,
+    {
+        Server::start_with(EventLoop::builder(), state, setup)
+    }
+
+    /// Like [`start`](Server::start), with a loop built from `builder`.
+    pub fn start_with<F>(builder: Builder, mut state: S, setup: F) -> Server<S>
+    where
+        F: FnOnce(&mut EventLoop<S>) -> io::Result<Addr> + Send + 'static,
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel();
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("server-loop".into())
+            .spawn(move || {
+                let mut el: EventLoop<S> = builder.build().expect("build loop");
+                let remote = el.remote().expect("remote");
+                let addr = setup(&mut el).expect("server setup");
+                tx.send((addr, remote)).expect("report address");
+                while !flag.load(Ordering::Acquire) {
+                    el.turn(&mut state, Some(TICK)).expect("turn");
+                }
+                state
+            })
+            .expect("spawn server thread");
+        let (addr, remote) = rx.recv_timeout(WAIT).expect("server did not start");
+        Server {
+            addr,
+            remote,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// The TCP address (panics for a Unix socket server).
+    pub fn tcp(&self) -> SocketAddr {
+        match &self.addr {
+            Addr::Tcp(a) => *a,
+            Addr::Unix(p) => panic!("server listens on unix:{}", p.display()),
+        }
+    }
+
+    /// Run `f` on the loop's thread (in a dispatch phase) and return its result.
+    pub fn call<R, F>(&self, f: F) -> R
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Ctx<S>, &mut S) -> R + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel();
+        self.remote
+            .post(move |ctx, state| {
+                let _ = tx.send(f(ctx, state));
+            })
+            .expect("server loop gone");
+        rx.recv_timeout(WAIT).expect("server loop did not answer")
+    }
+
+    /// Stop the loop, join its thread, and hand back the state.
+    pub fn stop(mut self) -> S {
+        self.halt().expect("server thread panicked")
+    }
+
+    fn halt(&mut self) -> Option<S> {
+        self.stop.store(true, Ordering::Release);
+        self.remote.wake();
+        self.thread.take().and_then(|t| t.join().ok())
+    }
+}
+
+impl<S: 'static> Drop for Server<S> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        self.remote.wake();
+        if let Some(t) = self.thread.take() {
+            let result = t.join();
+            if result.is_err() && !std::thread::panicking() {
+                panic!("server thread panicked");
+            }
+        }
+    }
+}
+
+/// An echo server on 127.0.0.1 (any port) with `cfg`.
+pub fn echo_server_with(cfg: ListenConfig) -> Server<()> {
+    Server::start((), move |el| {
+        let l = net::listen(el, &"127.0.0.1:0".parse()?, cfg, |_, _, _| Some(Echo))?;
+        Ok(l.addr)
+    })
+}
+
+/// An echo server on 127.0.0.1 (any port) with the default settings.
+pub fn echo_server() -> Server<()> {
+    echo_server_with(ListenConfig::default())
+}
+
+/// A blocking client with read and write timeouts of [`WAIT`].
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    s.set_write_timeout(Some(WAIT)).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// Write `msg` and read back exactly as many bytes.
+pub fn round_trip<T: Read + Write>(s: &mut T, msg: &[u8]) -> io::Result<Vec<u8>> {
+    s.write_all(msg)?;
+    let mut back = vec![0; msg.len()];
+    s.read_exact(&mut back)?;
+    Ok(back)
+}
+
+/// Read until EOF (an error such as a timeout or reset is returned as is).
+pub fn read_to_eof<T: Read>(s: &mut T) -> io::Result<Vec<u8>> {
+    let mut got = Vec::new();
+    s.read_to_end(&mut got)?;
+    Ok(got)
+}
+
+/// `n` reproducible pseudo-random bytes (xorshift64*), different per `seed`.
+pub fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(n + 8);
+    while out.len() < n {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(n);
+    out
+}
+
+/// Poll `cond` every 10 ms until it holds or [`WAIT`] passes; returns whether it held.
+pub fn wait_until(mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A child process that is killed and reaped however the test ends.
+pub struct Reaper(pub std::process::Child);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Re-run this test binary as a helper process: only test `name`, with
+/// `env=value` set (the test checks for it and plays its part), stdin and
+/// stdout piped, stderr shared. The helper should exit when its stdin closes.
+pub fn spawn_self(name: &str, env: &str, value: &str) -> Reaper {
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(env, value)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("re-run the test binary");
+    Reaper(child)
+}
+
+/// Set this process's soft RLIMIT_NOFILE to what `pick` makes of the hard
+/// limit; returns the new soft limit.
+pub fn set_fd_limit(pick: impl FnOnce(libc::rlim_t) -> libc::rlim_t) -> libc::rlim_t {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        lim.rlim_cur = pick(lim.rlim_max);
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+    }
+    lim.rlim_cur
+}

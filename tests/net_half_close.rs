@@ -1,0 +1,141 @@
+//! Half-close: the peer shuts its writing half, still gets everything it is
+//! owed, then EOF; the server's handler sees `on_eof` then `on_close(PeerClosed)`.
+
+mod common_net;
+
+use std::io::Write;
+use std::net::Shutdown;
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use common_net::{connect, random_bytes, read_to_eof, wait_until, Server};
+use evloop::net::{self, CloseReason, Conn, Handler, ListenConfig};
+use evloop::Ctx;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seen {
+    Open,
+    Data(usize),
+    Eof { queued: usize },
+    Close(CloseReason),
+}
+
+/// Echo that writes down what the net layer told it.
+struct Recorder(Arc<Mutex<Vec<Seen>>>);
+
+impl Handler<()> for Recorder {
+    fn on_open(&mut self, _: &mut Conn, _: &mut Ctx<()>, _: &mut ()) {
+        self.0.lock().unwrap().push(Seen::Open);
+    }
+    fn on_data(&mut self, conn: &mut Conn, data: &[u8], _: &mut Ctx<()>, _: &mut ()) -> usize {
+        self.0.lock().unwrap().push(Seen::Data(data.len()));
+        assert!(conn.write(data), "write refused before EOF");
+        data.len()
+    }
+    fn on_eof(&mut self, conn: &mut Conn, _: &mut Ctx<()>, _: &mut ()) {
+        assert!(conn.peer_eof());
+        self.0.lock().unwrap().push(Seen::Eof {
+            queued: conn.queued(),
+        });
+        conn.close();
+    }
+    fn on_close(&mut self, _: &mut Conn, reason: CloseReason, _: &mut Ctx<()>, _: &mut ()) {
+        self.0.lock().unwrap().push(Seen::Close(reason));
+    }
+}
+
+fn recording_server(seen: Arc<Mutex<Vec<Seen>>>, cfg: ListenConfig) -> Server<()> {
+    Server::start((), move |el| {
+        let l = net::listen(el, &"127.0.0.1:0".parse()?, cfg, move |_, _, _| {
+            Some(Recorder(seen.clone()))
+        })?;
+        Ok(l.addr)
+    })
+}
+
+fn check_sequence(seen: &[Seen], total: usize) {
+    assert_eq!(seen.first(), Some(&Seen::Open), "{seen:?}");
+    let data: usize = seen
+        .iter()
+        .map(|s| if let Seen::Data(n) = s { *n } else { 0 })
+        .sum();
+    assert_eq!(data, total, "bytes delivered to on_data");
+    let tail: Vec<_> = seen
+        .iter()
+        .filter(|s| matches!(s, Seen::Eof { .. } | Seen::Close(_)))
+        .cloned()
+        .collect();
+    assert_eq!(tail.len(), 2, "one on_eof and one on_close: {tail:?}");
+    assert!(matches!(tail[0], Seen::Eof { .. }), "{tail:?}");
+    assert_eq!(tail[1], Seen::Close(CloseReason::PeerClosed));
+    assert!(
+        matches!(seen.last(), Some(Seen::Close(_))),
+        "on_close comes last: {seen:?}"
+    );
+}
+
+/// Small payload: the client shuts its write half, reads the echo, then EOF.
+#[test]
+fn half_close_small() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let server = recording_server(seen.clone(), ListenConfig::default());
+    let mut c = connect(server.tcp());
+    c.write_all(b"hello, half-closed world").unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let back = read_to_eof(&mut c).unwrap();
+    assert_eq!(back, b"hello, half-closed world");
+    assert!(wait_until(
+        || seen.lock().unwrap().len() >= 4 && matches!(seen.lock().unwrap().last(), Some(Seen::Close(_)))
+    ));
+    check_sequence(&seen.lock().unwrap(), back.len());
+}
+
+/// A payload bigger than the socket buffers: at EOF the server still has
+/// output queued, and the client gets all of it before its EOF.
+#[test]
+fn half_close_with_output_queued() {
+    const SIZE: usize = 16 << 20;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    // Caps above the payload, so the server reads it all (and the EOF) while
+    // the client is not reading yet, without backpressure kicking in.
+    let mut cfg = ListenConfig::default();
+    cfg.conn.high_water = 2 * SIZE;
+    cfg.conn.low_water = SIZE;
+    cfg.conn.max_queued = 2 * SIZE;
+    let server = recording_server(seen.clone(), cfg);
+    let data = random_bytes(SIZE, 7);
+    let mut c = connect(server.tcp());
+    let mut w = c.try_clone().unwrap();
+    let sent = data.clone();
+    let writer = thread::spawn(move || {
+        w.write_all(&sent).unwrap();
+        w.shutdown(Shutdown::Write).unwrap();
+    });
+    // Nobody reads until the server has seen the EOF: more than the kernel
+    // buffers hold is then waiting in the server's queue.
+    assert!(
+        wait_until(|| seen.lock().unwrap().iter().any(|s| matches!(s, Seen::Eof { .. }))),
+        "server never saw the EOF"
+    );
+    let queued_at_eof = seen.lock().unwrap().iter().find_map(|s| match s {
+        Seen::Eof { queued } => Some(*queued),
+        _ => None,
+    });
+    assert!(
+        queued_at_eof.unwrap() > 0,
+        "the scenario needs output queued at EOF"
+    );
+    let back = read_to_eof(&mut c).unwrap();
+    writer.join().unwrap();
+    assert!(
+        back == data,
+        "got {} of {} bytes back, or different ones",
+        back.len(),
+        data.len()
+    );
+    assert!(wait_until(|| matches!(
+        seen.lock().unwrap().last(),
+        Some(Seen::Close(_))
+    )));
+    check_sequence(&seen.lock().unwrap(), data.len());
+}

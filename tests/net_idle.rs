@@ -1,0 +1,114 @@
+//! Idle timeout, driven by a manual clock: a silent peer is closed with
+//! `Idle` once the clock passes its timeout; a peer that keeps talking is not.
+
+mod common_net;
+
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common_net::{connect, random_bytes, round_trip, wait_until, Echo, Server};
+use evloop::net::{self, CloseReason, Conn, Handler, ListenConfig};
+use evloop::{Clock, Ctx, EventLoop, ManualClock, SourceId};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+const STEP: Duration = Duration::from_secs(4);
+
+#[derive(Default)]
+struct Log {
+    opened: Vec<SourceId>,
+    closed: Vec<(SourceId, CloseReason)>,
+}
+
+/// Echo that logs opens and closes.
+struct Logged(Arc<Mutex<Log>>);
+
+impl Handler<()> for Logged {
+    fn on_open(&mut self, conn: &mut Conn, _: &mut Ctx<()>, _: &mut ()) {
+        self.0.lock().unwrap().opened.push(conn.id());
+    }
+    fn on_data(&mut self, conn: &mut Conn, data: &[u8], ctx: &mut Ctx<()>, st: &mut ()) -> usize {
+        Echo.on_data(conn, data, ctx, st)
+    }
+    fn on_close(&mut self, conn: &mut Conn, reason: CloseReason, _: &mut Ctx<()>, _: &mut ()) {
+        self.0.lock().unwrap().closed.push((conn.id(), reason));
+    }
+}
+
+#[test]
+fn silent_peer_closed_active_peer_kept() {
+    let clock = ManualClock::new();
+    let log = Arc::new(Mutex::new(Log::default()));
+    let mut cfg = ListenConfig::default();
+    cfg.conn.idle_timeout = Some(TIMEOUT);
+    let seen = log.clone();
+    let server = Server::start_with(
+        EventLoop::builder().clock(Clock::Manual(clock.clone())),
+        (),
+        move |el| {
+            Ok(net::listen(el, &"127.0.0.1:0".parse()?, cfg, move |_, _, _| {
+                Some(Logged(seen.clone()))
+            })?
+            .addr)
+        },
+    );
+    let opened = |n: usize| wait_until(|| log.lock().unwrap().opened.len() == n);
+
+    let mut silent = connect(server.tcp());
+    assert!(opened(1));
+    let silent_id = log.lock().unwrap().opened[0];
+    let mut active = connect(server.tcp());
+    assert!(opened(2));
+    let active_id = log.lock().unwrap().opened[1];
+
+    // The active peer talks every 4 s of manual time; the silent one never.
+    let mut elapsed = Duration::ZERO;
+    let mut trip = 0u64;
+    while elapsed < TIMEOUT * 4 {
+        clock.advance(STEP);
+        elapsed += STEP;
+        trip += 1;
+        let msg = random_bytes(64, trip);
+        assert_eq!(round_trip(&mut active, &msg).unwrap(), msg, "at {elapsed:?}");
+        if elapsed > TIMEOUT {
+            assert!(
+                wait_until(|| !log.lock().unwrap().closed.is_empty()),
+                "silent peer still open at {elapsed:?}"
+            );
+        }
+    }
+    assert_eq!(log.lock().unwrap().closed, vec![(silent_id, CloseReason::Idle)]);
+    let mut buf = [0u8; 16];
+    assert_eq!(silent.read(&mut buf).unwrap(), 0, "silent peer should see EOF");
+
+    // Once the active peer falls silent too, it goes the same way.
+    clock.advance(TIMEOUT + STEP);
+    assert!(wait_until(|| log.lock().unwrap().closed.len() == 2));
+    assert_eq!(log.lock().unwrap().closed[1], (active_id, CloseReason::Idle));
+    assert_eq!(active.read(&mut buf).unwrap(), 0, "active peer should see EOF");
+}
+
+/// Without an idle timeout nothing is closed, however far the clock moves.
+#[test]
+fn no_timeout_no_close() {
+    let clock = ManualClock::new();
+    let log = Arc::new(Mutex::new(Log::default()));
+    let seen = log.clone();
+    let server = Server::start_with(
+        EventLoop::builder().clock(Clock::Manual(clock.clone())),
+        (),
+        move |el| {
+            let cfg = ListenConfig::default();
+            Ok(net::listen(el, &"127.0.0.1:0".parse()?, cfg, move |_, _, _| {
+                Some(Logged(seen.clone()))
+            })?
+            .addr)
+        },
+    );
+    let mut c = connect(server.tcp());
+    assert!(wait_until(|| log.lock().unwrap().opened.len() == 1));
+    clock.advance(Duration::from_secs(24 * 3600));
+    // A round trip after the jump proves the loop turned with the new time.
+    assert_eq!(round_trip(&mut c, b"still here").unwrap(), b"still here");
+    assert!(log.lock().unwrap().closed.is_empty());
+}

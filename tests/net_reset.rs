@@ -1,0 +1,119 @@
+//! Peers that reset the connection (RST, via SO_LINGER 0) while the server
+//! has lots of output queued for them: the server reports `Reset`, frees
+//! them, and goes on serving.
+
+mod common_net;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use common_net::{connect, wait_until, Server};
+use evloop::net::{self, CloseReason, Conn, Handler, ListenConfig};
+use evloop::Ctx;
+
+/// Each byte received is answered with this many copies of it.
+const AMPLIFY: usize = 64 * 1024;
+
+struct Amplifier {
+    closes: Arc<Mutex<Vec<(CloseReason, usize)>>>,
+}
+
+impl Handler<()> for Amplifier {
+    fn on_data(&mut self, conn: &mut Conn, data: &[u8], _: &mut Ctx<()>, _: &mut ()) -> usize {
+        for &b in data {
+            if !conn.write(&[b; AMPLIFY]) {
+                break;
+            }
+        }
+        data.len()
+    }
+    fn on_close(&mut self, conn: &mut Conn, reason: CloseReason, _: &mut Ctx<()>, _: &mut ()) {
+        // Still queued when the connection died: proof it died mid-write.
+        self.closes.lock().unwrap().push((reason, conn.queued()));
+    }
+}
+
+fn amplifier_server(closes: Arc<Mutex<Vec<(CloseReason, usize)>>>) -> Server<()> {
+    Server::start((), move |el| {
+        let l = net::listen(
+            el,
+            &"127.0.0.1:0".parse()?,
+            ListenConfig::default(),
+            move |_, _, _| {
+                Some(Amplifier {
+                    closes: closes.clone(),
+                })
+            },
+        )?;
+        Ok(l.addr)
+    })
+}
+
+#[test]
+fn peers_resetting_mid_write_leave_the_server_serving() {
+    const THREADS: usize = 8;
+    const PEERS_PER_THREAD: usize = 10;
+    const PEERS: usize = THREADS * PEERS_PER_THREAD;
+    let closes = Arc::new(Mutex::new(Vec::new()));
+    let server = amplifier_server(closes.clone());
+    let addr = server.tcp();
+
+    let workers: Vec<_> = (0..THREADS)
+        .map(|_| {
+            thread::spawn(move || {
+                for _ in 0..PEERS_PER_THREAD {
+                    let mut s = connect(addr);
+                    // 60 requests: 3.75 MiB of answers (under the 4 MiB cap), more than the
+                    // socket buffers take, so the server queues the rest.
+                    s.write_all(&[b'r'; 60]).unwrap();
+                    // One byte back proves the server is writing to us.
+                    let mut one = [0u8; 1];
+                    s.read_exact(&mut one).unwrap();
+                    assert_eq!(one[0], b'r');
+                    socket2::SockRef::from(&s)
+                        .set_linger(Some(Duration::ZERO))
+                        .unwrap();
+                    drop(s); // RST, with the server's output unread
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("resetting peer");
+    }
+
+    assert!(
+        wait_until(|| closes.lock().unwrap().len() == PEERS),
+        "only {} of {PEERS} resets were reported",
+        closes.lock().unwrap().len()
+    );
+    let mut by_reason: HashMap<String, usize> = HashMap::new();
+    let mut mid_write = 0;
+    for (r, queued) in closes.lock().unwrap().iter() {
+        *by_reason.entry(format!("{r:?}")).or_default() += 1;
+        mid_write += (*queued > 0) as usize;
+    }
+    println!("close reasons {by_reason:?}; {mid_write} of {PEERS} had output queued");
+    assert!(
+        mid_write > 0,
+        "no peer was reset while the server had output queued"
+    );
+    // An RST surfaces as ECONNRESET on the next read or write, or EPIPE on a
+    // write after it: both are reported as Reset.
+    assert_eq!(
+        by_reason.get("Reset").copied(),
+        Some(PEERS),
+        "close reasons: {by_reason:?}"
+    );
+
+    // And the server still serves.
+    let mut fresh = connect(addr);
+    fresh.write_all(b"ok").unwrap();
+    let mut back = vec![0u8; 2 * AMPLIFY];
+    fresh.read_exact(&mut back).unwrap();
+    assert!(back[..AMPLIFY].iter().all(|&b| b == b'o'));
+    assert!(back[AMPLIFY..].iter().all(|&b| b == b'k'));
+}

@@ -1,0 +1,34 @@
+//! UDP: a `bind_udp` echo round-trips datagrams from a std client intact.
+
+mod common_net;
+
+use std::net::UdpSocket;
+
+use common_net::{random_bytes, Server, WAIT};
+use evloop::net::{self, Addr};
+
+#[test]
+fn udp_echo_thousand_datagrams() {
+    let server = Server::start((), |el| {
+        let (_, local) = net::bind_udp(el, "127.0.0.1:0".parse().unwrap(), |udp, data, from, _, _| {
+            assert!(udp.send_to(data, from), "send queue full");
+        })?;
+        Ok(Addr::Tcp(local))
+    });
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.set_read_timeout(Some(WAIT)).unwrap();
+    client.connect(server.tcp()).unwrap();
+    let mut buf = vec![0u8; 65_536];
+    for i in 0..1000u64 {
+        // Mostly small, now and then near the largest payload.
+        let len = if i % 100 == 99 {
+            60_000
+        } else {
+            1 + (i as usize * 37) % 1400
+        };
+        let msg = random_bytes(len, i);
+        client.send(&msg).unwrap();
+        let n = client.recv(&mut buf).expect("reply lost or late");
+        assert_eq!(&buf[..n], &msg[..], "datagram {i}");
+    }
+}
