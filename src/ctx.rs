@@ -351,7 +351,7 @@ impl<S> Ctx<S> {
     where
         F: FnMut(Fired, &mut Ctx<S>, &mut S) + 'static,
     {
-        let id = self.timers.arm(deadline, Repeat::Once, Box::new(f));
+        let id = self.timers.arm(deadline, Repeat::Once, f);
         log::trace!(
             "evloop: arm {id:?} at +{:?}",
             deadline.saturating_duration_since(self.now)
@@ -383,7 +383,7 @@ impl<S> Ctx<S> {
             .now
             .checked_add(period)
             .unwrap_or_else(|| far_future(self.now));
-        self.timers.arm(deadline, Repeat::Rate(p), Box::new(f))
+        self.timers.arm(deadline, Repeat::Rate(p), f)
     }
 
     /// Arm a fixed-delay periodic timer: each run is `delay` after the turn
@@ -397,7 +397,7 @@ impl<S> Ctx<S> {
             .now
             .checked_add(delay)
             .unwrap_or_else(|| far_future(self.now));
-        self.timers.arm(deadline, Repeat::Delay(p), Box::new(f))
+        self.timers.arm(deadline, Repeat::Delay(p), f)
     }
 
     /// Cancel a timer. Returns false (a no-op) when it already fired (one-shot)

@@ -21,7 +21,7 @@ use crate::metrics::{Metrics, StallWatch};
 use crate::remote::Link;
 use crate::source::{Action, Attach, Event, Ready};
 use crate::timer::hires::HiRes;
-use crate::timer::{wheel, Fired, Repeat, Timers};
+use crate::timer::{wheel, Fired, Repeat, TimerEntry, Timers, RUNNING};
 use crate::token::{SourceId, RESERVED_BASE, TIMERFD_TOKEN, WAKER_TOKEN};
 
 /// What the loop does when a handler (or timer, deferred or check callback) panics.
@@ -273,7 +273,7 @@ impl<S> EventLoop<S> {
         log::trace!("evloop: phase timers ({} due)", batch.len());
         let mut fired = 0;
         for i in 0..batch.len() {
-            match self.fire_timer(batch[i], state) {
+            match self.fire_timer(batch[i], now_ns, state) {
                 Ok(ran) => fired += ran as usize,
                 Err((id, payload)) => {
                     fired += 1;
@@ -299,38 +299,32 @@ impl<S> EventLoop<S> {
 
     /// Fire one expired timer. `Ok(false)` when it was cancelled meanwhile;
     /// `Err` when its callback panicked (the timer is then removed).
-    fn fire_timer(&mut self, key: wheel::Key, state: &mut S) -> Result<bool, (crate::TimerId, Panic)> {
+    fn fire_timer(
+        &mut self,
+        key: wheel::Key,
+        now_ns: u64,
+        state: &mut S,
+    ) -> Result<bool, (crate::TimerId, Panic)> {
         let timers = &mut self.ctx.timers;
-        let now_ns = timers.to_ns(self.ctx.now);
-        if !timers.wheel.is_collected(key) {
+        let Some((deadline_ns, entry)) = timers.wheel.collected_mut(key) else {
             // Cancelled, or reset to a new deadline, by an earlier callback
             // in this phase: it no longer belongs to this batch.
             return Ok(false);
+        };
+        let TimerEntry {
+            kind, slot, repeat, ..
+        } = *entry;
+        let missed = match repeat {
+            Repeat::Rate(p) => (now_ns - deadline_ns.min(now_ns)) / p,
+            Repeat::Once | Repeat::Delay(_) => 0,
+        };
+        if let Repeat::Once = repeat {
+            timers.wheel.take(key);
+        } else {
+            // Its callback is out of the slab while it runs.
+            entry.slot = RUNNING;
         }
-        let Some(deadline_ns) = timers.wheel.deadline(key) else {
-            return Ok(false);
-        };
-        let Some(entry) = timers.wheel.get_mut(key) else {
-            return Ok(false);
-        };
-        let repeat = entry.repeat;
-        let (mut callback, missed) = match repeat {
-            Repeat::Once => match timers.wheel.take(key).and_then(|e| e.callback) {
-                Some(cb) => (cb, 0),
-                None => return Ok(false),
-            },
-            Repeat::Rate(p) | Repeat::Delay(p) => match entry.callback.take() {
-                Some(cb) => (
-                    cb,
-                    if matches!(repeat, Repeat::Rate(_)) {
-                        (now_ns - deadline_ns.min(now_ns)) / p
-                    } else {
-                        0
-                    },
-                ),
-                None => return Ok(false),
-            },
-        };
+        let call = timers.callbacks.call(kind);
         let id = crate::TimerId(key);
         let fired = Fired {
             id,
@@ -339,27 +333,29 @@ impl<S> EventLoop<S> {
         };
         log::trace!("evloop: fire {id:?} (missed {missed})");
         let t0 = self.stall.start();
-        let result = self.guard(|ctx, state| callback(fired, ctx, state), state);
+        let result = self.guard(|ctx, state| call(ctx, state, kind, slot, fired), state);
         self.stall
             .finish(t0, &mut self.ctx.metrics, format_args!("timer {id:?}"));
         if let Err(payload) = result {
-            self.ctx.timers.wheel.remove(key);
+            self.ctx.timers.cancel(id);
             return Err((id, payload));
         }
-        let timers = &mut self.ctx.timers;
-        if let Some(entry) = timers.wheel.get_mut(key) {
-            // Still armed (not cancelled from inside): put the callback back
-            // and re-arm, unless the callback moved its own deadline.
-            entry.callback = Some(callback);
+        if let Repeat::Once = repeat {
+            return Ok(true);
+        }
+        if let Some(entry) = self.ctx.timers.wheel.get_mut(key) {
+            // Still armed (periodic, not cancelled from inside; the call put
+            // the callback back): re-arm, unless the callback moved its own
+            // deadline.
             if std::mem::take(&mut entry.reset_inside) {
                 return Ok(true);
             }
             let next = match repeat {
                 Repeat::Rate(p) => deadline_ns.saturating_add(p.saturating_mul(missed + 1)),
-                Repeat::Delay(p) => timers.to_ns(self.ctx.now).saturating_add(p),
+                Repeat::Delay(p) => now_ns.saturating_add(p),
                 Repeat::Once => return Ok(true),
             };
-            timers.wheel.reset(key, next);
+            self.ctx.timers.wheel.reset(key, next);
         }
         Ok(true)
     }

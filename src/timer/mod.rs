@@ -3,8 +3,10 @@
 //! The wheel ([`wheel`]) is a plain data structure over nanoseconds; this
 //! module maps the loop's `Instant`s onto it and stores what runs when an
 //! entry expires. Arm, cancel and reset are O(1) and allocate nothing in
-//! steady state except the boxed callback itself.
+//! steady state: callbacks wait in per-closure-type slabs ([`callbacks`]),
+//! not in a box each.
 
+pub(crate) mod callbacks;
 pub(crate) mod hires;
 pub(crate) mod wheel;
 
@@ -36,9 +38,6 @@ pub struct Fired {
     pub missed: u64,
 }
 
-/// A timer's callback.
-pub(crate) type Callback<S> = Box<dyn FnMut(Fired, &mut Ctx<S>, &mut S)>;
-
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Repeat {
     Once,
@@ -48,9 +47,15 @@ pub(crate) enum Repeat {
     Delay(u64),
 }
 
-pub(crate) struct TimerEntry<S> {
-    /// Taken out while the callback runs, so it can reach the loop mutably.
-    pub(crate) callback: Option<Callback<S>>,
+/// `TimerEntry::slot` while the callback is out of its slab, running.
+pub(crate) const RUNNING: u32 = u32::MAX;
+
+pub(crate) struct TimerEntry {
+    /// Which slab of [`callbacks::Callbacks`] holds the callback...
+    pub(crate) kind: u32,
+    /// ...and where: [`RUNNING`] while it runs (it is moved out then, so it
+    /// can reach the loop mutably).
+    pub(crate) slot: u32,
     pub(crate) repeat: Repeat,
     /// The callback reset its own timer: do not re-arm it afterwards.
     pub(crate) reset_inside: bool,
@@ -58,7 +63,8 @@ pub(crate) struct TimerEntry<S> {
 
 /// The loop's timer table.
 pub(crate) struct Timers<S> {
-    pub(crate) wheel: wheel::Wheel<TimerEntry<S>>,
+    pub(crate) wheel: wheel::Wheel<TimerEntry>,
+    pub(crate) callbacks: callbacks::Callbacks<S>,
     origin: Instant,
 }
 
@@ -70,6 +76,7 @@ impl<S> Timers<S> {
     pub(crate) fn new(origin: Instant) -> Timers<S> {
         Timers {
             wheel: wheel::Wheel::new(TICK_SHIFT, 0),
+            callbacks: callbacks::Callbacks::new(),
             origin,
         }
     }
@@ -86,27 +93,42 @@ impl<S> Timers<S> {
             .unwrap_or_else(|| self.origin + Duration::from_secs(u32::MAX as u64))
     }
 
-    pub(crate) fn arm(&mut self, deadline: Instant, repeat: Repeat, callback: Callback<S>) -> TimerId {
+    pub(crate) fn arm<F>(&mut self, deadline: Instant, repeat: Repeat, f: F) -> TimerId
+    where
+        F: FnMut(Fired, &mut Ctx<S>, &mut S) + 'static,
+    {
         let ns = self.to_ns(deadline);
+        let (kind, slot) = self.callbacks.insert(f);
         TimerId(self.wheel.insert(
             ns,
             TimerEntry {
-                callback: Some(callback),
+                kind,
+                slot,
                 repeat,
                 reset_inside: false,
             },
         ))
     }
 
+    /// Removes a live timer and drops its callback (unless it is the one
+    /// running: that one is dropped when it returns).
     pub(crate) fn cancel(&mut self, id: TimerId) -> bool {
-        self.wheel.remove(id.0).is_some()
+        match self.wheel.remove(id.0) {
+            Some(entry) => {
+                if entry.slot != RUNNING {
+                    self.callbacks.remove(entry.kind, entry.slot);
+                }
+                true
+            }
+            None => false,
+        }
     }
 
     pub(crate) fn reset(&mut self, id: TimerId, deadline: Instant) -> bool {
         let ns = self.to_ns(deadline);
         match self.wheel.get_mut(id.0) {
             Some(entry) => {
-                if entry.callback.is_none() {
+                if entry.slot == RUNNING {
                     entry.reset_inside = true;
                 }
                 self.wheel.reset(id.0, ns)

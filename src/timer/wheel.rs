@@ -283,12 +283,17 @@ impl<T> Wheel<T> {
         self.entries[index as usize].value.as_mut()
     }
 
-    /// Whether the entry was reported by [`collect_expired`](Wheel::collect_expired)
-    /// and has been neither taken nor re-armed with [`reset`](Wheel::reset)
-    /// since. A batch being fired must skip keys for which this is false.
-    pub fn is_collected(&self, key: Key) -> bool {
-        self.live(key)
-            .is_some_and(|i| self.entries[i as usize].state == State::Expired)
+    /// The deadline and value of an entry reported by
+    /// [`collect_expired`](Wheel::collect_expired) that has been neither taken
+    /// nor re-armed with [`reset`](Wheel::reset) since; `None` otherwise. A
+    /// batch being fired must skip keys for which this is `None`.
+    pub fn collected_mut(&mut self, key: Key) -> Option<(u64, &mut T)> {
+        let index = self.live(key)?;
+        let entry = &mut self.entries[index as usize];
+        if entry.state != State::Expired {
+            return None;
+        }
+        Some((entry.deadline, entry.value.as_mut()?))
     }
 
     /// Number of entries held: armed ones plus those reported by
