@@ -403,11 +403,13 @@ impl<S> EventLoop<S> {
 
     fn poll_timeout(&self, cap: Option<Duration>) -> Option<Duration> {
         let c = &self.ctx;
-        if self.busy_poll || c.stop || !c.deferred.is_empty() || !c.scheduled.is_empty() {
-            return Some(Duration::ZERO);
+        let zero = Some(Duration::ZERO);
+        // A zero cap (an embedder's non-blocking turn) settles it at once.
+        if cap == zero || self.busy_poll || c.stop || !c.deferred.is_empty() || !c.scheduled.is_empty() {
+            return zero;
         }
-        let timer = c.timers.next_deadline().and_then(|d| {
-            let left = d.saturating_duration_since(c.now);
+        // `now` is the time the timer phase just used, so the wheel can say.
+        let timer = c.timers.until_next().and_then(|left| {
             // A manual clock does not move while we sleep, and a timerfd
             // wakes us itself: only an already-due timer bounds the sleep.
             if (c.clock.is_manual() || self.hires.is_some()) && !left.is_zero() {

@@ -145,6 +145,14 @@ impl<S> Timers<S> {
         self.wheel.next_deadline().map(|ns| self.to_instant(ns))
     }
 
+    /// How long from the last timer phase's `now` until the next deadline
+    /// (zero if one is due). Worked out in the wheel's nanoseconds: going
+    /// through `Instant`s costs two conversions, and this runs every turn.
+    pub(crate) fn until_next(&self) -> Option<Duration> {
+        let next = self.wheel.next_deadline()?;
+        Some(Duration::from_nanos(next.saturating_sub(self.wheel.now())))
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.wheel.len()
     }

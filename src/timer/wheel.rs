@@ -17,9 +17,10 @@
 //! # Cascades
 //!
 //! As time advances, the wheel visits occupied slots in time order. A `u64`
-//! occupancy bitmap per level lets it jump straight to the next occupied slot,
-//! so jumping an hour ahead costs a few bit scans, not millions of ticks. A
-//! level-0 slot is *fired*. A higher slot is *cascaded*: its entries are filed
+//! occupancy bitmap per level, and one more word marking the levels that have
+//! any, let it jump straight to the next occupied slot, so jumping an hour
+//! ahead costs a few bit scans, not millions of ticks. A level-0 slot is
+//! *fired*. A higher slot is *cascaded*: its entries are filed
 //! again relative to the new current tick, which puts them in lower levels
 //! because they now share more high bits with it. An entry cascades at most
 //! once per level.
@@ -121,6 +122,11 @@ pub struct Wheel<T> {
     heads: Vec<u32>,
     /// One bit per non-empty slot, one word per level.
     occupied: Vec<u64>,
+    /// One bit per level whose `occupied` word is not zero: finding the next
+    /// slot is two bit scans, not a walk over the levels, which matters
+    /// because every turn of the loop asks (usually to learn that nothing is
+    /// due yet).
+    levels: u64,
     tick_shift: u32,
     /// Time last passed to `collect_expired` (or to `new`).
     now: u64,
@@ -165,6 +171,7 @@ impl<T> Wheel<T> {
             len: 0,
             heads: vec![NIL; levels * SLOTS],
             occupied: vec![0; levels],
+            levels: 0,
             tick_shift,
             now,
             tick: now >> tick_shift,
@@ -296,6 +303,12 @@ impl<T> Wheel<T> {
         Some((entry.deadline, entry.value.as_mut()?))
     }
 
+    /// The time last passed to [`collect_expired`](Wheel::collect_expired)
+    /// (or to [`new`](Wheel::new)), never decreasing.
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
     /// Number of entries held: armed ones plus those reported by
     /// [`collect_expired`](Wheel::collect_expired) and not yet taken.
     pub fn len(&self) -> usize {
@@ -376,11 +389,12 @@ impl<T> Wheel<T> {
 
         self.batch
             .sort_unstable_by_key(|&(deadline, seq, _)| (deadline, seq));
-        let entries = &self.entries;
-        out.extend(self.batch.drain(..).map(|(_, _, index)| Key {
-            index,
-            generation: entries[index as usize].generation,
-        }));
+        out.reserve(self.batch.len());
+        for &(_, _, index) in &self.batch {
+            let generation = self.entries[index as usize].generation;
+            out.push(Key { index, generation });
+        }
+        self.batch.clear();
     }
 
     fn next_seq(&mut self) -> u64 {
@@ -431,11 +445,23 @@ impl<T> Wheel<T> {
     /// slot is at or after the current one. Hence the lowest set bit of the
     /// lowest non-empty level is the earliest slot.
     fn next_occupied(&self) -> Option<(usize, usize)> {
-        self.occupied
-            .iter()
-            .enumerate()
-            .find(|(_, &bits)| bits != 0)
-            .map(|(level, bits)| (level, bits.trailing_zeros() as usize))
+        if self.levels == 0 {
+            return None;
+        }
+        let level = self.levels.trailing_zeros() as usize;
+        Some((level, self.occupied[level].trailing_zeros() as usize))
+    }
+
+    fn mark_occupied(&mut self, level: usize, slot: usize) {
+        self.occupied[level] |= 1 << slot;
+        self.levels |= 1 << level;
+    }
+
+    fn mark_empty(&mut self, level: usize, slot: usize) {
+        self.occupied[level] &= !(1 << slot);
+        if self.occupied[level] == 0 {
+            self.levels &= !(1 << level);
+        }
     }
 
     /// Pushes an entry onto the head of the slot list for its deadline.
@@ -454,7 +480,7 @@ impl<T> Wheel<T> {
             level: level as u8,
             slot: slot as u8,
         };
-        self.occupied[level] |= 1 << slot;
+        self.mark_occupied(level, slot);
     }
 
     /// Unlinks an armed entry from its slot list. The caller sets its state.
@@ -463,7 +489,7 @@ impl<T> Wheel<T> {
         if prev == NIL {
             self.heads[level * SLOTS + slot] = next;
             if next == NIL {
-                self.occupied[level] &= !(1 << slot);
+                self.mark_empty(level, slot);
             }
         } else {
             self.entries[prev as usize].next = next;
@@ -475,17 +501,34 @@ impl<T> Wheel<T> {
 
     /// Marks the due entries of a level-0 slot expired and adds them to the
     /// batch.
+    ///
+    /// The list is taken whole and only the entries not yet due are pushed
+    /// back (those of the current tick that lie later in it). Unlinking each
+    /// due entry on its own would rewrite its neighbours' links one by one,
+    /// for entries that are all leaving anyway.
     fn fire_slot(&mut self, slot: usize, now: u64) {
-        let mut cursor = self.heads[slot];
+        let mut cursor = std::mem::replace(&mut self.heads[slot], NIL);
+        self.mark_empty(0, slot);
+        let mut kept = NIL;
         while cursor != NIL {
-            let entry = &self.entries[cursor as usize];
+            let entry = &mut self.entries[cursor as usize];
             let next = entry.next;
             if entry.deadline <= now {
+                entry.state = State::Expired;
                 self.batch.push((entry.deadline, entry.seq, cursor));
-                self.unlink(cursor, 0, slot);
-                self.entries[cursor as usize].state = State::Expired;
+            } else {
+                entry.prev = NIL;
+                entry.next = kept;
+                if kept != NIL {
+                    self.entries[kept as usize].prev = cursor;
+                }
+                kept = cursor;
             }
             cursor = next;
+        }
+        if kept != NIL {
+            self.heads[slot] = kept;
+            self.mark_occupied(0, slot);
         }
     }
 
@@ -493,7 +536,7 @@ impl<T> Wheel<T> {
     /// current tick (which the caller has moved to the slot's start).
     fn cascade(&mut self, level: usize, slot: usize) {
         let mut cursor = std::mem::replace(&mut self.heads[level * SLOTS + slot], NIL);
-        self.occupied[level] &= !(1 << slot);
+        self.mark_empty(level, slot);
         while cursor != NIL {
             let next = self.entries[cursor as usize].next;
             self.link(cursor);
