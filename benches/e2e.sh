@@ -81,6 +81,6 @@ for run in $(seq 1 "$RUNS"); do
     done
 done
 
-SETTINGS="runs=$RUNS duration=${DURATION}s warmup=${WARMUP}s perf=${PERF_FLAG:-off}"
+SETTINGS="runs=$RUNS duration=${DURATION}s warmup=${WARMUP}s syscall-counting=$([[ -n "$PERF_FLAG" ]] && echo perf || echo off)"
 "$EX/e2e_report" "$RESULTS" "$OUT/e2e.md" "$OUT/e2e.svg" "$SETTINGS"
 echo "e2e: wrote $OUT/e2e.md and $OUT/e2e.svg" >&2

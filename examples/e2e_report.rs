@@ -253,6 +253,13 @@ fn markdown(t: &Table, settings: &str) -> String {
     }
 
     let _ = writeln!(w, "\n## Targets (evloop)\n");
+    let _ = writeln!(
+        w,
+        "User CPU is judged here from clock ticks, which this noisy machine blurs; \
+         `benches/e2e-profile.sh` counts user instructions per message under callgrind, \
+         repeatably (see the link below). `perf stat` counts during every measured window, \
+         for every server alike.\n"
+    );
     for line in targets(t) {
         let _ = writeln!(w, "- {line}");
     }
@@ -414,7 +421,7 @@ fn svg(t: &Table) -> String {
         );
         let _ = writeln!(
             s,
-            r#"<text x="{tx}" y="{}" text-anchor="middle">{tick:.1}×</text>"#,
+            r#"<text x="{tx}" y="{}" text-anchor="middle">{tick}×</text>"#,
             height - 25.0
         );
         tick += if max > 3.0 { 0.5 } else { 0.25 };
