@@ -229,6 +229,10 @@ impl<T> Wheel<T> {
     ///
     /// Returns `None` if the key is stale: its entry was taken or removed, or
     /// never existed. O(1).
+    // A hint, since the wheel is generic and compiled in the caller's crate:
+    // without it LLVM stopped inlining this into `cancel` once `unlink`
+    // also kept the level bitmap (about 20 more instructions per cancel).
+    #[inline]
     pub fn remove(&mut self, key: Key) -> Option<T> {
         let index = self.live(key)?;
         if let State::Armed { level, slot } = self.entries[index as usize].state {
