@@ -4,7 +4,7 @@
 # examples/loadgen.rs. Regenerates docs/bench/e2e.md and docs/bench/e2e.svg.
 #
 #   benches/e2e.sh            full run, 3 interleaved runs (about 10 minutes)
-#   QUICK=1 benches/e2e.sh    smoke run: 1 run, short windows (about 1 minute)
+#   QUICK=1 benches/e2e.sh    smoke run: 1 run, short windows (about 2 minutes)
 #
 # Knobs (environment): RUNS, DURATION and WARMUP (seconds per measurement),
 # SERVERS (subset of "evloop mio tokio calloop"), SCENARIOS (subset of the

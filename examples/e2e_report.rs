@@ -133,7 +133,7 @@ fn markdown(t: &Table, settings: &str) -> String {
     let _ = writeln!(
         w,
         "Regenerate this page and `e2e.svg` with **`benches/e2e.sh`** (about 10 minutes; \
-         `QUICK=1 benches/e2e.sh` is a one-minute smoke run; `RUNS`, `DURATION`, `WARMUP`, \
+         `QUICK=1 benches/e2e.sh` is a two-minute smoke run; `RUNS`, `DURATION`, `WARMUP`, \
          `SERVERS`, `SCENARIOS`, `PERF=0` are the knobs).\n"
     );
     let _ = writeln!(
