@@ -6,11 +6,12 @@ mod common_net;
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common_net::{connect, round_trip, wait_until, Echo, Server, WAIT};
-use evloop::net::{self, ListenConfig};
+use evloop::net::{self, CloseReason, Conn, Handler, ListenConfig};
+use evloop::{Ctx, EventLoop, PanicPolicy};
 
 /// True if `s` gets no reply within a short window (the bytes sit unread in
 /// the server's accept backlog). Only ever a false pass if the machine is slow,
@@ -68,4 +69,72 @@ fn third_client_waits_until_one_leaves() {
     assert_eq!(&back, b"four");
     assert!(wait_until(|| accepted.load(Ordering::SeqCst) == 4));
     assert_eq!(round_trip(&mut c3, b"still fine").unwrap(), b"still fine");
+}
+
+/// A handler that never consumes its input is cut off at `max_input`.
+#[test]
+fn unconsumed_input_over_cap_closes() {
+    struct Hoarder(Arc<Mutex<Option<CloseReason>>>);
+    impl Handler<()> for Hoarder {
+        fn on_data(&mut self, _: &mut Conn, _: &[u8], _: &mut Ctx<()>, _: &mut ()) -> usize {
+            0 // waiting for a frame that never completes
+        }
+        fn on_close(&mut self, _: &mut Conn, reason: CloseReason, _: &mut Ctx<()>, _: &mut ()) {
+            *self.0.lock().unwrap() = Some(reason);
+        }
+    }
+    let reason = Arc::new(Mutex::new(None));
+    let seen = reason.clone();
+    let server = Server::start((), move |el| {
+        let mut cfg = ListenConfig::default();
+        cfg.conn.max_input = 64 * 1024;
+        let l = net::listen(el, &"127.0.0.1:0".parse()?, cfg, move |_, _, _| {
+            Some(Hoarder(seen.clone()))
+        })?;
+        Ok(l.addr)
+    });
+    let mut c = connect(server.tcp());
+    // Past the cap; the write may fail once the server has closed on us.
+    let _ = c.write_all(&[1u8; 256 * 1024]);
+    assert!(wait_until(|| reason.lock().unwrap().is_some()));
+    assert_eq!(*reason.lock().unwrap(), Some(CloseReason::InputTooLarge));
+    let mut buf = [0u8; 16];
+    assert!(
+        matches!(c.read(&mut buf), Ok(0) | Err(_)),
+        "peer should see the close"
+    );
+}
+
+/// With `PanicPolicy::CloseSource`, a handler that panics loses its
+/// connection, and that connection no longer counts against `max_connections`.
+#[test]
+fn panicking_handler_frees_its_place() {
+    struct Touchy;
+    impl Handler<()> for Touchy {
+        fn on_data(&mut self, conn: &mut Conn, data: &[u8], ctx: &mut Ctx<()>, st: &mut ()) -> usize {
+            if data.starts_with(b"panic") {
+                panic!("test: handler panics on purpose");
+            }
+            Echo.on_data(conn, data, ctx, st)
+        }
+    }
+    let builder = EventLoop::builder().panic_policy(PanicPolicy::CloseSource);
+    let server = Server::start_with(builder, (), |el| {
+        let cfg = ListenConfig {
+            max_connections: Some(1),
+            ..ListenConfig::default()
+        };
+        Ok(net::listen(el, &"127.0.0.1:0".parse()?, cfg, |_, _, _| Some(Touchy))?.addr)
+    });
+    let addr = server.tcp();
+    for i in 0..3 {
+        let mut c = connect(addr);
+        assert_eq!(round_trip(&mut c, b"hello").unwrap(), b"hello", "client {i}");
+        c.write_all(b"panic").unwrap();
+        let mut buf = [0u8; 1];
+        assert!(
+            matches!(c.read(&mut buf), Ok(0) | Err(_)),
+            "client {i} should see its connection close"
+        );
+    }
 }

@@ -21,6 +21,7 @@
 //!   the handler; an optional idle timeout closes silent peers.
 
 use std::io::{self, Read, Write};
+use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -114,7 +115,8 @@ pub trait Handler<S> {
     }
 
     /// The connection is closed (called exactly once) and will be dropped
-    /// at the end of the turn.
+    /// at the end of the turn. Not called when one of this handler's methods
+    /// panicked: the loop's [`PanicPolicy`](crate::PanicPolicy) applies.
     fn on_close(&mut self, conn: &mut Conn, reason: CloseReason, ctx: &mut Ctx<S>, state: &mut S) {
         let _ = (conn, reason, ctx, state);
     }
@@ -412,6 +414,27 @@ fn idle_check<S>(ctx: &mut Ctx<S>, id: SourceId, timer: TimerId, timeout: Durati
 /// Run one dispatch of a connection: open, read, flush, and settle its
 /// interest and fate.
 fn drive<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ev: Event, ctx: &mut Ctx<S>, state: &mut S) -> Action {
+    // If a handler method panics, the loop closes this source without calling
+    // us again, so release what the connection holds before the panic goes on:
+    // otherwise its place under `max_connections` would never be given back,
+    // and after that many panics the listener would stop accepting for good.
+    match panic::catch_unwind(AssertUnwindSafe(|| dispatch(conn, h, ev, ctx, state))) {
+        Ok(action) => action,
+        Err(payload) => {
+            conn.fail(CloseReason::Error(io::ErrorKind::Other));
+            release(conn, ctx);
+            panic::resume_unwind(payload)
+        }
+    }
+}
+
+fn dispatch<S, H: Handler<S>>(
+    conn: &mut Conn,
+    h: &mut H,
+    ev: Event,
+    ctx: &mut Ctx<S>,
+    state: &mut S,
+) -> Action {
     conn.corked = true;
     if conn.out.capacity() == 0 {
         // Borrow the loop's spare output buffer: no allocation per message,
@@ -609,10 +632,16 @@ fn finish<S, H: Handler<S>>(
     state: &mut S,
 ) {
     log::debug!("evloop: connection {} closed: {reason:?}", conn.id);
+    h.on_close(conn, reason, ctx, state);
+    release(conn, ctx);
+}
+
+/// Give back what a closed connection holds: its idle timer, its buffers,
+/// its place under the listener's connection limit.
+fn release<S>(conn: &mut Conn, ctx: &mut Ctx<S>) {
     if let Some(t) = conn.idle_timer.take() {
         ctx.cancel_timer(t);
     }
-    h.on_close(conn, reason, ctx, state);
     ctx.give_out_buf(std::mem::take(&mut conn.out));
     conn.out_pos = 0;
     conn.input = Vec::new();
