@@ -112,3 +112,45 @@ fn no_timeout_no_close() {
     assert_eq!(round_trip(&mut c, b"still here").unwrap(), b"still here");
     assert!(log.lock().unwrap().closed.is_empty());
 }
+
+/// Output counts as activity: a peer that only receives (a subscriber fed
+/// from a timer or another connection through `net::write`) is not idle.
+#[test]
+fn peer_fed_by_net_write_is_not_idle() {
+    let clock = ManualClock::new();
+    let log = Arc::new(Mutex::new(Log::default()));
+    let mut cfg = ListenConfig::default();
+    cfg.conn.idle_timeout = Some(TIMEOUT);
+    let seen = log.clone();
+    let server = Server::start_with(
+        EventLoop::builder().clock(Clock::Manual(clock.clone())),
+        (),
+        move |el| {
+            Ok(net::listen(el, &"127.0.0.1:0".parse()?, cfg, move |_, _, _| {
+                Some(Logged(seen.clone()))
+            })?
+            .addr)
+        },
+    );
+    let mut sub = connect(server.tcp());
+    assert!(wait_until(|| log.lock().unwrap().opened.len() == 1));
+    let id = log.lock().unwrap().opened[0];
+    let mut elapsed = Duration::ZERO;
+    while elapsed < TIMEOUT * 4 {
+        clock.advance(STEP);
+        elapsed += STEP;
+        // The loop's `now` is past the step once the call runs.
+        assert!(
+            server.call(move |ctx, _| net::write(ctx, id, b"tick")),
+            "at {elapsed:?}"
+        );
+        let mut buf = [0u8; 4];
+        sub.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"tick");
+    }
+    assert!(
+        log.lock().unwrap().closed.is_empty(),
+        "{:?}",
+        log.lock().unwrap().closed
+    );
+}

@@ -301,6 +301,12 @@ impl Conn {
         }
     }
 
+    /// Note output sent from outside the connection's own handler (which
+    /// otherwise only its driver notes), for the idle timeout.
+    pub(super) fn mark_active(&mut self, now: Instant) {
+        self.last_active = now;
+    }
+
     fn fail(&mut self, reason: CloseReason) {
         if self.closed.is_none() {
             self.closed = Some(reason);
