@@ -292,13 +292,20 @@ impl Conn {
     }
 
     /// Read from this peer again. From outside the connection's own
-    /// handler, follow with [`Ctx::schedule`] of its id so the bytes that
-    /// arrived meanwhile are read without waiting for a new edge.
+    /// handler, use [`net::resume_reading`](crate::net::resume_reading)
+    /// instead, which also makes its driver run.
     pub fn resume_reading(&mut self) {
         if self.paused {
             self.paused = false;
             self.probe_read = true;
         }
+    }
+
+    /// True while the connection has nothing to poll for and is paused in
+    /// the loop (reading paused, nothing queued): scheduling alone does not
+    /// reach its driver then.
+    pub(super) fn is_parked(&self) -> bool {
+        self.polled.is_none()
     }
 
     /// Note output sent from outside the connection's own handler (which

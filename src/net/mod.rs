@@ -31,7 +31,8 @@ pub fn write<S>(ctx: &mut Ctx<S>, id: SourceId, data: &[u8]) -> bool {
     }
     if conn.queued() > 0 || conn.is_closing() {
         // Its driver must run to watch for writability or to close it.
-        ctx.schedule(id);
+        let parked = conn.is_parked();
+        kick(ctx, id, parked);
     }
     accepted
 }
@@ -44,7 +45,8 @@ pub fn close<S>(ctx: &mut Ctx<S>, id: SourceId) -> bool {
         return false;
     };
     conn.close();
-    ctx.schedule(id)
+    let parked = conn.is_parked();
+    kick(ctx, id, parked)
 }
 
 /// Close connection `id` at once, dropping queued output.
@@ -53,5 +55,30 @@ pub fn abort<S>(ctx: &mut Ctx<S>, id: SourceId) -> bool {
         return false;
     };
     conn.abort();
+    let parked = conn.is_parked();
+    kick(ctx, id, parked)
+}
+
+/// Let connection `id` read again after [`Conn::pause_reading`], from
+/// anywhere in the loop: bytes that arrived meanwhile are delivered in the
+/// next dispatch phase. Returns false for an id that is not an open connection.
+pub fn resume_reading<S>(ctx: &mut Ctx<S>, id: SourceId) -> bool {
+    let Some(conn) = ctx.source_mut::<Conn>(id) else {
+        return false;
+    };
+    conn.resume_reading();
+    let parked = conn.is_parked();
+    kick(ctx, id, parked)
+}
+
+/// Have connection `id`'s driver run in the next dispatch phase.
+fn kick<S>(ctx: &mut Ctx<S>, id: SourceId, parked: bool) -> bool {
+    // A connection with nothing to poll for is paused in the loop, and the
+    // loop dispatches no paused source, not even a scheduled one: resume it
+    // first, or the output or close we were asked for would wait forever.
+    // Its driver then sets the interest it really needs.
+    if parked && ctx.resume(id).is_err() {
+        return false;
+    }
     ctx.schedule(id)
 }
