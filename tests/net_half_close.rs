@@ -8,15 +8,18 @@ use std::net::Shutdown;
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use common_net::{connect, random_bytes, read_to_eof, wait_until, Server};
-use evloop::net::{self, CloseReason, Conn, Handler, ListenConfig};
+use common_net::{connect, random_bytes, read_to_eof, wait_until, Server, WAIT};
+use evloop::net::{self, CloseReason, Conn, Handler, ListenConfig, Stream};
 use evloop::Ctx;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Seen {
     Open,
-    Data(usize),
-    Eof { queued: usize },
+    /// Bytes delivered, and what was left queued after echoing them.
+    Data(usize, usize),
+    Eof {
+        queued: usize,
+    },
     Close(CloseReason),
 }
 
@@ -28,8 +31,8 @@ impl Handler<()> for Recorder {
         self.0.lock().unwrap().push(Seen::Open);
     }
     fn on_data(&mut self, conn: &mut Conn, data: &[u8], _: &mut Ctx<()>, _: &mut ()) -> usize {
-        self.0.lock().unwrap().push(Seen::Data(data.len()));
         assert!(conn.write(data), "write refused before EOF");
+        self.0.lock().unwrap().push(Seen::Data(data.len(), conn.queued()));
         data.len()
     }
     fn on_eof(&mut self, conn: &mut Conn, _: &mut Ctx<()>, _: &mut ()) {
@@ -44,9 +47,13 @@ impl Handler<()> for Recorder {
     }
 }
 
-fn recording_server(seen: Arc<Mutex<Vec<Seen>>>, cfg: ListenConfig) -> Server<()> {
+/// `sndbuf`: a fixed kernel send buffer for accepted sockets (no autotuning).
+fn recording_server(seen: Arc<Mutex<Vec<Seen>>>, cfg: ListenConfig, sndbuf: Option<usize>) -> Server<()> {
     Server::start((), move |el| {
-        let l = net::listen(el, &"127.0.0.1:0".parse()?, cfg, move |_, _, _| {
+        let l = net::listen(el, &"127.0.0.1:0".parse()?, cfg, move |stream, _, _| {
+            if let (Some(size), Stream::Tcp(s)) = (sndbuf, stream) {
+                socket2::SockRef::from(s).set_send_buffer_size(size).unwrap();
+            }
             Some(Recorder(seen.clone()))
         })?;
         Ok(l.addr)
@@ -57,7 +64,7 @@ fn check_sequence(seen: &[Seen], total: usize) {
     assert_eq!(seen.first(), Some(&Seen::Open), "{seen:?}");
     let data: usize = seen
         .iter()
-        .map(|s| if let Seen::Data(n) = s { *n } else { 0 })
+        .map(|s| if let Seen::Data(n, _) = s { *n } else { 0 })
         .sum();
     assert_eq!(data, total, "bytes delivered to on_data");
     let tail: Vec<_> = seen
@@ -78,7 +85,7 @@ fn check_sequence(seen: &[Seen], total: usize) {
 #[test]
 fn half_close_small() {
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let server = recording_server(seen.clone(), ListenConfig::default());
+    let server = recording_server(seen.clone(), ListenConfig::default(), None);
     let mut c = connect(server.tcp());
     c.write_all(b"hello, half-closed world").unwrap();
     c.shutdown(Shutdown::Write).unwrap();
@@ -102,7 +109,7 @@ fn half_close_with_output_queued() {
     cfg.conn.high_water = 2 * SIZE;
     cfg.conn.low_water = SIZE;
     cfg.conn.max_queued = 2 * SIZE;
-    let server = recording_server(seen.clone(), cfg);
+    let server = recording_server(seen.clone(), cfg, None);
     let data = random_bytes(SIZE, 7);
     let mut c = connect(server.tcp());
     let mut w = c.try_clone().unwrap();
@@ -125,6 +132,68 @@ fn half_close_with_output_queued() {
         queued_at_eof.unwrap() > 0,
         "the scenario needs output queued at EOF"
     );
+    let back = read_to_eof(&mut c).unwrap();
+    writer.join().unwrap();
+    assert!(
+        back == data,
+        "got {} of {} bytes back, or different ones",
+        back.len(),
+        data.len()
+    );
+    assert!(wait_until(|| matches!(
+        seen.lock().unwrap().last(),
+        Some(Seen::Close(_))
+    )));
+    check_sequence(&seen.lock().unwrap(), data.len());
+}
+
+/// The peer's FIN arrives while the server is throttled (not reading, its
+/// queue past high water): once the peer reads and the throttle lifts, the
+/// server reads on to the EOF, and the peer gets everything, then EOF.
+#[test]
+fn half_close_while_throttled() {
+    const SIZE: usize = 256 * 1024;
+    const HIGH: usize = 16 * 1024;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut cfg = ListenConfig::default();
+    cfg.conn.high_water = HIGH;
+    cfg.conn.low_water = HIGH / 4;
+    // Small kernel buffers on the way back (the server's send buffer, the
+    // client's receive buffer), so the server's echo backs up into its queue;
+    // a send buffer big enough that all the data and the FIN leave the client
+    // while the server is throttled and nobody reads.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.set_send_buffer_size(2 * SIZE).unwrap();
+    let server = recording_server(seen.clone(), cfg, Some(4096));
+    let data = random_bytes(SIZE, 11);
+    sock.connect(&server.tcp().into()).unwrap();
+    let mut c = std::net::TcpStream::from(sock);
+    c.set_read_timeout(Some(WAIT)).unwrap();
+    let mut w = c.try_clone().unwrap();
+    let sent = data.clone();
+    let writer = thread::spawn(move || {
+        w.write_all(&sent).unwrap();
+        w.shutdown(Shutdown::Write).unwrap();
+    });
+    assert!(
+        wait_until(|| writer.is_finished()),
+        "the client could not send it all"
+    );
+    let throttled = || {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|s| matches!(s, Seen::Data(_, queued) if *queued > HIGH))
+    };
+    assert!(
+        wait_until(throttled),
+        "the server never went past high water: {:?}",
+        seen.lock().unwrap()
+    );
+    let got_eof = seen.lock().unwrap().iter().any(|s| matches!(s, Seen::Eof { .. }));
+    assert!(!got_eof, "the scenario needs the EOF unread while throttled");
+
     let back = read_to_eof(&mut c).unwrap();
     writer.join().unwrap();
     assert!(
