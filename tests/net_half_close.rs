@@ -208,3 +208,70 @@ fn half_close_while_throttled() {
     )));
     check_sequence(&seen.lock().unwrap(), data.len());
 }
+
+/// Answers `bye` with a big farewell and shuts its write half, then keeps
+/// reading (and counting) until the peer closes too.
+struct Farewell(Arc<Mutex<Vec<Seen>>>);
+
+const FAREWELL: usize = 3 << 20;
+
+impl Handler<()> for Farewell {
+    fn on_data(&mut self, conn: &mut Conn, data: &[u8], _: &mut Ctx<()>, _: &mut ()) -> usize {
+        let mut seen = self.0.lock().unwrap();
+        if data == b"bye" {
+            assert!(conn.write(&vec![b'f'; FAREWELL]));
+            conn.shutdown_write();
+        } else {
+            // After shutdown_write, writes are refused but reads go on.
+            assert!(!conn.write(data), "write accepted after shutdown_write");
+        }
+        seen.push(Seen::Data(data.len(), conn.queued()));
+        data.len()
+    }
+    fn on_eof(&mut self, conn: &mut Conn, _: &mut Ctx<()>, _: &mut ()) {
+        self.0.lock().unwrap().push(Seen::Eof {
+            queued: conn.queued(),
+        });
+        conn.close();
+    }
+    fn on_close(&mut self, _: &mut Conn, reason: CloseReason, _: &mut Ctx<()>, _: &mut ()) {
+        self.0.lock().unwrap().push(Seen::Close(reason));
+    }
+}
+
+/// The server half-closes first: the client gets everything queued, then
+/// EOF, and may still send; the server closes once the client does too.
+#[test]
+fn server_half_closes_first() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let server = Server::start((), move |el| {
+        let l = net::listen(
+            el,
+            &"127.0.0.1:0".parse()?,
+            ListenConfig::default(),
+            move |_, _, _| Some(Farewell(log.clone())),
+        )?;
+        Ok(l.addr)
+    });
+    let mut c = connect(server.tcp());
+    c.write_all(b"bye").unwrap();
+    let back = read_to_eof(&mut c).unwrap();
+    assert_eq!(back.len(), FAREWELL);
+    assert!(back.iter().all(|&b| b == b'f'));
+    // Our half is still open: the server reads it.
+    c.write_all(b"one more thing").unwrap();
+    assert!(wait_until(|| seen.lock().unwrap().len() == 2));
+    c.shutdown(Shutdown::Write).unwrap();
+    assert!(wait_until(|| matches!(
+        seen.lock().unwrap().last(),
+        Some(Seen::Close(_))
+    )));
+    let seen = seen.lock().unwrap().clone();
+    assert!(matches!(seen[0], Seen::Data(3, _)), "{seen:?}");
+    assert!(matches!(seen[1], Seen::Data(14, 0)), "{seen:?}");
+    assert_eq!(
+        seen[2..],
+        [Seen::Eof { queued: 0 }, Seen::Close(CloseReason::PeerClosed)]
+    );
+}
