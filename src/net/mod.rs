@@ -40,6 +40,11 @@ pub fn write<S>(ctx: &mut Ctx<S>, id: SourceId, data: &[u8]) -> bool {
 /// Close connection `id` gracefully from anywhere in the loop: queued output
 /// is written first and its handler's `on_close` runs. Returns false for an
 /// id that is not an open connection.
+///
+/// Close connections with this or [`abort`], not with [`Ctx::close`]: that
+/// drops the source as it is, so its handler's `on_close` never runs and its
+/// listener never gets back its place under
+/// [`ListenConfig::max_connections`].
 pub fn close<S>(ctx: &mut Ctx<S>, id: SourceId) -> bool {
     let Some(conn) = ctx.source_mut::<Conn>(id) else {
         return false;
