@@ -302,3 +302,55 @@ fn paused_connection_written_and_closed_from_elsewhere() {
         big.len()
     );
 }
+
+/// Answers `b` with 32 MiB (more than loopback's socket buffers take at
+/// once), anything else with an echo; counts `on_drained`.
+struct Drains(Arc<AtomicUsize>);
+
+impl Handler<()> for Drains {
+    fn on_data(&mut self, conn: &mut Conn, data: &[u8], _: &mut Ctx<()>, _: &mut ()) -> usize {
+        if data == b"b" {
+            conn.write(&vec![7u8; 32 << 20]);
+        } else {
+            conn.write(data);
+        }
+        data.len()
+    }
+    fn on_drained(&mut self, _: &mut Conn, _: &mut Ctx<()>, _: &mut ()) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// `on_drained` reports the end of a backlog the kernel refused, not every
+/// reply that left in one write.
+#[test]
+fn on_drained_only_after_a_backlog() {
+    let drained = Arc::new(AtomicUsize::new(0));
+    let count = drained.clone();
+    let server = Server::start((), move |el| {
+        let cfg = ListenConfig {
+            conn: ConnConfig {
+                max_queued: 64 << 20,
+                ..ConnConfig::default()
+            },
+            ..ListenConfig::default()
+        };
+        let l = net::listen(el, &"127.0.0.1:0".parse()?, cfg, move |_, _, _| {
+            Some(Drains(count.clone()))
+        })?;
+        Ok(l.addr)
+    });
+    let mut c = connect(server.tcp());
+    for i in 0..100u8 {
+        assert_eq!(round_trip(&mut c, &[b'a', i]).unwrap(), [b'a', i]);
+    }
+    assert_eq!(drained.load(Ordering::SeqCst), 0, "small replies never backed up");
+    c.write_all(b"b").unwrap();
+    let mut big = vec![0u8; 32 << 20];
+    c.read_exact(&mut big).unwrap();
+    assert!(big.iter().all(|&b| b == 7));
+    assert!(
+        wait_until(|| drained.load(Ordering::SeqCst) == 1),
+        "one backlog, one on_drained"
+    );
+}

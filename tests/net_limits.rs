@@ -138,3 +138,47 @@ fn panicking_handler_frees_its_place() {
         );
     }
 }
+
+/// Records its connection's id when it opens, then echoes.
+struct Recorded(Arc<Mutex<Vec<evloop::SourceId>>>);
+
+impl Handler<()> for Recorded {
+    fn on_open(&mut self, conn: &mut Conn, _: &mut Ctx<()>, _: &mut ()) {
+        self.0.lock().unwrap().push(conn.id());
+    }
+    fn on_data(&mut self, conn: &mut Conn, data: &[u8], _: &mut Ctx<()>, _: &mut ()) -> usize {
+        conn.write(data);
+        data.len()
+    }
+}
+
+/// A connection closed with `Ctx::close` (not `net::close`) skips `on_close`,
+/// but its place under `max_connections` still comes back.
+#[test]
+fn place_freed_by_ctx_close_is_given_back() {
+    let ids = Arc::new(Mutex::new(Vec::new()));
+    let seen = ids.clone();
+    let server = Server::start((), move |el| {
+        let cfg = ListenConfig {
+            max_connections: Some(1),
+            ..ListenConfig::default()
+        };
+        let l = net::listen(el, &"127.0.0.1:0".parse()?, cfg, move |_, _, _| {
+            Some(Recorded(seen.clone()))
+        })?;
+        Ok(l.addr)
+    });
+    let addr = server.tcp();
+    let mut c1 = connect(addr);
+    assert_eq!(round_trip(&mut c1, b"one").unwrap(), b"one");
+    let mut c2 = connect(addr);
+    c2.write_all(b"two").unwrap();
+    assert!(not_served(&mut c2), "second client served over the limit");
+
+    let first = ids.lock().unwrap()[0];
+    assert!(server.call(move |ctx, _| ctx.close(first)));
+    let mut back = [0u8; 3];
+    c2.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"two");
+    drop(c1);
+}

@@ -160,6 +160,9 @@ pub struct Conn {
     /// Reading was paused and is allowed again: data may be waiting with no
     /// edge left to announce it, so the next dispatch must look.
     probe_read: bool,
+    /// The kernel refused part of the output: `on_drained` is owed once the
+    /// queue empties (corked replies that leave in one write do not count).
+    backlogged: bool,
 }
 
 impl Conn {
@@ -191,6 +194,7 @@ impl Conn {
             paused: false,
             idle_expired: false,
             probe_read: false,
+            backlogged: false,
         }
     }
 
@@ -336,6 +340,17 @@ impl Conn {
         if self.queued() == 0 {
             self.out.clear();
             self.out_pos = 0;
+        }
+    }
+}
+
+impl Drop for Conn {
+    /// A connection closed behind the net layer's back (`Ctx::close`, or the
+    /// loop dropped) still gives back its place under `max_connections`; the
+    /// listener's check hook resumes accepting if it was full.
+    fn drop(&mut self) {
+        if let Some(l) = self.listener.take() {
+            l.forget_one();
         }
     }
 }
@@ -551,10 +566,12 @@ fn deliver<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, new: &[u8], ctx: &mut C
 /// requests, and make the poller watch what the connection now needs.
 fn settle<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ctx: &mut Ctx<S>, state: &mut S) {
     let was_queued = conn.queued() > 0;
+    let had_backlog = conn.backlogged;
     conn.flush();
-    if was_queued || conn.queued() > 0 {
+    if was_queued {
         conn.last_active = ctx.now();
     }
+    conn.backlogged = conn.queued() > 0;
     if conn.queued() == 0 {
         ctx.give_out_buf(std::mem::take(&mut conn.out));
         conn.out_pos = 0;
@@ -564,9 +581,10 @@ fn settle<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ctx: &mut Ctx<S>, state:
             conn.probe_read = true;
             ctx.schedule(conn.id);
         }
-        if was_queued && conn.closed.is_none() {
+        if had_backlog && conn.closed.is_none() {
             h.on_drained(conn, ctx, state);
             conn.flush();
+            conn.backlogged = conn.queued() > 0;
         }
     } else if conn.queued() > conn.cfg.high_water && !conn.throttled {
         log::debug!(

@@ -141,11 +141,26 @@ pub(crate) struct ListenShared {
     max: Option<usize>,
     /// Accepting is paused because the limit was reached.
     full: Cell<bool>,
+    /// Wakes the loop (through a `Remote`) when a connection is dropped
+    /// while the listener is full, so its check hook runs even if nothing
+    /// else would end the poll.
+    wake: Option<Box<dyn Fn()>>,
 }
 
 impl ListenShared {
-    pub(crate) fn connection_closed<S>(&self, ctx: &mut Ctx<S>) {
+    /// A connection went away without a context at hand (dropped).
+    pub(crate) fn forget_one(&self) {
         self.live.set(self.live.get().saturating_sub(1));
+        if self.full.get() {
+            if let Some(wake) = &self.wake {
+                wake();
+            }
+        }
+    }
+
+    /// Accept again if the listener paused at its connection limit and a
+    /// place is free now.
+    fn resume_if_room<S>(&self, ctx: &mut Ctx<S>) {
         if self.full.get() && self.max.map_or(true, |m| self.live.get() < m) {
             self.full.set(false);
             if let Some(id) = self.id.get() {
@@ -153,6 +168,11 @@ impl ListenShared {
                 let _ = ctx.resume(id);
             }
         }
+    }
+
+    pub(crate) fn connection_closed<S>(&self, ctx: &mut Ctx<S>) {
+        self.forget_one();
+        self.resume_if_room(ctx);
     }
 }
 
@@ -181,16 +201,25 @@ pub fn listen<S, F, H>(
     mut accept: F,
 ) -> io::Result<Listening>
 where
+    S: 'static,
     F: FnMut(&Stream, &mut Ctx<S>, &mut S) -> Option<H> + 'static,
     H: Handler<S> + 'static,
 {
     let listener = Listener::bind(addr, &cfg)?;
     let addr = listener.local_addr()?;
+    let wake: Option<Box<dyn Fn()>> = match cfg.max_connections {
+        Some(_) => {
+            let remote = ctx.remote()?;
+            Some(Box::new(move || remote.wake()))
+        }
+        None => None,
+    };
     let shared = Rc::new(ListenShared {
         id: Cell::new(None),
         live: Cell::new(0),
         max: cfg.max_connections,
         full: Cell::new(false),
+        wake,
     });
     let conn_cfg = Rc::new(cfg.conn.clone());
     let mut reserve = File::open("/dev/null").ok();
@@ -267,6 +296,17 @@ where
         },
     )?;
     shared.id.set(Some(id));
+    if shared.max.is_some() {
+        // Connections closed with `Ctx::close` are dropped without a context;
+        // this hook notices their freed places after each dispatch phase.
+        ctx.add_check(move |ctx, _| {
+            if !ctx.is_open(id) {
+                return false;
+            }
+            shared.resume_if_room(ctx);
+            true
+        });
+    }
     log::debug!("evloop: listening on {addr} as {id}");
     Ok(Listening { id, addr })
 }

@@ -41,10 +41,9 @@ pub fn write<S>(ctx: &mut Ctx<S>, id: SourceId, data: &[u8]) -> bool {
 /// is written first and its handler's `on_close` runs. Returns false for an
 /// id that is not an open connection.
 ///
-/// Close connections with this or [`abort`], not with [`Ctx::close`]: that
-/// drops the source as it is, so its handler's `on_close` never runs and its
-/// listener never gets back its place under
-/// [`ListenConfig::max_connections`].
+/// Prefer this (or [`abort`]) to [`Ctx::close`]: that drops the source as it
+/// is, so queued output is lost and its handler's `on_close` never runs (its
+/// place under [`ListenConfig::max_connections`] is still given back).
 pub fn close<S>(ctx: &mut Ctx<S>, id: SourceId) -> bool {
     let Some(conn) = ctx.source_mut::<Conn>(id) else {
         return false;
