@@ -101,7 +101,8 @@ impl<S> Ctx<S> {
         self.stop = true;
     }
 
-    /// True once [`stop`](Self::stop) was called and `run` has not returned yet.
+    /// True once a stop was requested in this turn (see
+    /// [`EventLoop::turn`](crate::EventLoop::turn) for when it clears).
     pub fn is_stopping(&self) -> bool {
         self.stop
     }

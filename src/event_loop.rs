@@ -21,7 +21,7 @@ use crate::metrics::{Metrics, StallWatch};
 use crate::remote::Link;
 use crate::source::{Action, Attach, Event, Ready};
 use crate::timer::hires::HiRes;
-use crate::timer::{wheel, Fired, Repeat, TimerEntry, Timers, RUNNING};
+use crate::timer::{wheel, Fired, Repeat, Timers, RUNNING};
 use crate::token::{SourceId, RESERVED_BASE, TIMERFD_TOKEN, WAKER_TOKEN};
 
 /// What the loop does when a handler (or timer, deferred or check callback) panics.
@@ -230,17 +230,27 @@ impl<S> EventLoop<S> {
     /// Run turns until [`Ctx::stop`] (or [`Remote::stop`](crate::Remote::stop))
     /// is called, then clear the stop request and return.
     pub fn run(&mut self, state: &mut S) -> io::Result<()> {
-        while !self.ctx.stop {
-            self.turn(state, None)?;
+        if std::mem::take(&mut self.ctx.stop) {
+            return Ok(()); // stopped before it started
         }
-        self.ctx.stop = false;
-        Ok(())
+        loop {
+            self.turn(state, None)?;
+            if std::mem::take(&mut self.ctx.stop) {
+                return Ok(());
+            }
+        }
     }
 
     /// Run exactly one turn. The poll sleeps at most `timeout` (`None`: as
     /// long as nothing is due), and not at all when deferred callbacks or
     /// rescheduled sources are waiting.
+    ///
+    /// A stop request ([`Ctx::stop`], [`Remote::stop`](crate::Remote::stop))
+    /// made during a turn shows in [`Ctx::is_stopping`] after it returns, and
+    /// is cleared when the next turn begins: a caller driving the loop with
+    /// `turn` decides itself what stopping means.
     pub fn turn(&mut self, state: &mut S, timeout: Option<Duration>) -> io::Result<Turn> {
+        self.ctx.stop = false;
         self.ctx.turn_no += 1;
         self.read_clock(); //                               1. clock
         let timers_fired = self.run_timers(state); //       2. timers
@@ -311,9 +321,7 @@ impl<S> EventLoop<S> {
             // in this phase: it no longer belongs to this batch.
             return Ok(false);
         };
-        let TimerEntry {
-            kind, slot, repeat, ..
-        } = *entry;
+        let (kind, slot, repeat) = (entry.kind, entry.slot, entry.repeat());
         let missed = match repeat {
             Repeat::Rate(p) => (now_ns - deadline_ns.min(now_ns)) / p,
             Repeat::Once | Repeat::Delay(_) => 0,

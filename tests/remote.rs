@@ -97,3 +97,24 @@ fn remotes_report_loop_gone_after_the_loop_is_dropped() {
     remote.wake();
     remote.stop();
 }
+
+/// A caller driving the loop with `turn` sees a stop request after the turn,
+/// and the next turn clears it: the loop does not go on polling with a zero
+/// timeout forever because nobody called `run`.
+#[test]
+fn stop_request_clears_on_the_next_turn() {
+    let mut el = evloop::EventLoop::<()>::new().unwrap();
+    let remote = el.remote().unwrap();
+    remote.stop();
+    el.turn(&mut (), Some(std::time::Duration::from_secs(5))).unwrap();
+    assert!(el.is_stopping());
+    let before = el.metrics().sleeping_polls;
+    el.turn(&mut (), Some(std::time::Duration::from_millis(1)))
+        .unwrap();
+    assert!(!el.is_stopping());
+    assert_eq!(
+        el.metrics().sleeping_polls,
+        before + 1,
+        "the poll was allowed to sleep again"
+    );
+}
