@@ -56,9 +56,47 @@ pub(crate) struct TimerEntry {
     /// ...and where: [`RUNNING`] while it runs (it is moved out then, so it
     /// can reach the loop mutably).
     pub(crate) slot: u32,
-    pub(crate) repeat: Repeat,
+    /// [`Repeat`] taken apart: as an enum it is 16 bytes (tag, then a `u64`),
+    /// while a period and a one-byte mode beside `reset_inside` make this 24
+    /// bytes and a wheel entry 56 instead of 64. A million armed timers then
+    /// move 8 MB less through the cache, which is what arming and cancelling
+    /// them mostly waits on.
+    period: u64,
+    mode: Mode,
     /// The callback reset its own timer: do not re-arm it afterwards.
     pub(crate) reset_inside: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    Once,
+    Rate,
+    Delay,
+}
+
+impl TimerEntry {
+    fn new(kind: u32, slot: u32, repeat: Repeat) -> TimerEntry {
+        let (mode, period) = match repeat {
+            Repeat::Once => (Mode::Once, 0),
+            Repeat::Rate(p) => (Mode::Rate, p),
+            Repeat::Delay(p) => (Mode::Delay, p),
+        };
+        TimerEntry {
+            kind,
+            slot,
+            period,
+            mode,
+            reset_inside: false,
+        }
+    }
+
+    pub(crate) fn repeat(&self) -> Repeat {
+        match self.mode {
+            Mode::Once => Repeat::Once,
+            Mode::Rate => Repeat::Rate(self.period),
+            Mode::Delay => Repeat::Delay(self.period),
+        }
+    }
 }
 
 /// The loop's timer table.
@@ -99,15 +137,7 @@ impl<S> Timers<S> {
     {
         let ns = self.to_ns(deadline);
         let (kind, slot) = self.callbacks.insert(f);
-        TimerId(self.wheel.insert(
-            ns,
-            TimerEntry {
-                kind,
-                slot,
-                repeat,
-                reset_inside: false,
-            },
-        ))
+        TimerId(self.wheel.insert(ns, TimerEntry::new(kind, slot, repeat)))
     }
 
     /// Removes a live timer and drops its callback (unless it is the one
