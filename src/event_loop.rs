@@ -154,6 +154,7 @@ impl Builder {
             expired: Vec::new(),
             panic_policy: self.panic_policy,
             busy_poll: self.busy_poll,
+            clock_read: false,
             hires,
             stall: StallWatch::new(self.stall_threshold),
         })
@@ -209,6 +210,8 @@ pub struct EventLoop<S> {
     expired: Vec<wheel::Key>,
     panic_policy: PanicPolicy,
     busy_poll: bool,
+    /// Phase 1 read the clock (it skips the read when nothing needs it).
+    clock_read: bool,
     hires: Option<HiRes>,
     stall: StallWatch,
 }
@@ -268,8 +271,14 @@ impl<S> EventLoop<S> {
     }
 
     /// Phase 1: read the clock once; `now()` is this value for the turn.
+    /// When no timer is armed and nothing is deferred, nothing before the
+    /// poll looks at the time, so the read waits until after the poll: one
+    /// clock read per turn instead of two in the common idle-then-I/O turn.
     fn read_clock(&mut self) {
-        self.ctx.now = self.ctx.clock.now();
+        self.clock_read = self.ctx.timers.len() > 0 || !self.ctx.deferred.is_empty();
+        if self.clock_read {
+            self.ctx.now = self.ctx.clock.now();
+        }
         log::trace!("evloop: turn {} phase clock", self.ctx.turn_no);
     }
 
@@ -277,6 +286,14 @@ impl<S> EventLoop<S> {
     /// The batch is fixed first, so a timer armed here for "now" waits for
     /// the next turn, and one cancelled here by an earlier callback is skipped.
     fn run_timers(&mut self, state: &mut S) -> usize {
+        if self.ctx.timers.len() == 0 {
+            // Nothing armed: leave the wheel's clock where it is (a later
+            // collect catches up in one jump) and save the conversion.
+            self.ctx.timers.lagging = true;
+            log::trace!("evloop: phase timers (0 due)");
+            return 0;
+        }
+        self.ctx.timers.lagging = false;
         let now_ns = self.ctx.timers.to_ns(self.ctx.now);
         let mut batch = std::mem::take(&mut self.expired);
         self.ctx.timers.wheel.collect_expired(now_ns, &mut batch);
@@ -401,9 +418,12 @@ impl<S> EventLoop<S> {
             }
             self.events.clear();
         }
-        if timeout != Some(Duration::ZERO) {
-            // We may have slept: handlers must not arm timers from a stale now.
+        let slept = timeout != Some(Duration::ZERO);
+        if slept {
             self.ctx.metrics.sleeping_polls += 1;
+        }
+        if slept || !self.clock_read {
+            // Handlers must not arm timers from a stale now.
             self.ctx.now = self.ctx.clock.now();
         }
         Ok(())
@@ -417,7 +437,7 @@ impl<S> EventLoop<S> {
             return zero;
         }
         // `now` is the time the timer phase just used, so the wheel can say.
-        let timer = c.timers.until_next().and_then(|left| {
+        let timer = c.timers.until_next(c.now).and_then(|left| {
             // A manual clock does not move while we sleep, and a timerfd
             // wakes us itself: only an already-due timer bounds the sleep.
             if (c.clock.is_manual() || self.hires.is_some()) && !left.is_zero() {

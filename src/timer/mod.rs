@@ -104,6 +104,9 @@ pub(crate) struct Timers<S> {
     pub(crate) wheel: wheel::Wheel<TimerEntry>,
     pub(crate) callbacks: callbacks::Callbacks<S>,
     origin: Instant,
+    /// The last timer phase found the wheel empty and skipped advancing it,
+    /// so the wheel's own `now` may lag the turn's.
+    pub(crate) lagging: bool,
 }
 
 /// Width of a level-0 wheel slot: 2^16 ns = 65.5 µs, fine enough for the
@@ -116,6 +119,7 @@ impl<S> Timers<S> {
             wheel: wheel::Wheel::new(TICK_SHIFT, 0),
             callbacks: callbacks::Callbacks::new(),
             origin,
+            lagging: false,
         }
     }
 
@@ -178,8 +182,13 @@ impl<S> Timers<S> {
     /// How long from the last timer phase's `now` until the next deadline
     /// (zero if one is due). Worked out in the wheel's nanoseconds: going
     /// through `Instant`s costs two conversions, and this runs every turn.
-    pub(crate) fn until_next(&self) -> Option<Duration> {
+    pub(crate) fn until_next(&self, now: Instant) -> Option<Duration> {
         let next = self.wheel.next_deadline()?;
+        if self.lagging {
+            // Armed after a timer phase that skipped the empty wheel: the
+            // wheel's clock is behind, so measure from the turn's own `now`.
+            return Some(self.to_instant(next).saturating_duration_since(now));
+        }
         Some(Duration::from_nanos(next.saturating_sub(self.wheel.now())))
     }
 
