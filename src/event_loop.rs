@@ -416,6 +416,7 @@ impl<S> EventLoop<S> {
             if e.kind() != io::ErrorKind::Interrupted {
                 return Err(e);
             }
+            log::trace!("evloop: poll interrupted by a signal");
             self.events.clear();
         }
         let slept = timeout != Some(Duration::ZERO);

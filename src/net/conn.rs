@@ -250,7 +250,10 @@ impl Conn {
         // copy into the queue larger than the call it saves: send it now.
         if (!self.corked || data.len() >= DIRECT_WRITE_MIN) && self.queued() == 0 {
             match write_some(&mut self.stream, data) {
-                Ok(n) => data = &data[n..],
+                Ok(n) => {
+                    log::trace!("evloop: {} wrote {n} bytes", self.id);
+                    data = &data[n..];
+                }
                 Err(reason) => {
                     self.fail(reason);
                     return false;
@@ -333,7 +336,10 @@ impl Conn {
         while self.queued() > 0 && self.closed.is_none() {
             match write_some(&mut self.stream, &self.out[self.out_pos..]) {
                 Ok(0) => break,
-                Ok(n) => self.out_pos += n,
+                Ok(n) => {
+                    log::trace!("evloop: {} wrote {n} bytes", self.id);
+                    self.out_pos += n;
+                }
                 Err(reason) => self.fail(reason),
             }
         }
@@ -507,7 +513,10 @@ fn read<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ev: Event, ctx: &mut Ctx<S
                 h.on_eof(conn, ctx, state);
                 break;
             }
-            Ok(n) => n,
+            Ok(n) => {
+                log::trace!("evloop: {} read {n} bytes", conn.id);
+                n
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
