@@ -29,23 +29,28 @@
 //! tokio runs on a current-thread runtime with its I/O driver enabled, as an
 //! application has it. Every timer carries a `u32` of its own (a closure
 //! capturing it, or the queued value for `DelayQueue`), and every run checks
-//! that all N fired exactly once. A markdown table of ns per operation and
-//! the ratios (peer / evloop: above 1 means evloop is faster) ends the run.
+//! that all N fired exactly once.
+//!
+//! Criterion measures each case in turn and prints its estimates as usual.
+//! The markdown tables that end the run (ns per operation, and peer / evloop
+//! ratios: above 1 means evloop is faster) come from a second pass that
+//! times every case once per round, interleaved, for seven rounds, and keeps
+//! each case's least time: on a shared machine a busy spell then falls on
+//! all peers alike instead of on whichever criterion was measuring.
 //!
 //! `cargo bench --bench timers -- --warm-up-time 1 --measurement-time 3`
 //!
-//! A name filter works as usual for the criterion cases; the real-clock ones
-//! run when it is a plain substring of `timers_fire_real/<peer>/<n>` (so
-//! `evloop` runs evloop's rows of every table).
+//! A name filter works as usual for criterion; the interleaved pass and the
+//! real-clock runs take it as a plain substring of `<group>/<peer>/<n>`
+//! (`evloop` runs evloop's rows of every table; the real-clock group is
+//! `timers_fire_real`).
 
-use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::future::poll_fn;
+use std::rc::Rc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use criterion::measurement::WallTime;
-use criterion::{BenchmarkGroup, BenchmarkId, Criterion, SamplingMode};
+use criterion::{BenchmarkId, Criterion, SamplingMode};
 use evloop::{Clock, EventLoop, ManualClock, TimerId};
 use tokio_util::time::DelayQueue;
 
@@ -548,45 +553,30 @@ fn heap_fire_real(offsets: &[Duration]) -> (Duration, Duration) {
 /// A measured case: (benchmark group, peer, N).
 type Case = (&'static str, &'static str, u32);
 
-/// ns per operation, per case: every timed batch criterion asked for
-/// (warm-up included) as ns/op; the median is reported.
-#[derive(Default)]
-struct Results {
-    samples: RefCell<BTreeMap<Case, Vec<f64>>>,
+const ARM_CANCEL: &str = "timers_arm_cancel";
+const FIRE_MANUAL: &str = "timers_fire_manual";
+
+/// Rounds of the interleaved re-run the tables come from.
+const ROUNDS: usize = 7;
+/// One timing in that re-run lasts at least this long (small cases repeat).
+const MIN_TIMING: Duration = Duration::from_millis(20);
+
+/// One case and what runs a batch of it: N operations, checked.
+struct Runner {
+    case: Case,
+    batch: Box<dyn FnMut()>,
+    /// Least ns per operation over the interleaved rounds.
+    best: Option<f64>,
 }
 
-impl Results {
-    fn add(&self, case: Case, ns_per_op: f64) {
-        self.samples.borrow_mut().entry(case).or_default().push(ns_per_op);
+impl Runner {
+    fn new(case: Case, batch: impl FnMut() + 'static) -> Runner {
+        Runner {
+            case,
+            batch: Box::new(batch),
+            best: None,
+        }
     }
-
-    fn median(&self, case: &'static str, peer: &'static str, n: u32) -> Option<f64> {
-        let samples = self.samples.borrow();
-        let mut v = samples.get(&(case, peer, n))?.clone();
-        v.sort_by(f64::total_cmp);
-        Some(v[v.len() / 2])
-    }
-}
-
-/// Registers `one` (which does `key`'s N operations) with criterion, and
-/// records each batch criterion times as ns per operation.
-fn bench_batch(
-    group: &mut BenchmarkGroup<'_, WallTime>,
-    results: &Results,
-    key: Case,
-    mut one: impl FnMut(),
-) {
-    group.bench_function(BenchmarkId::new(key.1, key.2), |b| {
-        b.iter_custom(|iters| {
-            let t = Instant::now();
-            for _ in 0..iters {
-                one();
-            }
-            let elapsed = t.elapsed();
-            results.add(key, elapsed.as_nanos() as f64 / (iters as f64 * f64::from(key.2)));
-            elapsed
-        })
-    });
 }
 
 fn sizes_for(peer: &str) -> &'static [u32] {
@@ -597,79 +587,120 @@ fn sizes_for(peer: &str) -> &'static [u32] {
     }
 }
 
-const ARM_CANCEL: &str = "timers_arm_cancel";
-const FIRE_MANUAL: &str = "timers_fire_manual";
-
-fn bench_arm_cancel(c: &mut Criterion, results: &Results) {
-    let mut group = c.benchmark_group(ARM_CANCEL);
-    // One iteration arms and cancels up to a million timers (up to a second
-    // for calloop at 30,000): ten samples of as few iterations as fit.
-    group.sample_size(10).sampling_mode(SamplingMode::Flat);
-    let rt = current_thread(false);
+/// Every criterion case, each owning its structure (kept across batches, so
+/// tables are grown: the steady state).
+fn runners() -> Vec<Runner> {
+    let mut all = Vec::new();
+    // Arming may (re)arm a DelayQueue's tokio `Sleep`, which needs a runtime.
+    let rt = Rc::new(current_thread(false));
     for peer in PEERS {
         for &n in sizes_for(peer) {
             let offsets = random_offsets(n, ARM_SPAN);
-            let key = (ARM_CANCEL, peer, n);
-            let g = &mut group;
-            match peer {
+            let case = (ARM_CANCEL, peer, n);
+            all.push(match peer {
                 "evloop" => {
                     let (mut el, _clock) = manual_loop();
                     let mut ids = Vec::with_capacity(n as usize);
-                    bench_batch(g, results, key, || evloop_arm_cancel(&mut el, &offsets, &mut ids));
+                    Runner::new(case, move || evloop_arm_cancel(&mut el, &offsets, &mut ids))
                 }
                 "DelayQueue" => {
-                    // Arming may (re)arm the queue's tokio `Sleep`, which
-                    // needs the runtime's timer.
-                    let _guard = rt.enter();
+                    let rt = rt.clone();
                     let mut dq = DelayQueue::new();
                     let mut keys = Vec::with_capacity(n as usize);
-                    bench_batch(g, results, key, || {
+                    Runner::new(case, move || {
+                        let _in_runtime = rt.enter();
                         delay_queue_arm_cancel(&mut dq, &offsets, &mut keys)
-                    });
+                    })
                 }
                 "calloop" => {
                     let ev = calloop::EventLoop::<Tally>::try_new().unwrap();
                     let mut tokens = Vec::with_capacity(n as usize);
-                    bench_batch(g, results, key, || calloop_arm_cancel(&ev, &offsets, &mut tokens));
+                    Runner::new(case, move || calloop_arm_cancel(&ev, &offsets, &mut tokens))
                 }
                 _ => {
                     let mut h = HeapTimers::new();
                     let mut ids = Vec::with_capacity(n as usize);
-                    bench_batch(g, results, key, || heap_arm_cancel(&mut h, &offsets, &mut ids));
+                    Runner::new(case, move || heap_arm_cancel(&mut h, &offsets, &mut ids))
                 }
-            }
+            });
         }
     }
-    group.finish();
-}
-
-fn bench_fire_manual(c: &mut Criterion, results: &Results) {
-    let mut group = c.benchmark_group(FIRE_MANUAL);
-    group.sample_size(10).sampling_mode(SamplingMode::Flat);
     for &n in &SIZES {
-        let offsets = libuv_offsets(n);
+        let offsets = Rc::new(libuv_offsets(n));
 
         let (mut el, clock) = manual_loop();
-        bench_batch(&mut group, results, (FIRE_MANUAL, "evloop", n), || {
-            evloop_fire_manual(&mut el, &clock, &offsets)
-        });
-        drop(el);
+        let offs = offsets.clone();
+        all.push(Runner::new((FIRE_MANUAL, "evloop", n), move || {
+            evloop_fire_manual(&mut el, &clock, &offs)
+        }));
 
         let rt = current_thread(true);
         // Made on the paused clock: the queue counts whole milliseconds from
         // its creation, and the steps must land on them.
         let mut dq = rt.block_on(async { DelayQueue::new() });
-        bench_batch(&mut group, results, (FIRE_MANUAL, "DelayQueue", n), || {
-            rt.block_on(delay_queue_fire_manual(&mut dq, &offsets))
-        });
+        let offs = offsets.clone();
+        all.push(Runner::new((FIRE_MANUAL, "DelayQueue", n), move || {
+            rt.block_on(delay_queue_fire_manual(&mut dq, &offs))
+        }));
 
         let mut h = HeapLoop::new();
         let mut now = Instant::now();
-        bench_batch(&mut group, results, (FIRE_MANUAL, "heap", n), || {
+        all.push(Runner::new((FIRE_MANUAL, "heap", n), move || {
             heap_fire_manual(&mut h, &mut now, &offsets)
-        });
+        }));
     }
-    group.finish();
+    all
+}
+
+/// Runs every case under criterion, a group per benchmark.
+fn criterion_cases(c: &mut Criterion, runners: &mut [Runner]) {
+    for name in [ARM_CANCEL, FIRE_MANUAL] {
+        let mut group = c.benchmark_group(name);
+        // A batch is up to a million timers (up to a second for calloop at
+        // 30,000): ten samples of as few batches as fit.
+        group.sample_size(10).sampling_mode(SamplingMode::Flat);
+        for r in runners.iter_mut().filter(|r| r.case.0 == name) {
+            let batch = &mut r.batch;
+            group.bench_function(BenchmarkId::new(r.case.1, r.case.2), |b| {
+                b.iter_custom(|iters| {
+                    let t = Instant::now();
+                    for _ in 0..iters {
+                        batch();
+                    }
+                    t.elapsed()
+                })
+            });
+        }
+        group.finish();
+    }
+}
+
+/// Times every case again, round by round (each case once per round), and
+/// keeps each case's least ns per operation. Criterion measures one case
+/// after another, so on a shared machine a busy spell lands on whichever
+/// peer runs then; interleaving spreads it over all of them, and the least
+/// of the rounds is the case's cost with the least interference.
+fn interleaved(runners: &mut [Runner]) {
+    // Batches per timing, from one calibration batch each.
+    let reps: Vec<u32> = runners
+        .iter_mut()
+        .map(|r| {
+            let t = Instant::now();
+            (r.batch)();
+            let batches = MIN_TIMING.as_nanos() / t.elapsed().as_nanos().max(1);
+            batches.clamp(1, 1_000_000) as u32
+        })
+        .collect();
+    for _ in 0..ROUNDS {
+        for (r, &k) in runners.iter_mut().zip(&reps) {
+            let t = Instant::now();
+            for _ in 0..k {
+                (r.batch)();
+            }
+            let ns = t.elapsed().as_nanos() as f64 / (f64::from(k) * f64::from(r.case.2));
+            r.best = Some(r.best.map_or(ns, |b| b.min(ns)));
+        }
+    }
 }
 
 /// One real-clock case: the least wall and CPU time of `REAL_RUNS` runs.
@@ -816,23 +847,28 @@ fn main() {
     let filter = name_filter();
     let wants = |name: &str| filter.as_deref().map_or(true, |f| name.contains(f));
 
-    let results = Results::default();
+    let mut runners = runners();
     let mut c = Criterion::default().configure_from_args();
-    bench_arm_cancel(&mut c, &results);
-    bench_fire_manual(&mut c, &results);
+    criterion_cases(&mut c, &mut runners);
     c.final_summary();
 
-    // Real time last. Criterion does not run these, so its filter is applied
-    // here, as a plain substring of `timers_fire_real/<peer>/<n>`.
+    // Criterion does not run the rest, so its filter is applied here, as a
+    // plain substring of `<group>/<peer>/<n>`.
+    runners.retain(|r| wants(&format!("{}/{}/{}", r.case.0, r.case.1, r.case.2)));
+    interleaved(&mut runners);
     let real = run_real_clock(wants);
 
     println!("\n## Timer benchmarks (peer / evloop: above 1 means evloop is faster)");
-    print_table("arm + cancel, ns per pair", |p, n| {
-        results.median(ARM_CANCEL, p, n)
-    });
+    let best = |group: &str, p: &str, n: u32| {
+        runners
+            .iter()
+            .find(|r| r.case == (group, p, n))
+            .and_then(|r| r.best)
+    };
+    print_table("arm + cancel, ns per pair", |p, n| best(ARM_CANCEL, p, n));
     print_table(
         "1 s of timers in 1 ms steps, manual clock: ns per timer (arm + fire)",
-        |p, n| results.median(FIRE_MANUAL, p, n),
+        |p, n| best(FIRE_MANUAL, p, n),
     );
     if !real.is_empty() {
         let find = |p: &str, n: u32| real.iter().find(|r| r.peer == p && r.n == n);
