@@ -77,6 +77,10 @@ pub struct Ctx<S> {
     pub(crate) out_buf: Vec<u8>,
     pub(crate) remote: Option<Remote<S>>,
     pub(crate) metrics: Metrics,
+    /// A panic caught inside a source's handler that must not close the
+    /// source (a posted closure): the loop applies the panic policy to it
+    /// once the handler has returned.
+    pub(crate) caught_panic: Option<Box<dyn Any + Send>>,
 }
 
 /// The error for an id that names no live source.
@@ -443,7 +447,18 @@ impl<S> Ctx<S> {
             return Ok(r.clone());
         }
         let (tx, rx) = crate::channel::channel::<Posted<S>>();
-        self.add_channel(rx, |f: Posted<S>, ctx, state| f(ctx, state))?;
+        // A panicking closure is one bad message, not a broken channel: catch
+        // it here so the channel (and every Remote) stays usable, and let the
+        // loop apply the panic policy once the handler has returned.
+        self.add_channel(rx, |f: Posted<S>, ctx, state| {
+            if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(ctx, state))) {
+                if ctx.caught_panic.is_none() {
+                    ctx.caught_panic = Some(payload);
+                } else {
+                    log::error!("evloop: a second posted closure panicked in the same batch; dropped");
+                }
+            }
+        })?;
         let remote = Remote {
             link: self.link.clone(),
             posted: tx,

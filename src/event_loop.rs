@@ -146,6 +146,7 @@ impl Builder {
                 out_buf: Vec::new(),
                 remote: None,
                 metrics: Metrics::default(),
+                caught_panic: None,
             },
             events: mio::Events::with_capacity(self.events_capacity),
             ready: Vec::new(),
@@ -579,6 +580,10 @@ impl<S> EventLoop<S> {
                 self.ctx.close(id);
             }
             Action::Reschedule => self.ctx.reschedule(id, p.ready),
+        }
+        if let Some(payload) = self.ctx.caught_panic.take() {
+            // Caught inside the handler on purpose: the source stays open.
+            return Err((id, payload));
         }
         Ok(true)
     }

@@ -174,3 +174,28 @@ fn a_panicking_check_hook_is_dropped_and_the_others_kept() {
         assert_eq!(r.log, ["a", "c"], "{policy:?}");
     }
 }
+
+/// A panicking closure posted through a `Remote` is one bad message: the
+/// closures after it still run and the `Remote` keeps working.
+#[test]
+fn panicking_posted_closure_does_not_break_the_remote() {
+    let mut el = evloop::EventLoop::builder()
+        .panic_policy(evloop::PanicPolicy::CloseSource)
+        .build::<Vec<u32>>()
+        .unwrap();
+    let remote = el.remote().unwrap();
+    remote.post(|_, _| panic!("boom")).unwrap();
+    remote.post(|_, v| v.push(1)).unwrap();
+    let mut v = Vec::new();
+    for _ in 0..3 {
+        el.turn(&mut v, Some(std::time::Duration::from_millis(10)))
+            .unwrap();
+    }
+    remote.post(|_, v| v.push(2)).expect("the remote still works");
+    for _ in 0..3 {
+        el.turn(&mut v, Some(std::time::Duration::from_millis(10)))
+            .unwrap();
+    }
+    assert_eq!(v, [1, 2]);
+    assert_eq!(el.metrics().panics, 1);
+}

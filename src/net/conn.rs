@@ -438,8 +438,11 @@ fn idle_check<S>(ctx: &mut Ctx<S>, id: SourceId, timer: TimerId, timeout: Durati
     let quiet_until = conn.last_active + timeout;
     if now >= quiet_until {
         conn.idle_expired = true;
+        let parked = conn.is_parked();
         ctx.cancel_timer(timer);
-        ctx.schedule(id);
+        // A connection paused in the loop is not dispatched even when
+        // scheduled: kick resumes it first, so the close really happens.
+        super::kick(ctx, id, parked);
     } else {
         ctx.reset_timer(timer, quiet_until);
     }
@@ -486,6 +489,16 @@ fn dispatch<S, H: Handler<S>>(
     // A kernel edge, or a pause just lifted, means there may be bytes; a
     // plain scheduled dispatch (open, a write from elsewhere) does not read.
     let readable = ev.ready.is_readable() || ev.ready.is_read_closed() || ev.ready.is_error();
+    if !conn.reading() && conn.closed.is_none() && (ev.ready.is_error() || ev.ready.is_write_closed()) {
+        // Not reading (after EOF, or paused), so no read will surface what
+        // this event says: a reset or hang-up. Ask the socket directly, or
+        // the connection would sit half-dead until the server next writes.
+        match conn.stream.take_error() {
+            Ok(Some(e)) | Err(e) => conn.fail(reason_of(&e)),
+            Ok(None) if ev.ready.is_write_closed() => conn.fail(CloseReason::Reset),
+            Ok(None) => {}
+        }
+    }
     if conn.reading() && (readable || std::mem::take(&mut conn.probe_read)) {
         action = read(conn, h, ev, ctx, state);
     }

@@ -25,7 +25,7 @@ pub struct ListenConfig {
     /// SO_REUSEPORT, to shard one port over several loops (default off).
     pub reuse_port: bool,
     /// Connections accepted per dispatch before yielding to established
-    /// peers (default 64): a connection storm cannot starve them.
+    /// peers (default 64; 0 counts as 1): a connection storm cannot starve them.
     pub accept_budget: usize,
     /// Stop accepting while this many connections are open.
     pub max_connections: Option<usize>,
@@ -231,7 +231,8 @@ where
             let shared = &state_shared;
             let mut taken = 0;
             loop {
-                if taken >= cfg.accept_budget {
+                // A budget of 0 would reschedule for ever without accepting.
+                if taken >= cfg.accept_budget.max(1) {
                     return Action::Reschedule;
                 }
                 if shared.max.is_some_and(|m| shared.live.get() >= m) {
@@ -252,11 +253,11 @@ where
                             log::debug!("evloop: connection from {peer:?} refused by the accept callback");
                             continue;
                         };
+                        // Counted before it exists: if registering fails, the
+                        // connection's Drop gives the place back.
+                        shared.live.set(shared.live.get() + 1);
                         match conn::open(ctx, stream, conn_cfg.clone(), Some(shared.clone()), handler) {
-                            Ok(id) => {
-                                shared.live.set(shared.live.get() + 1);
-                                log::debug!("evloop: accepted {peer:?} as {id}");
-                            }
+                            Ok(id) => log::debug!("evloop: accepted {peer:?} as {id}"),
                             Err(e) => {
                                 log::warn!("evloop: registering a connection from {peer:?} failed: {e}")
                             }

@@ -76,7 +76,7 @@ pub fn resume_reading<S>(ctx: &mut Ctx<S>, id: SourceId) -> bool {
 }
 
 /// Have connection `id`'s driver run in the next dispatch phase.
-fn kick<S>(ctx: &mut Ctx<S>, id: SourceId, parked: bool) -> bool {
+pub(crate) fn kick<S>(ctx: &mut Ctx<S>, id: SourceId, parked: bool) -> bool {
     // A connection with nothing to poll for is paused in the loop, and the
     // loop dispatches no paused source, not even a scheduled one: resume it
     // first, or the output or close we were asked for would wait forever.
