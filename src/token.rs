@@ -24,8 +24,11 @@ pub(crate) const TIMERFD_TOKEN: mio::Token = mio::Token(usize::MAX - 1);
 /// Identifies a registered source for as long as it lives.
 ///
 /// Ids are cheap to copy and compare. Once the source is closed the id goes
-/// stale: operations on it return an error or `false`, and it can never
-/// address a newer source that reuses the same slot.
+/// stale: operations on it return an error or `false`, and it cannot address
+/// a newer source that reuses the same slot. (The generation is 32 bits: an
+/// id kept across more than four billion later registrations could in
+/// principle collide; kernel events never can, since they are dispatched in
+/// the turn that polled them.)
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SourceId {
     pub(crate) index: u32,
