@@ -99,6 +99,12 @@ enum State {
     Expired,
 }
 
+/// Size of one slab entry holding a `T` (for a size regression test).
+#[cfg(test)]
+pub(crate) fn entry_size<T>() -> usize {
+    std::mem::size_of::<Entry<T>>()
+}
+
 struct Entry<T> {
     value: Option<T>,
     deadline: u64,
