@@ -16,6 +16,8 @@ use evloop::Ctx;
 
 /// Each byte received is answered with this many copies of it.
 const AMPLIFY: usize = 64 * 1024;
+/// Written in pieces this big, under the net layer's direct-write threshold.
+const PIECE: usize = 4 * 1024;
 
 struct Amplifier {
     closes: Arc<Mutex<Vec<(CloseReason, usize)>>>,
@@ -23,9 +25,15 @@ struct Amplifier {
 
 impl Handler<()> for Amplifier {
     fn on_data(&mut self, conn: &mut Conn, data: &[u8], _: &mut Ctx<()>, _: &mut ()) -> usize {
+        // In 4 KiB pieces: small writes are corked while the handler runs and
+        // leave in one flush afterwards, so the reset finds the answers still
+        // queued (a write of 8 KiB or more would go straight to the socket,
+        // and fail there, with nothing queued).
         for &b in data {
-            if !conn.write(&[b; AMPLIFY]) {
-                break;
+            for _ in 0..AMPLIFY / PIECE {
+                if !conn.write(&[b; PIECE]) {
+                    return data.len();
+                }
             }
         }
         data.len()
