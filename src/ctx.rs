@@ -55,6 +55,14 @@ pub(crate) struct Slot<S> {
     pub(crate) entry: Option<Box<dyn Entry<S>>>,
 }
 
+impl<S> Slot<S> {
+    /// This slot holds the source `id` names (not a successor in the same
+    /// slot), and it has not been closed.
+    pub(crate) fn is_open(&self, id: SourceId) -> bool {
+        self.seq as u32 == id.generation() && self.state != SlotState::Closed
+    }
+}
+
 /// What a handler may touch while it runs: the source table, timers, the
 /// deferred queue, the turn's clock, and the loop's stop flag.
 pub struct Ctx<S> {
@@ -212,16 +220,12 @@ impl<S> Ctx<S> {
     }
 
     fn slot_mut(&mut self, id: SourceId) -> Option<&mut Slot<S>> {
-        match self.sources.get_mut(id.index()) {
-            Some(slot) if slot.seq as u32 == id.generation() && slot.state != SlotState::Closed => Some(slot),
-            _ => None,
-        }
+        self.sources.get_mut(id.index()).filter(|slot| slot.is_open(id))
     }
 
     /// True while `id` names a source that has not been closed.
     pub fn is_open(&self, id: SourceId) -> bool {
-        matches!(self.sources.get(id.index()),
-            Some(slot) if slot.seq as u32 == id.generation() && slot.state != SlotState::Closed)
+        self.sources.get(id.index()).is_some_and(|slot| slot.is_open(id))
     }
 
     /// Close a source: it receives nothing more, not even an event already

@@ -644,27 +644,26 @@ fn settle<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ctx: &mut Ctx<S>, state:
     if conn.probe_read && conn.reading() {
         ctx.schedule(conn.id);
     }
-    let mut want = None;
-    if conn.reading() {
-        want = Some(Interest::READABLE);
-    }
-    if conn.queued() > 0 {
-        want = Some(want.map_or(Interest::WRITABLE, |i| i | Interest::WRITABLE));
-    }
-    if want.is_none() && !conn.peer_eof {
-        // Paused by the handler with nothing to write: nothing to poll for.
-        want = None;
-    } else if want.is_none() {
+    let want = if conn.queued() > 0 {
+        Some(if conn.reading() {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::WRITABLE
+        })
+    } else if conn.reading() || conn.peer_eof {
         // After EOF keep READABLE so a reset or error still reaches us.
-        want = Some(Interest::READABLE);
-    }
+        Some(Interest::READABLE)
+    } else {
+        // Paused by the handler with nothing to write: nothing to poll for.
+        None
+    };
     if want != conn.polled {
-        let result = match (conn.polled, want) {
-            (_, Some(i)) if conn.polled.is_none() => {
+        let result = match want {
+            Some(i) if conn.polled.is_none() => {
                 ctx.set_interest(conn.id, i).and_then(|_| ctx.resume(conn.id))
             }
-            (_, Some(i)) => ctx.set_interest(conn.id, i),
-            (_, None) => ctx.pause(conn.id),
+            Some(i) => ctx.set_interest(conn.id, i),
+            None => ctx.pause(conn.id),
         };
         match result {
             Ok(()) => conn.polled = want,

@@ -45,32 +45,27 @@ pub fn write<S>(ctx: &mut Ctx<S>, id: SourceId, data: &[u8]) -> bool {
 /// is, so queued output is lost and its handler's `on_close` never runs (its
 /// place under [`ListenConfig::max_connections`] is still given back).
 pub fn close<S>(ctx: &mut Ctx<S>, id: SourceId) -> bool {
-    let Some(conn) = ctx.source_mut::<Conn>(id) else {
-        return false;
-    };
-    conn.close();
-    let parked = conn.is_parked();
-    kick(ctx, id, parked)
+    poke(ctx, id, Conn::close)
 }
 
 /// Close connection `id` at once, dropping queued output.
 pub fn abort<S>(ctx: &mut Ctx<S>, id: SourceId) -> bool {
-    let Some(conn) = ctx.source_mut::<Conn>(id) else {
-        return false;
-    };
-    conn.abort();
-    let parked = conn.is_parked();
-    kick(ctx, id, parked)
+    poke(ctx, id, Conn::abort)
 }
 
 /// Let connection `id` read again after [`Conn::pause_reading`], from
 /// anywhere in the loop: bytes that arrived meanwhile are delivered in the
 /// next dispatch phase. Returns false for an id that is not an open connection.
 pub fn resume_reading<S>(ctx: &mut Ctx<S>, id: SourceId) -> bool {
+    poke(ctx, id, Conn::resume_reading)
+}
+
+/// Apply `f` to connection `id` and have its driver act on it.
+fn poke<S>(ctx: &mut Ctx<S>, id: SourceId, f: impl FnOnce(&mut Conn)) -> bool {
     let Some(conn) = ctx.source_mut::<Conn>(id) else {
         return false;
     };
-    conn.resume_reading();
+    f(conn);
     let parked = conn.is_parked();
     kick(ctx, id, parked)
 }
