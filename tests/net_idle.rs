@@ -35,13 +35,13 @@ impl Handler<()> for Logged {
     }
 }
 
-#[test]
-fn silent_peer_closed_active_peer_kept() {
+/// A logging echo server on a manual clock, with `idle_timeout`.
+fn logged_server(idle_timeout: Option<Duration>) -> (Server<()>, ManualClock, Arc<Mutex<Log>>) {
     let clock = ManualClock::new();
     let log = Arc::new(Mutex::new(Log::default()));
-    let mut cfg = ListenConfig::default();
-    cfg.conn.idle_timeout = Some(TIMEOUT);
     let seen = log.clone();
+    let mut cfg = ListenConfig::default();
+    cfg.conn.idle_timeout = idle_timeout;
     let server = Server::start_with(
         EventLoop::builder().clock(Clock::Manual(clock.clone())),
         (),
@@ -52,6 +52,12 @@ fn silent_peer_closed_active_peer_kept() {
             .addr)
         },
     );
+    (server, clock, log)
+}
+
+#[test]
+fn silent_peer_closed_active_peer_kept() {
+    let (server, clock, log) = logged_server(Some(TIMEOUT));
     let opened = |n: usize| wait_until(|| log.lock().unwrap().opened.len() == n);
 
     let mut silent = connect(server.tcp());
@@ -91,20 +97,7 @@ fn silent_peer_closed_active_peer_kept() {
 /// Without an idle timeout nothing is closed, however far the clock moves.
 #[test]
 fn no_timeout_no_close() {
-    let clock = ManualClock::new();
-    let log = Arc::new(Mutex::new(Log::default()));
-    let seen = log.clone();
-    let server = Server::start_with(
-        EventLoop::builder().clock(Clock::Manual(clock.clone())),
-        (),
-        move |el| {
-            let cfg = ListenConfig::default();
-            Ok(net::listen(el, &"127.0.0.1:0".parse()?, cfg, move |_, _, _| {
-                Some(Logged(seen.clone()))
-            })?
-            .addr)
-        },
-    );
+    let (server, clock, log) = logged_server(None);
     let mut c = connect(server.tcp());
     assert!(wait_until(|| log.lock().unwrap().opened.len() == 1));
     clock.advance(Duration::from_secs(24 * 3600));
@@ -117,21 +110,7 @@ fn no_timeout_no_close() {
 /// from a timer or another connection through `net::write`) is not idle.
 #[test]
 fn peer_fed_by_net_write_is_not_idle() {
-    let clock = ManualClock::new();
-    let log = Arc::new(Mutex::new(Log::default()));
-    let mut cfg = ListenConfig::default();
-    cfg.conn.idle_timeout = Some(TIMEOUT);
-    let seen = log.clone();
-    let server = Server::start_with(
-        EventLoop::builder().clock(Clock::Manual(clock.clone())),
-        (),
-        move |el| {
-            Ok(net::listen(el, &"127.0.0.1:0".parse()?, cfg, move |_, _, _| {
-                Some(Logged(seen.clone()))
-            })?
-            .addr)
-        },
-    );
+    let (server, clock, log) = logged_server(Some(TIMEOUT));
     let mut sub = connect(server.tcp());
     assert!(wait_until(|| log.lock().unwrap().opened.len() == 1));
     let id = log.lock().unwrap().opened[0];
