@@ -8,6 +8,7 @@
 //! dereferences to its `Ctx`, so the owner can do the same between turns.
 
 use std::any::Any;
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io;
 use std::time::{Duration, Instant};
@@ -78,7 +79,9 @@ pub struct Ctx<S> {
     pub(crate) timers: Timers<S>,
     pub(crate) checks: Vec<Check<S>>,
     pub(crate) clock: Clock,
-    pub(crate) now: Instant,
+    /// The turn's time, read from the clock at its first use in the turn
+    /// (`None`: not read yet). A turn that never asks pays no clock read.
+    pub(crate) now: Cell<Option<Instant>>,
     pub(crate) stop: bool,
     pub(crate) turn_no: u64,
     pub(crate) scratch: Vec<u8>,
@@ -100,10 +103,19 @@ fn stale(id: SourceId) -> io::Error {
 }
 
 impl<S> Ctx<S> {
-    /// The time cached for this turn (read at its start, and again after a
-    /// poll that slept). Cheap: no system call.
+    /// The turn's time: read from the clock the first time it is asked for
+    /// in a turn (by the timer phase when timers are armed), then the same
+    /// value until the turn ends, or until a poll that slept. After the first
+    /// call in a turn, no system call.
     pub fn now(&self) -> Instant {
-        self.now
+        match self.now.get() {
+            Some(t) => t,
+            None => {
+                let t = self.clock.now();
+                self.now.set(Some(t));
+                t
+            }
+        }
     }
 
     /// Ask the loop to stop: [`EventLoop::run`](crate::EventLoop::run)
@@ -363,7 +375,7 @@ impl<S> Ctx<S> {
         let id = self.timers.arm(deadline, Repeat::Once, f);
         log::trace!(
             "evloop: arm {id:?} at +{:?}",
-            deadline.saturating_duration_since(self.now)
+            deadline.saturating_duration_since(self.now())
         );
         id
     }
@@ -373,10 +385,8 @@ impl<S> Ctx<S> {
     where
         F: FnMut(Fired, &mut Ctx<S>, &mut S) + 'static,
     {
-        let deadline = self
-            .now
-            .checked_add(after)
-            .unwrap_or_else(|| far_future(self.now));
+        let now = self.now();
+        let deadline = now.checked_add(after).unwrap_or_else(|| far_future(now));
         self.timer_at(deadline, f)
     }
 
@@ -388,10 +398,8 @@ impl<S> Ctx<S> {
         F: FnMut(Fired, &mut Ctx<S>, &mut S) + 'static,
     {
         let p = timer::period_ns(period);
-        let deadline = self
-            .now
-            .checked_add(period)
-            .unwrap_or_else(|| far_future(self.now));
+        let now = self.now();
+        let deadline = now.checked_add(period).unwrap_or_else(|| far_future(now));
         self.timers.arm(deadline, Repeat::Rate(p), f)
     }
 
@@ -402,10 +410,8 @@ impl<S> Ctx<S> {
         F: FnMut(Fired, &mut Ctx<S>, &mut S) + 'static,
     {
         let p = timer::period_ns(delay);
-        let deadline = self
-            .now
-            .checked_add(delay)
-            .unwrap_or_else(|| far_future(self.now));
+        let now = self.now();
+        let deadline = now.checked_add(delay).unwrap_or_else(|| far_future(now));
         self.timers.arm(deadline, Repeat::Delay(p), f)
     }
 
@@ -433,7 +439,7 @@ impl<S> Ctx<S> {
     pub fn timer_remaining(&self, id: TimerId) -> Option<Duration> {
         self.timers
             .deadline(id)
-            .map(|d| d.saturating_duration_since(self.now))
+            .map(|d| d.saturating_duration_since(self.now()))
     }
 
     /// How many timers are armed.

@@ -7,6 +7,7 @@
 //! 6. after-poll hooks, 7. reclaim.
 
 use std::any::Any;
+use std::cell::Cell;
 use std::io;
 use std::ops::{Deref, DerefMut};
 use std::os::fd::{AsRawFd, RawFd};
@@ -139,7 +140,7 @@ impl Builder {
                 timers: Timers::new(now),
                 checks: Vec::new(),
                 clock: self.clock,
-                now,
+                now: Cell::new(Some(now)),
                 stop: false,
                 turn_no: 0,
                 scratch: Vec::new(),
@@ -155,7 +156,6 @@ impl Builder {
             expired: Vec::new(),
             panic_policy: self.panic_policy,
             busy_poll: self.busy_poll,
-            clock_read: false,
             hires,
             stall: StallWatch::new(self.stall_threshold),
         })
@@ -211,8 +211,6 @@ pub struct EventLoop<S> {
     expired: Vec<wheel::Key>,
     panic_policy: PanicPolicy,
     busy_poll: bool,
-    /// Phase 1 read the clock (it skips the read when nothing needs it).
-    clock_read: bool,
     hires: Option<HiRes>,
     stall: StallWatch,
 }
@@ -271,15 +269,12 @@ impl<S> EventLoop<S> {
         Ok(done)
     }
 
-    /// Phase 1: read the clock once; `now()` is this value for the turn.
-    /// When no timer is armed and nothing is deferred, nothing before the
-    /// poll looks at the time, so the read waits until after the poll: one
-    /// clock read per turn instead of two in the common idle-then-I/O turn.
+    /// Phase 1: forget the last turn's time. The clock is read when the
+    /// turn first asks for `now()`: at once when timers are armed (the timer
+    /// phase needs it), else by whichever callback wants it first, after the
+    /// poll. A turn in which nothing asks (a plain echo) pays no clock read.
     fn read_clock(&mut self) {
-        self.clock_read = self.ctx.timers.len() > 0 || !self.ctx.deferred.is_empty();
-        if self.clock_read {
-            self.ctx.now = self.ctx.clock.now();
-        }
+        self.ctx.now.set(None);
         log::trace!("evloop: turn {} phase clock", self.ctx.turn_no);
     }
 
@@ -295,7 +290,7 @@ impl<S> EventLoop<S> {
             return 0;
         }
         self.ctx.timers.lagging = false;
-        let now_ns = self.ctx.timers.to_ns(self.ctx.now);
+        let now_ns = self.ctx.timers.to_ns(self.ctx.now());
         let mut batch = std::mem::take(&mut self.expired);
         self.ctx.timers.wheel.collect_expired(now_ns, &mut batch);
         log::trace!("evloop: phase timers ({} due)", batch.len());
@@ -424,9 +419,9 @@ impl<S> EventLoop<S> {
         if slept {
             self.ctx.metrics.sleeping_polls += 1;
         }
-        if slept || !self.clock_read {
-            // Handlers must not arm timers from a stale now.
-            self.ctx.now = self.ctx.clock.now();
+        if slept {
+            // Handlers must not arm timers from a time read before the sleep.
+            self.ctx.now.set(None);
         }
         Ok(())
     }
@@ -439,15 +434,20 @@ impl<S> EventLoop<S> {
             return zero;
         }
         // `now` is the time the timer phase just used, so the wheel can say.
-        let timer = c.timers.until_next(c.now).and_then(|left| {
-            // A manual clock does not move while we sleep, and a timerfd
-            // wakes us itself: only an already-due timer bounds the sleep.
-            if (c.clock.is_manual() || self.hires.is_some()) && !left.is_zero() {
-                None
-            } else {
-                Some(left)
-            }
-        });
+        // (With no timer armed, skip it: asking would read the clock.)
+        let armed = c.timers.len() > 0;
+        let timer = armed
+            .then(|| c.timers.until_next(c.now()))
+            .flatten()
+            .and_then(|left| {
+                // A manual clock does not move while we sleep, and a timerfd
+                // wakes us itself: only an already-due timer bounds the sleep.
+                if (c.clock.is_manual() || self.hires.is_some()) && !left.is_zero() {
+                    None
+                } else {
+                    Some(left)
+                }
+            });
         match (timer, cap) {
             (Some(t), Some(c)) => Some(t.min(c)),
             (t, c) => t.or(c),
@@ -458,14 +458,15 @@ impl<S> EventLoop<S> {
     /// cross-thread notifications), order it by (priority, registration),
     /// and run each handler once.
     fn dispatch(&mut self, state: &mut S) -> usize {
-        std::mem::swap(&mut self.scheduled, &mut self.ctx.scheduled);
         let turn = self.ctx.turn_no;
-        for &(id, ready) in &self.scheduled {
-            queue(&mut self.ctx.sources, &mut self.ready, turn, id, ready);
+        if !self.ctx.scheduled.is_empty() {
+            std::mem::swap(&mut self.scheduled, &mut self.ctx.scheduled);
+            for &(id, ready) in &self.scheduled {
+                queue(&mut self.ctx.sources, &mut self.ready, turn, id, ready);
+            }
+            self.scheduled.clear();
         }
-        self.scheduled.clear();
         let mut woken = false;
-        let turn = self.ctx.turn_no;
         for event in self.events.iter() {
             let token = event.token();
             if token.0 < RESERVED_BASE {
@@ -495,7 +496,9 @@ impl<S> EventLoop<S> {
             }
             self.notified.clear();
         }
-        self.ready.sort_unstable_by_key(|p| p.order);
+        if self.ready.len() > 1 {
+            self.ready.sort_unstable_by_key(|p| p.order);
+        }
         log::trace!(
             "evloop: phase dispatch ({} kernel events, {} sources ready)",
             self.events.iter().count(),

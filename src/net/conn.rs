@@ -21,7 +21,6 @@
 //!   the handler; an optional idle timeout closes silent peers.
 
 use std::io::{self, Read, Write};
-use std::panic::{self, AssertUnwindSafe};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -130,6 +129,14 @@ pub trait Handler<S> {
 pub struct Conn {
     stream: Stream,
     id: SourceId,
+    /// What the connection is doing, as [`Flags`] bits: one word, so the
+    /// driver's questions ("may it read?", "anything unusual to settle?")
+    /// are one mask test each on every message.
+    flags: Flags,
+    /// What the poller currently watches (None: deregistered).
+    polled: Option<Interest>,
+    /// Set once the connection must close; the driver reports it and closes.
+    closed: Option<CloseReason>,
     cfg: Rc<ConnConfig>,
     listener: Option<Rc<ListenShared>>,
     /// Output not yet taken by the kernel, from `out_pos` on.
@@ -137,33 +144,43 @@ pub struct Conn {
     out_pos: usize,
     /// Unconsumed input (a partial frame); empty for an idle connection.
     input: Vec<u8>,
+    /// Last read or write; kept only with an idle timeout (the clock is not
+    /// read for connections that have none).
     last_active: Instant,
     idle_timer: Option<TimerId>,
-    /// What the poller currently watches (None: deregistered).
-    polled: Option<Interest>,
-    /// Set once the connection must close; the driver reports it and closes.
-    closed: Option<CloseReason>,
-    /// The owner's handler runs: writes are buffered and flushed afterwards.
-    corked: bool,
-    opened: bool,
-    peer_eof: bool,
-    /// close() was asked: finish writing, then close.
-    closing: bool,
-    /// shutdown_write() was asked: shut the write half once the queue is empty.
-    shut_requested: bool,
-    write_shut: bool,
-    /// Reading paused by backpressure (queue above high water).
-    throttled: bool,
-    /// Reading paused by the handler.
-    paused: bool,
-    idle_expired: bool,
-    /// Reading was paused and is allowed again: data may be waiting with no
-    /// edge left to announce it, so the next dispatch must look.
-    probe_read: bool,
-    /// The kernel refused part of the output: `on_drained` is owed once the
-    /// queue empties (corked replies that leave in one write do not count).
-    backlogged: bool,
 }
+
+/// The connection's state bits (see [`Conn::flags`]).
+type Flags = u16;
+/// The owner's handler runs: writes are buffered and flushed afterwards.
+const CORKED: Flags = 1;
+/// `on_open` has run.
+const OPENED: Flags = 1 << 1;
+/// The peer closed its writing half.
+const PEER_EOF: Flags = 1 << 2;
+/// close() was asked: finish writing, then close.
+const CLOSING: Flags = 1 << 3;
+/// shutdown_write() was asked: shut the write half once the queue is empty.
+const SHUT_REQUESTED: Flags = 1 << 4;
+const WRITE_SHUT: Flags = 1 << 5;
+/// Reading paused by backpressure (queue above high water).
+const THROTTLED: Flags = 1 << 6;
+/// Reading paused by the handler.
+const PAUSED: Flags = 1 << 7;
+const IDLE_EXPIRED: Flags = 1 << 8;
+/// Reading was paused and is allowed again: data may be waiting with no
+/// edge left to announce it, so the next dispatch must look.
+const PROBE_READ: Flags = 1 << 9;
+/// The kernel refused part of the output: `on_drained` is owed once the
+/// queue empties (corked replies that leave in one write do not count).
+const BACKLOGGED: Flags = 1 << 10;
+/// `closed` holds a reason (mirrored here so the masks below see it).
+const CLOSED: Flags = 1 << 11;
+
+/// Any of these and the connection does not read.
+const NOT_READING: Flags = THROTTLED | PAUSED | PEER_EOF | CLOSING | CLOSED;
+/// Any of these and writes are refused.
+const NOT_WRITING: Flags = CLOSING | CLOSED | SHUT_REQUESTED | WRITE_SHUT;
 
 impl Conn {
     pub(crate) fn new(
@@ -175,6 +192,9 @@ impl Conn {
         Conn {
             stream,
             id: SourceId::new(0, 0),
+            flags: 0,
+            polled: Some(Interest::READABLE),
+            closed: None,
             cfg,
             listener,
             out: Vec::new(),
@@ -182,20 +202,26 @@ impl Conn {
             input: Vec::new(),
             last_active: now,
             idle_timer: None,
-            polled: Some(Interest::READABLE),
-            closed: None,
-            corked: false,
-            opened: false,
-            peer_eof: false,
-            closing: false,
-            shut_requested: false,
-            write_shut: false,
-            throttled: false,
-            paused: false,
-            idle_expired: false,
-            probe_read: false,
-            backlogged: false,
         }
+    }
+
+    fn has(&self, bits: Flags) -> bool {
+        self.flags & bits != 0
+    }
+
+    fn set(&mut self, bits: Flags) {
+        self.flags |= bits;
+    }
+
+    fn clear(&mut self, bits: Flags) {
+        self.flags &= !bits;
+    }
+
+    /// Clear `bits`, saying whether any was set.
+    fn take(&mut self, bits: Flags) -> bool {
+        let had = self.has(bits);
+        self.clear(bits);
+        had
     }
 
     /// This connection's source id.
@@ -220,12 +246,12 @@ impl Conn {
 
     /// True once the peer has closed its writing half.
     pub fn peer_eof(&self) -> bool {
-        self.peer_eof
+        self.has(PEER_EOF)
     }
 
     /// True once the connection is closing or closed: writes are refused.
     pub fn is_closing(&self) -> bool {
-        self.closing || self.closed.is_some()
+        self.has(CLOSING | CLOSED)
     }
 
     /// Heap bytes this connection holds in its buffers right now.
@@ -239,7 +265,7 @@ impl Conn {
     /// write half is shut, or the queue would pass [`ConnConfig::max_queued`]
     /// (which also closes the connection with [`CloseReason::Overflow`]).
     pub fn write(&mut self, data: &[u8]) -> bool {
-        if self.closing || self.closed.is_some() || self.shut_requested || self.write_shut {
+        if self.has(NOT_WRITING) {
             return false;
         }
         if data.is_empty() {
@@ -248,7 +274,7 @@ impl Conn {
         let mut data = data;
         // Corking saves system calls on small writes; a big one would cost a
         // copy into the queue larger than the call it saves: send it now.
-        if (!self.corked || data.len() >= DIRECT_WRITE_MIN) && self.queued() == 0 {
+        if (!self.has(CORKED) || data.len() >= DIRECT_WRITE_MIN) && self.queued() == 0 {
             match write_some(&mut self.stream, data) {
                 Ok(n) => {
                     log::trace!("evloop: {} wrote {n} bytes", self.id);
@@ -279,7 +305,7 @@ impl Conn {
 
     /// Close after everything queued is written. No more reads are delivered.
     pub fn close(&mut self) {
-        self.closing = true;
+        self.set(CLOSING);
     }
 
     /// Close now, dropping anything queued.
@@ -290,21 +316,20 @@ impl Conn {
     /// Shut the write half (FIN to the peer) once everything queued is
     /// written; keep reading until the peer closes too.
     pub fn shutdown_write(&mut self) {
-        self.shut_requested = true;
+        self.set(SHUT_REQUESTED);
     }
 
     /// Stop reading from this peer until [`resume_reading`](Self::resume_reading).
     pub fn pause_reading(&mut self) {
-        self.paused = true;
+        self.set(PAUSED);
     }
 
     /// Read from this peer again. From outside the connection's own
     /// handler, use [`net::resume_reading`](crate::net::resume_reading)
     /// instead, which also makes its driver run.
     pub fn resume_reading(&mut self) {
-        if self.paused {
-            self.paused = false;
-            self.probe_read = true;
+        if self.take(PAUSED) {
+            self.set(PROBE_READ);
         }
     }
 
@@ -313,6 +338,12 @@ impl Conn {
     /// reach its driver then.
     pub(super) fn is_parked(&self) -> bool {
         self.polled.is_none()
+    }
+
+    /// True when an idle timeout watches this connection (only then is its
+    /// activity timed).
+    pub(super) fn has_idle_timeout(&self) -> bool {
+        self.idle_timer.is_some()
     }
 
     /// Note output sent from outside the connection's own handler (which
@@ -324,16 +355,17 @@ impl Conn {
     fn fail(&mut self, reason: CloseReason) {
         if self.closed.is_none() {
             self.closed = Some(reason);
+            self.set(CLOSED);
         }
     }
 
     fn reading(&self) -> bool {
-        !(self.throttled || self.paused || self.peer_eof || self.closing || self.closed.is_some())
+        !self.has(NOT_READING)
     }
 
     /// Write as much of the queue as the kernel takes.
     fn flush(&mut self) {
-        while self.queued() > 0 && self.closed.is_none() {
+        while self.queued() > 0 && !self.has(CLOSED) {
             match write_some(&mut self.stream, &self.out[self.out_pos..]) {
                 Ok(0) => break,
                 Ok(n) => {
@@ -437,7 +469,7 @@ fn idle_check<S>(ctx: &mut Ctx<S>, id: SourceId, timer: TimerId, timeout: Durati
     };
     let quiet_until = conn.last_active + timeout;
     if now >= quiet_until {
-        conn.idle_expired = true;
+        conn.set(IDLE_EXPIRED);
         let parked = conn.is_parked();
         ctx.cancel_timer(timer);
         // A connection paused in the loop is not dispatched even when
@@ -450,46 +482,31 @@ fn idle_check<S>(ctx: &mut Ctx<S>, id: SourceId, timer: TimerId, timeout: Durati
 
 /// Run one dispatch of a connection: open, read, flush, and settle its
 /// interest and fate.
+///
+/// A panic in a handler method simply unwinds: the loop closes the source,
+/// and dropping the `Conn` gives back its place under `max_connections`
+/// (see its `Drop`); its idle timer finds it gone and cancels itself.
 fn drive<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ev: Event, ctx: &mut Ctx<S>, state: &mut S) -> Action {
-    // If a handler method panics, the loop closes this source without calling
-    // us again, so release what the connection holds before the panic goes on:
-    // otherwise its place under `max_connections` would never be given back,
-    // and after that many panics the listener would stop accepting for good.
-    match panic::catch_unwind(AssertUnwindSafe(|| dispatch(conn, h, ev, ctx, state))) {
-        Ok(action) => action,
-        Err(payload) => {
-            conn.fail(CloseReason::Error(io::ErrorKind::Other));
-            release(conn, ctx);
-            panic::resume_unwind(payload)
-        }
-    }
-}
-
-fn dispatch<S, H: Handler<S>>(
-    conn: &mut Conn,
-    h: &mut H,
-    ev: Event,
-    ctx: &mut Ctx<S>,
-    state: &mut S,
-) -> Action {
-    conn.corked = true;
+    conn.set(CORKED);
     if conn.out.capacity() == 0 {
         // Borrow the loop's spare output buffer: no allocation per message,
         // and nothing held once the queue drains.
         conn.out = ctx.take_out_buf();
     }
-    if !conn.opened {
-        conn.opened = true;
-        h.on_open(conn, ctx, state);
-    }
-    if conn.idle_expired {
-        conn.fail(CloseReason::Idle);
+    if conn.flags & (OPENED | IDLE_EXPIRED) != OPENED {
+        if !conn.has(OPENED) {
+            conn.set(OPENED);
+            h.on_open(conn, ctx, state);
+        }
+        if conn.has(IDLE_EXPIRED) {
+            conn.fail(CloseReason::Idle);
+        }
     }
     let mut action = Action::Keep;
     // A kernel edge, or a pause just lifted, means there may be bytes; a
     // plain scheduled dispatch (open, a write from elsewhere) does not read.
     let readable = ev.ready.is_readable() || ev.ready.is_read_closed() || ev.ready.is_error();
-    if !conn.reading() && conn.closed.is_none() && (ev.ready.is_error() || ev.ready.is_write_closed()) {
+    if !conn.reading() && !conn.has(CLOSED) && (ev.ready.is_error() || ev.ready.is_write_closed()) {
         // Not reading (after EOF, or paused), so no read will surface what
         // this event says: a reset or hang-up. Ask the socket directly, or
         // the connection would sit half-dead until the server next writes.
@@ -499,12 +516,12 @@ fn dispatch<S, H: Handler<S>>(
             Ok(None) => {}
         }
     }
-    if conn.reading() && (readable || std::mem::take(&mut conn.probe_read)) {
+    if conn.reading() && (readable || conn.take(PROBE_READ)) {
         action = read(conn, h, ev, ctx, state);
     }
-    conn.corked = false;
+    conn.clear(CORKED);
     settle(conn, h, ctx, state);
-    if conn.closed.is_some() {
+    if conn.has(CLOSED) {
         return Action::Close;
     }
     action
@@ -521,7 +538,7 @@ fn read<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ev: Event, ctx: &mut Ctx<S
     while conn.reading() {
         let n = match conn.stream.read(&mut scratch) {
             Ok(0) => {
-                conn.peer_eof = true;
+                conn.set(PEER_EOF);
                 log::debug!("evloop: connection {} peer EOF", conn.id);
                 h.on_eof(conn, ctx, state);
                 break;
@@ -537,7 +554,9 @@ fn read<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ev: Event, ctx: &mut Ctx<S
                 break;
             }
         };
-        conn.last_active = ctx.now();
+        if conn.idle_timer.is_some() {
+            conn.last_active = ctx.now();
+        }
         total += n;
         deliver(conn, h, &scratch[..n], ctx, state);
         // A short read drained the socket; the next edge will tell us about
@@ -559,9 +578,10 @@ fn read<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ev: Event, ctx: &mut Ctx<S
 fn deliver<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, new: &[u8], ctx: &mut Ctx<S>, state: &mut S) {
     if conn.input.is_empty() {
         let used = h.on_data(conn, new, ctx, state).min(new.len());
-        if used < new.len() {
-            conn.input.extend_from_slice(&new[used..]);
+        if used == new.len() {
+            return; // the common case: every byte consumed, nothing kept
         }
+        conn.input.extend_from_slice(&new[used..]);
     } else {
         let mut input = std::mem::take(&mut conn.input);
         input.extend_from_slice(new);
@@ -584,56 +604,71 @@ fn deliver<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, new: &[u8], ctx: &mut C
     }
 }
 
+/// Flags that send [`settle`] past its quick exit: something to pace, owe,
+/// close or shut.
+const UNSETTLED: Flags = THROTTLED | BACKLOGGED | CLOSING | SHUT_REQUESTED | PROBE_READ | NOT_READING;
+
 /// After the handler ran: flush, apply backpressure, half-close and close
 /// requests, and make the poller watch what the connection now needs.
 fn settle<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ctx: &mut Ctx<S>, state: &mut S) {
-    let was_queued = conn.queued() > 0;
-    let had_backlog = conn.backlogged;
-    conn.flush();
-    if was_queued {
-        conn.last_active = ctx.now();
+    let had_backlog = conn.take(BACKLOGGED);
+    if conn.queued() > 0 {
+        conn.flush();
+        if conn.idle_timer.is_some() {
+            conn.last_active = ctx.now();
+        }
     }
-    conn.backlogged = conn.queued() > 0;
     if conn.queued() == 0 {
-        ctx.give_out_buf(std::mem::take(&mut conn.out));
-        conn.out_pos = 0;
-        if conn.throttled {
-            conn.throttled = false;
+        if conn.out.capacity() > 0 {
+            ctx.give_out_buf(std::mem::take(&mut conn.out));
+            conn.out_pos = 0;
+        }
+        // Everything written, nothing unusual, already watching for reads:
+        // what nearly every dispatch of a busy server ends with.
+        if conn.flags & UNSETTLED == 0 && !had_backlog && conn.polled == Some(Interest::READABLE) {
+            return;
+        }
+        if conn.take(THROTTLED) {
             // Under edge triggering data may already be waiting: look now.
-            conn.probe_read = true;
+            conn.set(PROBE_READ);
             ctx.schedule(conn.id);
         }
-        if had_backlog && conn.closed.is_none() {
+        if had_backlog && !conn.has(CLOSED) {
             h.on_drained(conn, ctx, state);
             conn.flush();
-            conn.backlogged = conn.queued() > 0;
+            if conn.queued() > 0 {
+                conn.set(BACKLOGGED);
+            }
         }
-    } else if conn.queued() > conn.cfg.high_water && !conn.throttled {
-        log::debug!(
-            "evloop: connection {} over high water ({} queued); pausing reads",
-            conn.id,
-            conn.queued()
-        );
-        conn.throttled = true;
-    } else if conn.throttled && conn.queued() < conn.cfg.low_water {
-        conn.throttled = false;
-        conn.probe_read = true;
-        ctx.schedule(conn.id);
+    } else {
+        conn.set(BACKLOGGED);
+        if conn.queued() > conn.cfg.high_water && !conn.has(THROTTLED) {
+            log::debug!(
+                "evloop: connection {} over high water ({} queued); pausing reads",
+                conn.id,
+                conn.queued()
+            );
+            conn.set(THROTTLED);
+        } else if conn.has(THROTTLED) && conn.queued() < conn.cfg.low_water {
+            conn.clear(THROTTLED);
+            conn.set(PROBE_READ);
+            ctx.schedule(conn.id);
+        }
     }
-    if conn.queued() == 0 && conn.closed.is_none() {
-        if conn.closing {
-            conn.closed = Some(if conn.peer_eof {
+    if conn.queued() == 0 && !conn.has(CLOSED) {
+        if conn.has(CLOSING) {
+            conn.fail(if conn.has(PEER_EOF) {
                 CloseReason::PeerClosed
             } else {
                 CloseReason::Local
             });
-        } else if conn.shut_requested && !conn.write_shut {
-            conn.write_shut = true;
+        } else if conn.flags & (SHUT_REQUESTED | WRITE_SHUT) == SHUT_REQUESTED {
+            conn.set(WRITE_SHUT);
             if let Err(e) = conn.stream.shutdown(std::net::Shutdown::Write) {
                 conn.fail(reason_of(&e));
             }
         }
-        if conn.write_shut && conn.peer_eof {
+        if conn.flags & (WRITE_SHUT | PEER_EOF) == WRITE_SHUT | PEER_EOF {
             conn.fail(CloseReason::PeerClosed);
         }
     }
@@ -641,7 +676,7 @@ fn settle<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ctx: &mut Ctx<S>, state:
         finish(conn, h, reason, ctx, state);
         return;
     }
-    if conn.probe_read && conn.reading() {
+    if conn.has(PROBE_READ) && conn.reading() {
         ctx.schedule(conn.id);
     }
     let want = if conn.queued() > 0 {
@@ -650,7 +685,7 @@ fn settle<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ctx: &mut Ctx<S>, state:
         } else {
             Interest::WRITABLE
         })
-    } else if conn.reading() || conn.peer_eof {
+    } else if conn.reading() || conn.has(PEER_EOF) {
         // After EOF keep READABLE so a reset or error still reaches us.
         Some(Interest::READABLE)
     } else {

@@ -18,20 +18,23 @@ use crate::{Ctx, SourceId};
 /// handler, a timer, a deferred callback). Returns false if `id` is not an
 /// open connection or the write was refused (see [`Conn::write`]).
 pub fn write<S>(ctx: &mut Ctx<S>, id: SourceId, data: &[u8]) -> bool {
-    let now = ctx.now();
     let Some(conn) = ctx.source_mut::<Conn>(id) else {
         return false;
     };
     let accepted = conn.write(data);
-    if accepted && !data.is_empty() {
+    // Its driver must run to watch for writability or to close it.
+    let wake = conn.queued() > 0 || conn.is_closing();
+    let parked = conn.is_parked();
+    if accepted && !data.is_empty() && conn.has_idle_timeout() {
         // Output is activity: a peer that only receives (a subscriber fed
         // from elsewhere) is not idle, even when the kernel took the bytes at
         // once and the connection's driver never runs to notice.
-        conn.mark_active(now);
+        let now = ctx.now();
+        if let Some(conn) = ctx.source_mut::<Conn>(id) {
+            conn.mark_active(now);
+        }
     }
-    if conn.queued() > 0 || conn.is_closing() {
-        // Its driver must run to watch for writability or to close it.
-        let parked = conn.is_parked();
+    if wake {
         kick(ctx, id, parked);
     }
     accepted
