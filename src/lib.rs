@@ -9,8 +9,9 @@
 //! One call of [`EventLoop::turn`] is one iteration; [`EventLoop::run`]
 //! repeats it until stopped. Its phases, in this order, are the contract:
 //!
-//! 1. **clock**: read the monotonic clock once; [`Ctx::now`] is cached for
-//!    the turn (and refreshed after a poll that slept).
+//! 1. **clock**: forget the last turn's time; [`Ctx::now`] reads the
+//!    monotonic clock at its first call in the turn and is cached for the
+//!    rest of it (and read afresh after a poll that slept).
 //! 2. **timers**: every expired timer fires, by deadline; equal deadlines
 //!    fire in the order they were armed. A timer armed during this phase for
 //!    "now" fires in the next turn.
