@@ -765,9 +765,13 @@ fn release<S>(conn: &mut Conn, ctx: &mut Ctx<S>) {
 mod layout_tests {
     /// The hot fields fill the first cache line and the rest the second (see
     /// the comment on `Conn`): keep a new field from spilling into a third.
+    /// (With debug assertions mio's sockets carry a selector id, 16 bytes
+    /// more, and the struct takes three lines: only release builds count.)
     #[test]
     fn conn_is_two_cache_lines() {
         assert_eq!(std::mem::align_of::<super::Conn>(), 64);
-        assert_eq!(std::mem::size_of::<super::Conn>(), 128);
+        if !cfg!(debug_assertions) {
+            assert_eq!(std::mem::size_of::<super::Conn>(), 128);
+        }
     }
 }
