@@ -124,6 +124,14 @@ struct Entry<T> {
     next: u32,
 }
 
+/// How a batch of expired entries came out so far.
+struct Order {
+    /// Deadline of the entry reported last.
+    last: u64,
+    /// Every deadline was at or after the one before.
+    sorted: bool,
+}
+
 /// A slot's list: oldest entry at the head, newest at the tail.
 #[derive(Clone, Copy)]
 struct List {
@@ -157,8 +165,8 @@ pub struct Wheel<T> {
     /// `now >> tick_shift` while idle; during a collect it walks forward
     /// through the slots being processed.
     tick: u64,
-    /// Scratch space for sorting a batch, kept to avoid reallocating:
-    /// (deadline, position in the batch, index).
+    /// Scratch space for sorting a batch that came out of order, kept to
+    /// avoid reallocating: (deadline, position in the batch, index).
     batch: Vec<(u64, u32, u32)>,
 }
 
@@ -386,6 +394,11 @@ impl<T> Wheel<T> {
     pub fn collect_expired(&mut self, now: u64, out: &mut Vec<Key>) {
         let now = now.max(self.now);
         let now_tick = now >> self.tick_shift;
+        let first = out.len();
+        let mut order = Order {
+            last: 0,
+            sorted: true,
+        };
         while let Some((level, slot)) = self.next_occupied() {
             let start = self.slot_start(level, slot);
             if start > now_tick {
@@ -398,7 +411,7 @@ impl<T> Wheel<T> {
                 self.cascade(level, slot);
                 continue;
             }
-            self.fire_slot(slot, now);
+            self.fire_slot(slot, now, out, &mut order);
             if start == now_tick {
                 // Whatever is left in this slot is due later in this tick.
                 break;
@@ -406,17 +419,27 @@ impl<T> Wheel<T> {
         }
         self.tick = now_tick;
         self.now = now;
+        if !order.sorted {
+            self.sort_by_deadline(&mut out[first..]);
+        }
+    }
 
-        // Equal deadlines came out of one slot list, in arm order (see the
-        // module docs): the batch position keeps that order.
+    /// Sorts a batch of expired keys by deadline, keeping the order of equal
+    /// deadlines: they came out of one slot list, in arm order (see the
+    /// module docs). Only needed when a slot held deadlines out of order
+    /// (armed so within one tick); slots themselves come out in time order.
+    fn sort_by_deadline(&mut self, keys: &mut [Key]) {
+        self.batch.clear();
+        for (position, key) in keys.iter().enumerate() {
+            let deadline = self.entries[key.index as usize].deadline;
+            self.batch.push((deadline, position as u32, key.index));
+        }
         self.batch
             .sort_unstable_by_key(|&(deadline, position, _)| (deadline, position));
-        out.reserve(self.batch.len());
-        for &(_, _, index) in &self.batch {
+        for (key, &(_, _, index)) in keys.iter_mut().zip(&self.batch) {
             let generation = self.entries[index as usize].generation;
-            out.push(Key { index, generation });
+            *key = Key { index, generation };
         }
-        self.batch.clear();
     }
 
     /// Slab index of a key's entry if the key is not stale.
@@ -530,14 +553,14 @@ impl<T> Wheel<T> {
         }
     }
 
-    /// Marks the due entries of a level-0 slot expired and adds them to the
-    /// batch.
+    /// Marks the due entries of a level-0 slot expired and reports them in
+    /// `out`, noting in `order` whether deadlines still come out sorted.
     ///
     /// The list is taken whole and only the entries not yet due are linked
     /// back, in their order (those of the current tick that lie later in
     /// it). Unlinking each due entry on its own would rewrite its
     /// neighbours' links one by one, for entries that are all leaving anyway.
-    fn fire_slot(&mut self, slot: usize, now: u64) {
+    fn fire_slot(&mut self, slot: usize, now: u64, out: &mut Vec<Key>, order: &mut Order) {
         let mut cursor = std::mem::replace(&mut self.lists[slot], EMPTY).head;
         self.mark_empty(0, slot);
         while cursor != NIL {
@@ -545,8 +568,12 @@ impl<T> Wheel<T> {
             let next = entry.next;
             if entry.deadline <= now {
                 entry.state = State::Expired;
-                let position = self.batch.len() as u32;
-                self.batch.push((entry.deadline, position, cursor));
+                order.sorted &= entry.deadline >= order.last;
+                order.last = entry.deadline;
+                out.push(Key {
+                    index: cursor,
+                    generation: entry.generation,
+                });
             } else {
                 self.append(slot, cursor);
             }
