@@ -334,7 +334,8 @@ impl<S> EventLoop<S> {
             // in this phase: it no longer belongs to this batch.
             return Ok(false);
         };
-        let (kind, slot, repeat) = (u32::from(entry.kind), entry.slot, entry.repeat());
+        let (kind, slot) = (u32::from(entry.kind), entry.slot);
+        let repeat = entry.repeat(&timers.periods, key);
         let missed = match repeat {
             Repeat::Rate(p) => (now_ns - deadline_ns.min(now_ns)) / p,
             Repeat::Once | Repeat::Delay(_) => 0,

@@ -183,6 +183,34 @@ fn fixed_delay_measures_from_the_firing_turn() {
     assert_eq!(el.timer_deadline(id), Some(t0 + ms(27)));
 }
 
+/// Periods are kept apart from the timers' slots: periodic and one-shot
+/// timers reusing each other's slots must each keep their own.
+#[test]
+fn periodic_timers_keep_their_periods_as_slots_are_reused() {
+    let (mut el, clock) = manual_loop();
+    let t0 = clock.now();
+    let mut log = Vec::new();
+    // One-shots fill the low slots, then free them for the periodic timers.
+    let ids: Vec<TimerId> = (0..4).map(|i| arm(&mut el, t0 + ms(100), i)).collect();
+    for id in ids {
+        assert!(el.cancel_timer(id));
+    }
+    let slow = el.timer_every(ms(5), |_, _, log: &mut Vec<u32>| log.push(5));
+    arm(&mut el, t0 + ms(1), 99);
+    let fast = el.timer_every_delay(ms(2), |_, _, log: &mut Vec<u32>| log.push(2));
+    step(&mut el, &clock, ms(1), &mut log);
+    // The fired one-shot's slot goes to a periodic timer of a third period.
+    el.timer_every(ms(3), |_, _, log: &mut Vec<u32>| log.push(3));
+    for _ in 0..9 {
+        step(&mut el, &clock, ms(1), &mut log);
+    }
+    // At 1 ms the one-shot; 2: fast; 4: 3 then fast (re-armed later, at 2);
+    // 5: slow; 6: fast; 7: 3; 8: fast; 10: slow, 3, fast, in re-arm order.
+    assert_eq!(log, [99, 2, 3, 2, 5, 2, 3, 2, 5, 3, 2]);
+    assert_eq!(el.timer_deadline(slow), Some(t0 + ms(15)));
+    assert_eq!(el.timer_deadline(fast), Some(t0 + ms(12)));
+}
+
 #[test]
 fn periodic_cancelled_from_its_own_callback_stops() {
     let (mut el, clock) = manual_loop();
