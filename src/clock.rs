@@ -1,8 +1,9 @@
 //! The loop's monotonic clock, and a manual clock for deterministic tests.
 //!
-//! The loop reads its clock once at the start of every turn (and again after a
-//! poll that actually slept), and hands that cached instant to everything that
-//! runs in the turn through [`Ctx::now`](crate::Ctx::now). With a
+//! The loop reads its clock at most once per turn, when something first asks
+//! for [`Ctx::now`](crate::Ctx::now) (the timer phase, when timers are armed),
+//! and hands that cached instant to everything else that runs in the turn; a
+//! poll that actually slept makes the next ask read it afresh. With a
 //! [`ManualClock`] nothing moves until the test says so, which is what makes
 //! timer tests exact and instant.
 

@@ -216,3 +216,36 @@ fn check_hooks_run_every_turn_until_they_return_false() {
     }
     assert_eq!(got, [1, 2, 3]);
 }
+
+/// The turn's time is read when first asked for, then held for the rest of
+/// the turn; the next turn reads afresh.
+#[test]
+fn now_is_read_at_first_use_and_held_for_the_turn() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use std::time::Instant;
+
+    let clock = evloop::ManualClock::new();
+    let t0 = clock.now();
+    let mut el: EventLoop<()> = EventLoop::builder()
+        .clock(evloop::Clock::Manual(clock.clone()))
+        .build()
+        .unwrap();
+    let seen: Rc<RefCell<Vec<Instant>>> = Rc::default();
+    let (c, s) = (clock.clone(), seen.clone());
+    el.defer(move |ctx, _| {
+        // Nothing has asked yet this turn (no timer is armed): moving the
+        // clock now shows in the first `now()`...
+        c.advance(Duration::from_millis(5));
+        s.borrow_mut().push(ctx.now());
+        // ...which then holds for the rest of the turn.
+        c.advance(Duration::from_millis(5));
+        s.borrow_mut().push(ctx.now());
+    });
+    el.turn(&mut (), Some(Duration::ZERO)).unwrap();
+    let s = seen.clone();
+    el.defer(move |ctx, _| s.borrow_mut().push(ctx.now()));
+    el.turn(&mut (), Some(Duration::ZERO)).unwrap();
+    let ms = |n| t0 + Duration::from_millis(n);
+    assert_eq!(*seen.borrow(), vec![ms(5), ms(5), ms(10)]);
+}
