@@ -67,7 +67,7 @@ for sc in $SCENARIOS; do
         read -r ir1 d1 m1 < <(measure "$srv" "$sc" "$MSGS" "$port")
         read -r ir2 d2 m2 < <(measure "$srv" "$sc" $((2 * MSGS)) $((port + 1)))
         PER[$srv]=$(((ir2 - ir1) / (m2 - m1)))
-        MISS[$srv]=$(awk -v a="$d1" -v b="$d2" -v m="$((m2 - m1))" 'BEGIN { printf "%.2f", (b - a) / m }')
+        MISS[$srv]=$(awk -v a="$d1" -v b="$d2" -v m="$((m2 - m1))" 'BEGIN { d = (b - a) / m; printf "%.2f", (d < 0 ? 0 : d) }')
     done
     for srv in $SERVERS; do
         ratio=$(awk -v a="${PER[$srv]}" -v b="${PER[mio]:-0}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "–" }')
