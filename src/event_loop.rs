@@ -667,6 +667,11 @@ impl<S> EventLoop<S> {
         match self.panic_policy {
             PanicPolicy::Propagate => {
                 log::error!("evloop: {what} panicked: {msg}; propagating");
+                // The turn ends here, before its reclaim phase: release what
+                // was closed (the panicking source included) now, so what it
+                // held (its fd, a listener's connection place) is given back
+                // before the next poll, which may sleep for ever.
+                self.reclaim();
                 panic::resume_unwind(payload)
             }
             PanicPolicy::CloseSource => {

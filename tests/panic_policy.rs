@@ -199,3 +199,79 @@ fn panicking_posted_closure_does_not_break_the_remote() {
     assert_eq!(v, [1, 2]);
     assert_eq!(el.metrics().panics, 1);
 }
+
+/// Under the default policy a handler's panic escapes `turn` before the
+/// reclaim phase; what the panicking connection held is released anyway
+/// before the panic leaves, so its peer sees the close at once and a listener
+/// paused at `max_connections` resumes even if the next poll would sleep for
+/// ever (its check hook is woken by the freed place).
+#[test]
+fn a_propagated_handler_panic_releases_what_the_source_held() {
+    use std::io::Read;
+    use std::net::TcpStream;
+
+    use evloop::net::{self, Addr, Conn, Handler, ListenConfig};
+    use evloop::Ctx;
+
+    struct Touchy;
+    impl Handler<()> for Touchy {
+        fn on_data(&mut self, conn: &mut Conn, data: &[u8], _: &mut Ctx<()>, _: &mut ()) -> usize {
+            if data.starts_with(b"panic") {
+                panic!("test: handler panics on purpose");
+            }
+            conn.write(data);
+            data.len()
+        }
+    }
+
+    let _dog = common::Watchdog::new(30, "serving after a propagated handler panic");
+    let mut el: EventLoop<()> = EventLoop::new().unwrap();
+    let cfg = ListenConfig {
+        max_connections: Some(1),
+        ..ListenConfig::default()
+    };
+    let l = net::listen(&mut el, &"127.0.0.1:0".parse().unwrap(), cfg, |_, _, _| {
+        Some(Touchy)
+    })
+    .unwrap();
+    let Addr::Tcp(addr) = l.addr else {
+        unreachable!("a TCP listener")
+    };
+    let mut first = TcpStream::connect(addr).unwrap();
+    first.write_all(b"panic").unwrap();
+    let mut escaped = false;
+    for _ in 0..200 {
+        let turn = catch_unwind(AssertUnwindSafe(|| el.turn(&mut (), Some(TICK))));
+        if turn.is_err() {
+            escaped = true;
+            break;
+        }
+    }
+    assert!(escaped, "the handler's panic never reached the caller");
+
+    // Closed before the panic left `turn`: no further turn is needed.
+    first.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut b = [0u8; 8];
+    assert!(
+        matches!(first.read(&mut b), Ok(0)),
+        "the panicking connection's peer should see EOF at once"
+    );
+
+    // The listener was paused at its limit of one. Turns that may sleep for
+    // ever must still serve the next client (the watchdog bounds the test).
+    let mut second = TcpStream::connect(addr).unwrap();
+    second.write_all(b"hello").unwrap();
+    second.set_nonblocking(true).unwrap();
+    let mut got = Vec::new();
+    for _ in 0..100 {
+        el.turn(&mut (), None).unwrap();
+        let mut buf = [0u8; 16];
+        if let Ok(n) = second.read(&mut buf) {
+            got.extend_from_slice(&buf[..n]);
+        }
+        if got.len() >= 5 {
+            break;
+        }
+    }
+    assert_eq!(got, b"hello");
+}
