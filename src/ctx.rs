@@ -373,10 +373,16 @@ impl<S> Ctx<S> {
         F: FnMut(Fired, &mut Ctx<S>, &mut S) + 'static,
     {
         let id = self.timers.arm(deadline, Repeat::Once, f);
-        log::trace!(
-            "evloop: arm {id:?} at +{:?}",
-            deadline.saturating_duration_since(self.now())
-        );
+        // Measured from the turn's time only if something already read it:
+        // tracing must not read the clock itself, or turning it on would
+        // change which instant the turn holds.
+        match self.now.get() {
+            Some(now) => log::trace!(
+                "evloop: arm {id:?} at +{:?}",
+                deadline.saturating_duration_since(now)
+            ),
+            None => log::trace!("evloop: arm {id:?} at {deadline:?}"),
+        }
         id
     }
 
