@@ -76,8 +76,7 @@ check_server() {
 # then the next port is tried.
 PORT=$((10000 + RANDOM % 8000))
 start_server() {
-    local attempt
-    for attempt in 1 2 3 4 5; do
+    for _ in 1 2 3 4 5; do
         PORT=$((PORT + 1))
         RUST_LOG=warn taskset -c 0 "$EX/${BIN[$1]}" "127.0.0.1:$PORT" 2>>target/http/servers.log &
         SERVER_PID=$!
@@ -196,7 +195,7 @@ cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
     echo
     echo "- **Latency** is what wrk measured, from the write of a request (plain) or of a batch of 16 (pipe16) to its last response, without wrk's coordinated-omission correction: with pipelining wrk 4.1 applies that with a 16 times too short interval and its own p90/p99 come out as 0, so \`benches/pipeline.lua\` undoes it, for both shapes alike (wrk's corrected printout is kept in \`target/http/wrk-*.txt\`)."
     echo "- **user, sys ns/req**: the change in the server's \`utime\` and \`stime\` (\`/proc/PID/stat\`, clock ticks of 1/${TCK} s) over the measured run, divided by the requests wrk completed."
-    echo "- **server CPU**, **wrk CPU**: the fraction of its core each was busy. A server near 1.0 is the bottleneck; below it, it waits for wrk or the kernel's loopback path."
+    echo "- **server CPU**, **wrk CPU**: the fraction of its core each was busy. A server near 1.0 is the bottleneck; below it, it waits for wrk or the kernel's loopback path. Neither includes softirq time (much of loopback's receive path), which the kernel accounts to no process."
     echo "- **peak RSS**: the server's \`VmHWM\` at the end of the run (warm-up included)."
     echo "- **other**: CPU on the two cores that was neither the server's nor wrk's (\`/proc/stat\` user+nice+system, in cores): other tenants of the machine, which distort a run."
     echo
