@@ -179,6 +179,10 @@ series() {
 }
 
 cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+other_max=$(awk '$12 > m { m = $12 } END { printf "%.2f", m }' "$RESULTS")
+if awk -v m="$other_max" 'BEGIN { exit !(m > 0.1) }'; then
+    echo "http: other processes used up to $other_max cores during a run; the numbers are distorted" >&2
+fi
 {
     echo "# HTTP benchmark: evloop against tokio under wrk"
     echo
@@ -199,7 +203,7 @@ cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
     echo "- **peak RSS**: the server's \`VmHWM\` at the end of the run (warm-up included)."
     echo "- **other**: CPU on the two cores that was neither the server's nor wrk's (\`/proc/stat\` user+nice+system, in cores): other tenants of the machine, which distort a run."
     echo
-    echo "Settings: runs=$RUNS duration=${DURATION}s warmup=${WARMUP}s connections=$CONNS; every number is the median of $RUNS interleaved runs. Machine: $cpu_model, $(nproc) cores, shared and noisy: compare ratios, not absolute numbers. $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), Linux $(uname -r)."
+    echo "Settings: runs=$RUNS duration=${DURATION}s warmup=${WARMUP}s connections=$CONNS; every number is the median of $RUNS interleaved runs. Machine: $cpu_model, $(nproc) cores, shared and noisy: compare ratios, not absolute numbers. $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), Linux $(uname -r). Other processes used at most $other_max cores during a measured run."
     echo
     echo "| shape | server | requests/s | × tokio | p50 µs | p99 µs | user ns/req | sys ns/req | server CPU | wrk CPU | peak RSS KiB |"
     echo "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
