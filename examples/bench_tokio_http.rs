@@ -121,10 +121,12 @@ impl Session {
     }
 }
 
-/// Append the response; false if the connection closes after it.
+/// Append the response; false if the connection closes after it. The
+/// `Server` value has as many characters as `evloop`: under pipelining wrk is
+/// the bottleneck, and one byte more per response cost it about 1%.
 fn respond(out: &mut Vec<u8>, reply: Reply) -> bool {
     out.extend_from_slice(
-        b"HTTP/1.1 200 OK\r\nServer: tokio\r\nContent-Type: text/plain\r\nContent-Length: 13\r\nDate: ",
+        b"HTTP/1.1 200 OK\r\nServer: tokio1\r\nContent-Type: text/plain\r\nContent-Length: 13\r\nDate: ",
     );
     out.extend_from_slice(&DATE.with(Cell::get));
     if !reply.keep_alive {
