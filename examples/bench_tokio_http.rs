@@ -122,8 +122,8 @@ impl Session {
 }
 
 /// Append the response; false if the connection closes after it. The
-/// `Server` value has as many characters as `evloop`: under pipelining wrk is
-/// the bottleneck, and one byte more per response cost it about 1%.
+/// `Server` value has as many characters as `evloop`: wrk is the bottleneck,
+/// and one byte in a 128-byte response is 0.8% more for it to parse.
 fn respond(out: &mut Vec<u8>, reply: Reply) -> bool {
     out.extend_from_slice(
         b"HTTP/1.1 200 OK\r\nServer: tokio1\r\nContent-Type: text/plain\r\nContent-Length: 13\r\nDate: ",
