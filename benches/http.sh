@@ -187,8 +187,9 @@ median() {
     sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
-# Column $1 of the results for one shape and server, derived per run:
-# rps, p50, p99, user ns/req, sys ns/req, cpu (cores busy), hwm.
+# Column $3 of the results for shape $1 and server $2, derived per run:
+# rps, p50, p99, user ns/req, sys ns/req, cpu (cores busy), wrk, hwm. Their
+# median, or with $4 = all every run's value in ascending order.
 series() {
     awk -v shape="$1" -v srv="$2" -v col="$3" -v tck="$TCK" '
         $1 == shape && $2 == srv {
@@ -201,7 +202,7 @@ series() {
             if (col == "cpu")  print ($8 + $9) / tck / secs
             if (col == "hwm")  print $10
             if (col == "wrk")  print $11 / secs
-        }' "$RESULTS" | median
+        }' "$RESULTS" | if [[ "${4:-}" == all ]]; then sort -g; else median; fi
 }
 
 cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
@@ -231,15 +232,16 @@ fi
     echo
     echo "Settings: runs=$RUNS duration=${DURATION}s warmup=${WARMUP}s connections=$CONNS; every number is the median of $RUNS interleaved runs. Machine: $cpu_model, $(nproc) cores, shared and noisy: compare ratios, not absolute numbers. $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), Linux $(uname -r). Other processes used at most $other_max cores during a measured run."
     echo
-    echo "| shape | server | requests/s | × tokio | p50 µs | p99 µs | user ns/req | sys ns/req | server CPU | wrk CPU | peak RSS KiB |"
-    echo "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+    echo "| shape | server | requests/s | runs' range, k | × tokio | p50 µs | p99 µs | user ns/req | sys ns/req | server CPU | wrk CPU | peak RSS KiB |"
+    echo "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
     for shape in $SHAPES; do
         base=$(series "$shape" tokio rps)
         for srv in $SERVERS; do
             rps=$(series "$shape" "$srv" rps)
-            printf '| %s | %s | %s | %.2f | %s | %s | %.0f | %.0f | %.2f | %.2f | %s |\n' \
+            printf '| %s | %s | %s | %s | %.2f | %s | %s | %.0f | %.0f | %.2f | %.2f | %s |\n' \
                 "$shape (c$CONNS, depth ${DEPTH[$shape]})" "$srv" \
                 "$(printf '%.0f' "$rps" | sed ':a;s/\B[0-9]\{3\}\>/,&/;ta')" \
+                "$(series "$shape" "$srv" rps all | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%.0f–%.0f", lo / 1e3, hi / 1e3 }')" \
                 "$(awk -v a="$rps" -v b="$base" 'BEGIN { print a / b }')" \
                 "$(series "$shape" "$srv" p50)" "$(series "$shape" "$srv" p99)" \
                 "$(series "$shape" "$srv" user)" "$(series "$shape" "$srv" sys)" \
