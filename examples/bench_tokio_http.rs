@@ -1,0 +1,269 @@
+//! Peer for the HTTP benchmark (`benches/http.sh`): the `http` example's
+//! server on tokio's current-thread runtime, one task per connection.
+//!
+//! It answers exactly what `http` answers (`Hello, World!` to every request,
+//! keep-alive, pipelining, bodies skipped as they stream in, 400/431/505 and
+//! a close on bad input, a minute's idle timeout) with the same parser
+//! (`proto/http_parse.rs`), so what the benchmark compares is the runtime,
+//! not the HTTP code. The shape is what a competent tokio user would write:
+//! a task owns the socket, a 16 KiB read buffer and an output buffer; after
+//! each `read` it answers every complete request in the buffer and sends all
+//! the responses with one `write_all`. The `Date` value is refreshed once a
+//! second by a ticker task.
+//!
+//! Usage: `cargo run --release --example bench_tokio_http [ADDR]` (default
+//! 127.0.0.1:6000), then `curl -v http://127.0.0.1:6000/`.
+
+#[path = "proto/http_parse.rs"]
+mod http_parse;
+
+use std::cell::Cell;
+use std::io;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http_parse::{Body, Chunked, Error};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Twice the largest head the parser accepts, so a head cut short by TCP
+/// always has room to be completed in place.
+const READ_BUF: usize = 2 * http_parse::MAX_HEAD;
+/// As in `http`: keep-alive connections that go quiet are closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+thread_local! {
+    // A current-thread runtime runs every task on this thread, so the ticker
+    // and the connections share the value without a lock or an Arc.
+    static DATE: Cell<[u8; 29]> = Cell::new(http_date(SystemTime::now()));
+}
+
+/// One connection's parsing state, as in `http`: only the body being
+/// skipped, if we are inside one.
+#[derive(Default)]
+struct Session {
+    body: Option<(Skip, Reply)>,
+}
+
+/// The rest of a request body still to arrive.
+enum Skip {
+    Length(u64),
+    Chunked(Chunked),
+}
+
+/// How to answer a request whose head we have read.
+#[derive(Clone, Copy)]
+struct Reply {
+    keep_alive: bool,
+    head_only: bool,
+    http10: bool,
+}
+
+impl Session {
+    /// Answer every complete request in `data` into `out`. Returns the bytes
+    /// consumed and whether the connection stays open after `out` is sent.
+    /// The same steps as `http`'s `on_data`.
+    fn on_data(&mut self, data: &[u8], out: &mut Vec<u8>) -> (usize, bool) {
+        let mut used = 0;
+        loop {
+            if let Some((skip, reply)) = &mut self.body {
+                let rest = &data[used..];
+                let done = match skip {
+                    Skip::Length(left) => {
+                        let n = (*left).min(rest.len() as u64);
+                        used += n as usize;
+                        *left -= n;
+                        *left == 0
+                    }
+                    Skip::Chunked(chunked) => match chunked.skip(rest) {
+                        Ok((n, done)) => {
+                            used += n;
+                            done
+                        }
+                        Err(e) => {
+                            refuse(out, e);
+                            return (data.len(), false);
+                        }
+                    },
+                };
+                if !done {
+                    return (used, true);
+                }
+                let reply = *reply;
+                self.body = None;
+                if !respond(out, reply) {
+                    return (data.len(), false);
+                }
+            }
+            let req = match http_parse::parse(&data[used..]) {
+                Ok(Some(req)) => req,
+                Ok(None) => return (used, true),
+                Err(e) => {
+                    refuse(out, e);
+                    return (data.len(), false);
+                }
+            };
+            used += req.head_len;
+            let reply = Reply {
+                keep_alive: req.keep_alive,
+                head_only: req.method == b"HEAD",
+                http10: req.minor == 0,
+            };
+            match req.body {
+                Body::Empty => {
+                    if !respond(out, reply) {
+                        return (data.len(), false);
+                    }
+                }
+                Body::Length(n) => self.body = Some((Skip::Length(n), reply)),
+                Body::Chunked => self.body = Some((Skip::Chunked(Chunked::default()), reply)),
+            }
+        }
+    }
+}
+
+/// Append the response; false if the connection closes after it. The
+/// `Server` value has as many characters as `evloop`: wrk is the bottleneck,
+/// and one byte in a 128-byte response is 0.8% more for it to parse.
+fn respond(out: &mut Vec<u8>, reply: Reply) -> bool {
+    out.extend_from_slice(
+        b"HTTP/1.1 200 OK\r\nServer: tokio1\r\nContent-Type: text/plain\r\nContent-Length: 13\r\nDate: ",
+    );
+    out.extend_from_slice(&DATE.with(Cell::get));
+    if !reply.keep_alive {
+        out.extend_from_slice(b"\r\nConnection: close");
+    } else if reply.http10 {
+        out.extend_from_slice(b"\r\nConnection: keep-alive");
+    }
+    out.extend_from_slice(b"\r\n\r\n");
+    if !reply.head_only {
+        out.extend_from_slice(b"Hello, World!");
+    }
+    reply.keep_alive
+}
+
+/// Append the error response; the caller closes after sending it.
+fn refuse(out: &mut Vec<u8>, e: Error) {
+    let (code, reason) = e.status();
+    let response = format!(
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}\n",
+        e.detail().len() + 1,
+        e.detail()
+    );
+    out.extend_from_slice(response.as_bytes());
+}
+
+async fn serve(mut stream: TcpStream) {
+    let mut buf = vec![0u8; READ_BUF];
+    // buf[..filled] holds bytes read but not yet consumed: a partial request.
+    let mut filled = 0;
+    let mut out = Vec::with_capacity(4096);
+    let mut session = Session::default();
+    loop {
+        let n = match tokio::time::timeout(IDLE_TIMEOUT, stream.read(&mut buf[filled..])).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+            Ok(Ok(n)) => n,
+        };
+        filled += n;
+        let (used, open) = session.on_data(&buf[..filled], &mut out);
+        if !out.is_empty() {
+            if stream.write_all(&out).await.is_err() {
+                return;
+            }
+            out.clear();
+        }
+        if !open {
+            // FIN after the response, so the client reads it before the close.
+            let _ = stream.shutdown().await;
+            return;
+        }
+        buf.copy_within(used..filled, 0);
+        filled -= used;
+        // The parser refuses heads over MAX_HEAD and chunk lines over 1 KiB,
+        // so the leftover never fills the buffer; growing it only guards
+        // against a change there turning a full buffer into a fake EOF.
+        if filled == buf.len() {
+            buf.resize(2 * buf.len(), 0);
+        }
+    }
+}
+
+/// Format `t` as an IMF-fixdate, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
+/// A copy of `http`'s (tested there), which stays self-contained because it
+/// is a teaching example.
+fn http_date(t: SystemTime) -> [u8; 29] {
+    const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
+    const MONTHS: [&[u8; 3]; 12] = [
+        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
+    ];
+    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let days = secs / 86_400;
+    let (h, m, s) = (secs % 86_400 / 3600, secs % 3600 / 60, secs % 60);
+    let (year, month, day) = civil_date(days);
+
+    let mut out = *b"Thu, 01 Jan 1970 00:00:00 GMT";
+    out[..3].copy_from_slice(DAYS[(days % 7) as usize]); // day 0 was a Thursday
+    put2(&mut out[5..7], day);
+    out[8..11].copy_from_slice(MONTHS[month as usize - 1]);
+    put2(&mut out[12..14], year / 100);
+    put2(&mut out[14..16], year % 100);
+    put2(&mut out[17..19], h);
+    put2(&mut out[20..22], m);
+    put2(&mut out[23..25], s);
+    out
+}
+
+fn put2(out: &mut [u8], n: u64) {
+    out[0] = b'0' + (n / 10 % 10) as u8;
+    out[1] = b'0' + (n % 10) as u8;
+}
+
+/// (year, month 1-12, day 1-31) of the proleptic Gregorian calendar, for a
+/// count of days since 1970-01-01 (see `http`).
+fn civil_date(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z % 146_097;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    };
+    let year = era * 400 + year_of_era + u64::from(month <= 2);
+    (year, month, day)
+}
+
+fn main() -> io::Result<()> {
+    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:6000".into());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()?;
+    rt.block_on(async move {
+        let listener = TcpListener::bind(&addr).await?;
+        eprintln!("tokio http listening on {}", listener.local_addr()?);
+        tokio::spawn(async {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                DATE.with(|d| d.set(http_date(SystemTime::now())));
+            }
+        });
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    eprintln!("accept: {e}");
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+            };
+            // evloop's listener sets TCP_NODELAY by default; match it.
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(serve(stream));
+        }
+    })
+}
