@@ -1,7 +1,7 @@
 //! Channels from any thread into the loop.
 //!
 //! The sending half is an ordinary `Send` handle. The receiving half is a
-//! source: register it with [`Ctx::add_channel`] and its handler gets each
+//! source: register it with [`Ctx::add_channel`](crate::Ctx::add_channel) and its handler gets each
 //! message, in send order, in the dispatch phase. A channel does not own an
 //! fd: a send that finds the channel idle notifies the loop's one shared waker
 //! (see [`Remote`](crate::Remote)), and later sends ride on that wake-up until
