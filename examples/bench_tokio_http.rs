@@ -14,13 +14,16 @@
 //! Usage: `cargo run --release --example bench_tokio_http [ADDR]` (default
 //! 127.0.0.1:6000), then `curl -v http://127.0.0.1:6000/`.
 
+#[path = "proto/http_date.rs"]
+mod http_date;
 #[path = "proto/http_parse.rs"]
 mod http_parse;
 
 use std::cell::Cell;
 use std::io;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
+use http_date::http_date;
 use http_parse::{Body, Chunked, Error};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -185,55 +188,6 @@ async fn serve(mut stream: TcpStream) {
             buf.resize(2 * buf.len(), 0);
         }
     }
-}
-
-/// Format `t` as an IMF-fixdate, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`.
-/// A copy of `http`'s (tested there), which stays self-contained because it
-/// is a teaching example.
-fn http_date(t: SystemTime) -> [u8; 29] {
-    const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
-    const MONTHS: [&[u8; 3]; 12] = [
-        b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
-    ];
-    let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let days = secs / 86_400;
-    let (h, m, s) = (secs % 86_400 / 3600, secs % 3600 / 60, secs % 60);
-    let (year, month, day) = civil_date(days);
-
-    let mut out = *b"Thu, 01 Jan 1970 00:00:00 GMT";
-    out[..3].copy_from_slice(DAYS[(days % 7) as usize]); // day 0 was a Thursday
-    put2(&mut out[5..7], day);
-    out[8..11].copy_from_slice(MONTHS[month as usize - 1]);
-    put2(&mut out[12..14], year / 100);
-    put2(&mut out[14..16], year % 100);
-    put2(&mut out[17..19], h);
-    put2(&mut out[20..22], m);
-    put2(&mut out[23..25], s);
-    out
-}
-
-fn put2(out: &mut [u8], n: u64) {
-    out[0] = b'0' + (n / 10 % 10) as u8;
-    out[1] = b'0' + (n % 10) as u8;
-}
-
-/// (year, month 1-12, day 1-31) of the proleptic Gregorian calendar, for a
-/// count of days since 1970-01-01 (see `http`).
-fn civil_date(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let day_of_era = z % 146_097;
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-    let month = if month_from_march < 10 {
-        month_from_march + 3
-    } else {
-        month_from_march - 9
-    };
-    let year = era * 400 + year_of_era + u64::from(month <= 2);
-    (year, month, day)
 }
 
 fn main() -> io::Result<()> {
