@@ -38,8 +38,8 @@ pub(crate) enum SlotState {
 
 /// One row of the source table.
 pub(crate) struct Slot<S> {
-    /// Registration sequence number: dispatch order within a priority, and
-    /// (its low 32 bits) the generation in the source's id.
+    /// Registration sequence number; its low 32 bits are the generation in
+    /// the source's id.
     pub(crate) seq: u64,
     pub(crate) priority: Priority,
     pub(crate) interest: Interest,
@@ -264,7 +264,9 @@ impl<S> Ctx<S> {
         Ok(())
     }
 
-    /// The dispatch order of a source among others ready in the same turn.
+    /// Where a source comes among others ready in the same turn: every ready
+    /// `High` source is dispatched before any `Normal` one, and so on;
+    /// within a priority, in the order they became ready.
     pub fn set_priority(&mut self, id: SourceId, priority: Priority) -> io::Result<()> {
         self.slot_mut(id).ok_or_else(|| stale(id))?.priority = priority;
         Ok(())

@@ -168,15 +168,15 @@ type Panic = Box<dyn Any + Send>;
 /// A source queued for this turn's dispatch phase.
 #[derive(Clone, Copy)]
 struct Pending {
-    /// Sort key: priority in the top bits, registration sequence below.
+    /// Sort key: priority in the high half, place in the list below, so one
+    /// integer sort orders by priority and keeps readiness order inside it.
     order: u64,
     index: u32,
     ready: Ready,
 }
 
-const SEQ_BITS: u32 = 56;
-
-/// Add a source to this turn's dispatch list, merging duplicates.
+/// Add a source to this turn's dispatch list (at the end: the order in which
+/// sources are queued is the order they became ready), merging duplicates.
 fn queue<S>(sources: &mut Slab<Slot<S>>, ready: &mut Vec<Pending>, turn: u64, id: SourceId, r: Ready) {
     let Some(slot) = sources.get_mut(id.index()) else {
         return;
@@ -191,7 +191,7 @@ fn queue<S>(sources: &mut Slab<Slot<S>>, ready: &mut Vec<Pending>, turn: u64, id
     slot.queued_turn = turn;
     slot.queued_pos = ready.len() as u32;
     ready.push(Pending {
-        order: ((slot.priority as u64) << SEQ_BITS) | (slot.seq & ((1 << SEQ_BITS) - 1)),
+        order: ((slot.priority as u64) << 32) | ready.len() as u64,
         index: id.index,
         ready: r,
     });
@@ -455,9 +455,11 @@ impl<S> EventLoop<S> {
         }
     }
 
-    /// Phase 5: gather what is ready (scheduled sources, kernel events,
-    /// cross-thread notifications), order it by (priority, registration),
-    /// and run each handler once.
+    /// Phase 5: gather what is ready in the order it became ready (sources
+    /// scheduled or rescheduled before the poll, then the kernel's events,
+    /// which epoll lists first-ready first, cross-thread notifications at
+    /// the place of their wake-up), put higher priorities first, and run
+    /// each handler once.
     fn dispatch(&mut self, state: &mut S) -> usize {
         let turn = self.ctx.turn_no;
         if !self.ctx.scheduled.is_empty() {
@@ -467,7 +469,6 @@ impl<S> EventLoop<S> {
             }
             self.scheduled.clear();
         }
-        let mut woken = false;
         for event in self.events.iter() {
             let token = event.token();
             if token.0 < RESERVED_BASE {
@@ -480,24 +481,25 @@ impl<S> EventLoop<S> {
                     ready,
                 );
             } else if token == WAKER_TOKEN {
-                woken = true;
+                // Notified sources take the place where the first of their
+                // notifications woke the loop, in the order they were sent.
+                if self.ctx.link.drain(&mut self.notified) {
+                    log::trace!("evloop: stop requested by a remote");
+                    self.ctx.stop = true;
+                }
+                for &id in &self.notified {
+                    queue(&mut self.ctx.sources, &mut self.ready, turn, id, Ready::READABLE);
+                }
+                self.notified.clear();
             } else if token == TIMERFD_TOKEN {
                 if let Some(h) = self.hires.as_mut() {
                     h.fired();
                 }
             }
         }
-        if woken {
-            if self.ctx.link.drain(&mut self.notified) {
-                log::trace!("evloop: stop requested by a remote");
-                self.ctx.stop = true;
-            }
-            for &id in &self.notified {
-                queue(&mut self.ctx.sources, &mut self.ready, turn, id, Ready::READABLE);
-            }
-            self.notified.clear();
-        }
-        if self.ready.len() > 1 {
+        // Queued in readiness order; only a mix of priorities needs a sort
+        // (its keys are unique, so an unstable sort keeps that order).
+        if self.ready.windows(2).any(|w| w[0].order > w[1].order) {
             self.ready.sort_unstable_by_key(|p| p.order);
         }
         log::trace!(

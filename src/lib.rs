@@ -20,8 +20,10 @@
 //! 4. **poll**: block in mio for 0 if deferred work or rescheduled handlers are
 //!    pending, else until the next timer deadline, else until woken (capped by
 //!    the caller's timeout).
-//! 5. **dispatch**: ready sources are dispatched by (priority, registration
-//!    order), never the kernel's arbitrary order. A source closed earlier in
+//! 5. **dispatch**: ready sources are dispatched by priority, then in the
+//!    order they became ready (rescheduled ones first, then what the poll
+//!    found, first-ready first), so no source waits behind others that
+//!    became ready after it. A source closed earlier in
 //!    the turn receives nothing further; ids carry a generation, so a reused
 //!    slot never gets its predecessor's event. Cross-thread wake-ups
 //!    ([`Remote`], [`channel()`]) are ordinary sources here.

@@ -144,7 +144,8 @@ pub enum Action {
 
 /// Dispatch order among sources ready in the same turn.
 ///
-/// Within one priority, sources are dispatched in registration order.
+/// Within one priority, sources are dispatched in the order they became
+/// ready: first ready, first served.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub enum Priority {
     /// Dispatched before everything else (e.g. control channels, signals).

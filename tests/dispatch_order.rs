@@ -1,5 +1,6 @@
-//! Dispatch order within a turn: by priority, then registration order, never
-//! the kernel's; and rescheduling as the cure for edge-triggered starvation.
+//! Dispatch order within a turn: by priority, then the order in which sources
+//! became ready (first ready, first served); and rescheduling as the cure for
+//! edge-triggered starvation.
 
 mod common;
 
@@ -31,20 +32,20 @@ fn recorders(el: &mut EventLoop<Vec<usize>>, n: usize) -> Vec<(evloop::SourceId,
 }
 
 #[test]
-fn ready_sources_run_in_registration_order_not_kernel_order() {
+fn ready_sources_run_in_the_order_they_became_ready() {
     const N: usize = 64;
     let mut el = EventLoop::new().unwrap();
     let mut sources = recorders(&mut el, N);
     // Make them ready in a scrambled order (37 is coprime to 64, so this
-    // visits every index once): the kernel reports them in this order.
-    for k in 0..N {
-        let i = (k * 37 + 11) % N;
+    // visits every index once): registration order is not what counts.
+    let scrambled: Vec<usize> = (0..N).map(|k| (k * 37 + 11) % N).collect();
+    for &i in &scrambled {
         sources[i].1.write_all(b"x").unwrap();
     }
     let mut order = Vec::new();
     let turn = el.turn(&mut order, Some(TICK)).unwrap();
     assert_eq!(turn.dispatched, N);
-    assert_eq!(order, (0..N).collect::<Vec<_>>());
+    assert_eq!(order, scrambled);
 
     // Again, reversed, to be sure it was not luck.
     order.clear();
@@ -52,11 +53,23 @@ fn ready_sources_run_in_registration_order_not_kernel_order() {
         peer.write_all(b"y").unwrap();
     }
     el.turn(&mut order, Some(TICK)).unwrap();
-    assert_eq!(order, (0..N).collect::<Vec<_>>());
+    assert_eq!(order, (0..N).rev().collect::<Vec<_>>());
 }
 
 #[test]
-fn priority_comes_before_registration_order() {
+fn a_source_ready_again_before_the_poll_keeps_its_first_place() {
+    let mut el = EventLoop::new().unwrap();
+    let mut sources = recorders(&mut el, 3);
+    for i in [2, 0, 2, 1, 0] {
+        sources[i].1.write_all(b"x").unwrap();
+    }
+    let mut order = Vec::new();
+    el.turn(&mut order, Some(TICK)).unwrap();
+    assert_eq!(order, [2, 0, 1], "one dispatch each, at its first readiness");
+}
+
+#[test]
+fn priority_comes_before_readiness_order() {
     let mut el = EventLoop::new().unwrap();
     let mut sources = recorders(&mut el, 6);
     let prio = [
@@ -75,7 +88,55 @@ fn priority_comes_before_registration_order() {
     }
     let mut order = Vec::new();
     el.turn(&mut order, Some(TICK)).unwrap();
-    assert_eq!(order, [2, 4, 1, 5, 0, 3]);
+    // High (4, 2), Normal (5, 1), Low (3, 0): each class in readiness order.
+    assert_eq!(order, [4, 2, 5, 1, 3, 0]);
+}
+
+#[test]
+fn rescheduled_sources_come_before_what_the_poll_found() {
+    let mut el = EventLoop::<Vec<usize>>::new().unwrap();
+    let mut sources = recorders(&mut el, 2);
+    // Source 2 is registered last and reschedules itself once: it was ready
+    // before the next turn's poll, so that turn dispatches it first.
+    let (c, mut c_peer) = pair();
+    el.register(
+        c,
+        Interest::READABLE,
+        |sock, _ev, _ctx, order: &mut Vec<usize>| {
+            drain(sock);
+            order.push(2);
+            if order.iter().filter(|&&i| i == 2).count() == 1 {
+                Action::Reschedule
+            } else {
+                Action::Keep
+            }
+        },
+    )
+    .unwrap();
+    c_peer.write_all(b"x").unwrap();
+    let mut order = Vec::new();
+    el.turn(&mut order, Some(TICK)).unwrap();
+    assert_eq!(order, [2]);
+    sources[1].1.write_all(b"x").unwrap();
+    sources[0].1.write_all(b"x").unwrap();
+    order.clear();
+    el.turn(&mut order, Some(TICK)).unwrap();
+    assert_eq!(order, [2, 1, 0]);
+}
+
+#[test]
+fn a_channel_is_dispatched_where_its_wake_up_came() {
+    let mut el = EventLoop::<Vec<usize>>::new().unwrap();
+    let mut sources = recorders(&mut el, 2);
+    let (tx, rx) = evloop::channel::<()>();
+    el.add_channel(rx, |(), _ctx, order: &mut Vec<usize>| order.push(9))
+        .unwrap();
+    sources[1].1.write_all(b"x").unwrap();
+    tx.send(()).unwrap();
+    sources[0].1.write_all(b"x").unwrap();
+    let mut order = Vec::new();
+    el.turn(&mut order, Some(TICK)).unwrap();
+    assert_eq!(order, [1, 9, 0]);
 }
 
 #[test]
