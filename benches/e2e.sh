@@ -3,7 +3,7 @@
 # loop, tokio (current-thread, a task per connection) and calloop, all fed by
 # examples/loadgen.rs. Regenerates docs/bench/e2e.md and docs/bench/e2e.svg.
 #
-#   benches/e2e.sh            full run, 3 interleaved runs (about 10 minutes)
+#   benches/e2e.sh            full run, 5 interleaved runs (about 15 minutes)
 #   QUICK=1 benches/e2e.sh    smoke run: 1 run, short windows (about 2 minutes)
 #
 # Knobs (environment): RUNS, DURATION and WARMUP (seconds per measurement),
@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 if [[ "${QUICK:-0}" == 1 ]]; then
     RUNS=${RUNS:-1} DURATION=${DURATION:-1} WARMUP=${WARMUP:-0.3}
 else
-    RUNS=${RUNS:-3} DURATION=${DURATION:-4} WARMUP=${WARMUP:-1}
+    RUNS=${RUNS:-5} DURATION=${DURATION:-4} WARMUP=${WARMUP:-1}
 fi
 SERVERS=${SERVERS:-"evloop mio tokio calloop"}
 SCENARIOS=${SCENARIOS:-"pingpong c50_d1 c50_d16 c10_16k_d4 c1000_d1 c10000_d1"}
@@ -62,10 +62,16 @@ trap '[[ -n "$SERVER_PID" ]] && kill "$SERVER_PID" 2>/dev/null; true' EXIT
 
 # Below the ephemeral range (32768+), so no client socket holds our port.
 port=$((20000 + RANDOM % 8000))
+read -r -a SERVER_LIST <<<"$SERVERS"
+NSERVERS=${#SERVER_LIST[@]}
 for run in $(seq 1 "$RUNS"); do
     for sc in $SCENARIOS; do
         read -r conns size depth <<<"${SHAPE[$sc]}"
-        for srv in $SERVERS; do
+        # Each run starts with the next server: this machine drifts between
+        # throughput states within seconds, and no server should always
+        # take the same place in the sequence.
+        for k in $(seq 0 $((NSERVERS - 1))); do
+            srv=${SERVER_LIST[$(((k + run - 1) % NSERVERS))]}
             port=$((port + 1))
             addr=127.0.0.1:$port
             RUST_LOG=warn taskset -c 0 "$EX/${BIN[$srv]}" "$addr" 2>>target/e2e/servers.log &

@@ -132,7 +132,7 @@ fn markdown(t: &Table, settings: &str) -> String {
     let _ = writeln!(w, "# End-to-end echo benchmark\n");
     let _ = writeln!(
         w,
-        "Regenerate this page and `e2e.svg` with **`benches/e2e.sh`** (about 10 minutes; \
+        "Regenerate this page and `e2e.svg` with **`benches/e2e.sh`** (about 15 minutes; \
          `QUICK=1 benches/e2e.sh` is a two-minute smoke run; `RUNS`, `DURATION`, `WARMUP`, \
          `SERVERS`, `SCENARIOS`, `PERF=0` are the knobs).\n"
     );
@@ -327,6 +327,21 @@ fn targets(t: &Table) -> Vec<String> {
                     "{} {sc}: msg/s ≥ 0.97 × the best peer ({:.2} × {peer})",
                     mark(ev >= 0.97 * v),
                     ev / v
+                ));
+            }
+        }
+        if let Some(ev) = g("evloop", "p99_us") {
+            let peers: Vec<(&str, f64)> = t
+                .servers(sc)
+                .filter(|s| *s != "evloop")
+                .filter_map(|s| Some((s, g(s, "p99_us")?)))
+                .collect();
+            if !peers.is_empty() {
+                let listed: Vec<String> = peers.iter().map(|(p, v)| format!("{p} {v:.1}")).collect();
+                out.push(format!(
+                    "{} {sc}: p99 round trip no worse than any peer's (evloop {ev:.1} µs; {})",
+                    mark(peers.iter().all(|&(_, v)| ev <= v)),
+                    listed.join(", ")
                 ));
             }
         }
