@@ -147,7 +147,8 @@ fn a_handler_that_always_reschedules_does_not_starve_the_others() {
         others: [usize; 3],
     }
     let mut el = EventLoop::<S>::new().unwrap();
-    // The hog is registered first, so it is dispatched first in every turn.
+    // The hog reschedules itself, so it comes first in every turn (a
+    // rescheduled source was ready before anything the poll finds).
     let (h, mut hog_peer) = pair();
     el.register(h, Interest::READABLE, |_sock, _ev, _ctx, s: &mut S| {
         s.hog += 1;

@@ -16,8 +16,8 @@ struct Runs {
     log: Vec<&'static str>,
 }
 
-/// `before` (registered first), a handler that panics, and `after`: all
-/// ready in the same turn.
+/// `before` (ready first), a handler that panics, and `after`: all ready in
+/// the same turn, in that order.
 fn three_sources(el: &mut EventLoop<Runs>) -> (evloop::SourceId, Vec<std::os::unix::net::UnixStream>) {
     let (b, b_peer) = pair();
     let (p, p_peer) = pair();

@@ -78,7 +78,7 @@ fn signals_are_dispatched_before_normal_sources() {
     let _g = lock();
     let mut el = EventLoop::new().unwrap();
     let (a, mut peer) = pair();
-    // Registered first, but at normal priority.
+    // Registered first and ready first, but at normal priority.
     el.register(a, Interest::READABLE, |sock, _ev, _ctx, got: &mut Vec<c_int>| {
         drain(sock);
         got.push(0);
@@ -87,8 +87,8 @@ fn signals_are_dispatched_before_normal_sources() {
     .unwrap();
     recorder(&mut el, &[libc::SIGUSR1]);
     // Both must be ready before the turn polls, so both land in one turn.
-    raise_here(libc::SIGUSR1);
     peer.write_all(b"x").unwrap();
+    raise_here(libc::SIGUSR1);
     let mut got = Vec::new();
     let t = el.turn(&mut got, Some(common::TICK)).unwrap();
     assert_eq!(t.dispatched, 2);
