@@ -3,8 +3,9 @@
 //!
 //! It answers exactly what `http` answers (`Hello, World!` to every request,
 //! keep-alive, pipelining, bodies skipped as they stream in, 400/431/505 and
-//! a close on bad input, a minute's idle timeout) with the same parser
-//! (`proto/http_parse.rs`), so what the benchmark compares is the runtime,
+//! a close on bad input, a minute's idle timeout) with the same parser and
+//! framing (`proto/http_parse.rs`, `proto/http_session.rs`), so what the
+//! benchmark compares is the runtime,
 //! not the HTTP code. The shape is what a competent tokio user would write:
 //! a task owns the socket, a 16 KiB read buffer and an output buffer; after
 //! each `read` it answers every complete request in the buffer and sends all
@@ -18,13 +19,16 @@
 mod http_date;
 #[path = "proto/http_parse.rs"]
 mod http_parse;
+#[path = "proto/http_session.rs"]
+mod http_session;
 
 use std::cell::Cell;
 use std::io;
 use std::time::{Duration, SystemTime};
 
 use http_date::http_date;
-use http_parse::{Body, Chunked, Error};
+use http_parse::Error;
+use http_session::{Reply, Session};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -40,94 +44,10 @@ thread_local! {
     static DATE: Cell<[u8; 29]> = Cell::new(http_date(SystemTime::now()));
 }
 
-/// One connection's parsing state, as in `http`: only the body being
-/// skipped, if we are inside one.
-#[derive(Default)]
-struct Session {
-    body: Option<(Skip, Reply)>,
-}
-
-/// The rest of a request body still to arrive.
-enum Skip {
-    Length(u64),
-    Chunked(Chunked),
-}
-
-/// How to answer a request whose head we have read.
-#[derive(Clone, Copy)]
-struct Reply {
-    keep_alive: bool,
-    head_only: bool,
-    http10: bool,
-}
-
-impl Session {
-    /// Answer every complete request in `data` into `out`. Returns the bytes
-    /// consumed and whether the connection stays open after `out` is sent.
-    /// The same steps as `http`'s `on_data`.
-    fn on_data(&mut self, data: &[u8], out: &mut Vec<u8>) -> (usize, bool) {
-        let mut used = 0;
-        loop {
-            if let Some((skip, reply)) = &mut self.body {
-                let rest = &data[used..];
-                let done = match skip {
-                    Skip::Length(left) => {
-                        let n = (*left).min(rest.len() as u64);
-                        used += n as usize;
-                        *left -= n;
-                        *left == 0
-                    }
-                    Skip::Chunked(chunked) => match chunked.skip(rest) {
-                        Ok((n, done)) => {
-                            used += n;
-                            done
-                        }
-                        Err(e) => {
-                            refuse(out, e);
-                            return (data.len(), false);
-                        }
-                    },
-                };
-                if !done {
-                    return (used, true);
-                }
-                let reply = *reply;
-                self.body = None;
-                if !respond(out, reply) {
-                    return (data.len(), false);
-                }
-            }
-            let req = match http_parse::parse(&data[used..]) {
-                Ok(Some(req)) => req,
-                Ok(None) => return (used, true),
-                Err(e) => {
-                    refuse(out, e);
-                    return (data.len(), false);
-                }
-            };
-            used += req.head_len;
-            let reply = Reply {
-                keep_alive: req.keep_alive,
-                head_only: req.method == b"HEAD",
-                http10: req.minor == 0,
-            };
-            match req.body {
-                Body::Empty => {
-                    if !respond(out, reply) {
-                        return (data.len(), false);
-                    }
-                }
-                Body::Length(n) => self.body = Some((Skip::Length(n), reply)),
-                Body::Chunked => self.body = Some((Skip::Chunked(Chunked::default()), reply)),
-            }
-        }
-    }
-}
-
-/// Append the response; false if the connection closes after it. The
+/// Append the response. The
 /// `Server` value has as many characters as `evloop`: wrk is the bottleneck,
 /// and one byte in a 128-byte response is 0.8% more for it to parse.
-fn respond(out: &mut Vec<u8>, reply: Reply) -> bool {
+fn respond(out: &mut Vec<u8>, reply: Reply) {
     out.extend_from_slice(
         b"HTTP/1.1 200 OK\r\nServer: tokio1\r\nContent-Type: text/plain\r\nContent-Length: 13\r\nDate: ",
     );
@@ -141,7 +61,6 @@ fn respond(out: &mut Vec<u8>, reply: Reply) -> bool {
     if !reply.head_only {
         out.extend_from_slice(b"Hello, World!");
     }
-    reply.keep_alive
 }
 
 /// Append the error response; the caller closes after sending it.
@@ -167,7 +86,10 @@ async fn serve(mut stream: TcpStream) {
             Ok(Ok(n)) => n,
         };
         filled += n;
-        let (used, open) = session.on_data(&buf[..filled], &mut out);
+        let (used, open) = session.on_data(&buf[..filled], |request| match request {
+            Ok(reply) => respond(&mut out, reply),
+            Err(e) => refuse(&mut out, e),
+        });
         if !out.is_empty() {
             if stream.write_all(&out).await.is_err() {
                 return;

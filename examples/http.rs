@@ -6,7 +6,8 @@
 //!   byte not yet consumed and returns how many it used. A request cut in half
 //!   by TCP returns 0 and comes back, longer, on the next read; the net layer
 //!   keeps the tail. The parser (`proto/http_parse.rs`) is stateless for
-//!   exactly that reason.
+//!   exactly that reason, and the framing (`proto/http_session.rs`) keeps
+//!   only the body it is skipping.
 //! - **Pipelining costs nothing extra.** One `on_data` call answers every
 //!   complete request in `data`; the writes are corked while the handler runs
 //!   and leave in one `write(2)` when it returns.
@@ -29,6 +30,8 @@
 mod http_date;
 #[path = "proto/http_parse.rs"]
 mod http_parse;
+#[path = "proto/http_session.rs"]
+mod http_session;
 
 use std::io;
 use std::time::{Duration, SystemTime};
@@ -36,7 +39,8 @@ use std::time::{Duration, SystemTime};
 use evloop::net::{self, Addr, Conn, ConnConfig, Handler, ListenConfig, Listening};
 use evloop::{Ctx, EventLoop};
 use http_date::http_date;
-use http_parse::{Body, Chunked, Error};
+use http_parse::Error;
+use http_session::Reply;
 
 /// The application state every connection sees: the current `Date` value.
 pub struct Http {
@@ -67,97 +71,23 @@ pub fn start(ctx: &mut Ctx<Http>, addr: &Addr) -> io::Result<Listening> {
     net::listen(ctx, addr, cfg, |_, _, _| Some(Session::default()))
 }
 
-/// One connection's state: only the body being skipped, if we are inside one.
+/// One connection's state: where it is in the request stream.
 #[derive(Default)]
-struct Session {
-    body: Option<(Skip, Reply)>,
-}
-
-/// The rest of a request body still to arrive.
-enum Skip {
-    Length(u64),
-    Chunked(Chunked),
-}
-
-/// How to answer a request whose head we have read.
-#[derive(Clone, Copy)]
-struct Reply {
-    keep_alive: bool,
-    /// HEAD: the same headers, no body.
-    head_only: bool,
-    /// HTTP/1.0 clients need keep-alive spelled out.
-    http10: bool,
-}
+struct Session(http_session::Session);
 
 impl Handler<Http> for Session {
     fn on_data(&mut self, conn: &mut Conn, data: &[u8], _: &mut Ctx<Http>, http: &mut Http) -> usize {
-        let mut used = 0;
-        loop {
-            // Finish skipping the current request's body, then answer it.
-            if let Some((skip, reply)) = &mut self.body {
-                let rest = &data[used..];
-                let done = match skip {
-                    Skip::Length(left) => {
-                        let n = (*left).min(rest.len() as u64);
-                        used += n as usize;
-                        *left -= n;
-                        *left == 0
-                    }
-                    Skip::Chunked(chunked) => match chunked.skip(rest) {
-                        Ok((n, done)) => {
-                            used += n;
-                            done
-                        }
-                        Err(e) => {
-                            refuse(conn, e);
-                            return data.len();
-                        }
-                    },
-                };
-                if !done {
-                    return used;
-                }
-                let reply = *reply;
-                self.body = None;
-                if !respond(conn, reply, http) {
-                    return data.len();
-                }
-            }
-            // Then the next request head, if all of it is here.
-            let req = match http_parse::parse(&data[used..]) {
-                Ok(Some(req)) => req,
-                Ok(None) => return used,
-                Err(e) => {
-                    refuse(conn, e);
-                    return data.len();
-                }
-            };
-            used += req.head_len;
-            log::trace!(
-                "{} {}",
-                String::from_utf8_lossy(req.method),
-                String::from_utf8_lossy(req.target)
-            );
-            let reply = Reply {
-                keep_alive: req.keep_alive,
-                head_only: req.method == b"HEAD",
-                http10: req.minor == 0,
-            };
-            match req.body {
-                Body::Empty => {
-                    if !respond(conn, reply, http) {
-                        return data.len();
-                    }
-                }
-                Body::Length(n) => self.body = Some((Skip::Length(n), reply)),
-                Body::Chunked => self.body = Some((Skip::Chunked(Chunked::default()), reply)),
-            }
-        }
+        let (used, _open) = self.0.on_data(data, |request| match request {
+            Ok(reply) => respond(conn, reply, http),
+            Err(e) => refuse(conn, e),
+        });
+        used
     }
 }
 
-/// Write the response; false if the connection closes after it.
-fn respond(conn: &mut Conn, reply: Reply, http: &Http) -> bool {
+/// Write the response, and close after it unless the request keeps the
+/// connection alive.
+fn respond(conn: &mut Conn, reply: Reply, http: &Http) {
     conn.write(
         b"HTTP/1.1 200 OK\r\nServer: evloop\r\nContent-Type: text/plain\r\nContent-Length: 13\r\nDate: ",
     );
@@ -174,7 +104,6 @@ fn respond(conn: &mut Conn, reply: Reply, http: &Http) -> bool {
     if !reply.keep_alive {
         conn.close();
     }
-    reply.keep_alive
 }
 
 /// Answer an unparseable request with its error status and close. The caller
