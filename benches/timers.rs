@@ -8,8 +8,9 @@
 //! - `timers_fire_manual`: libuv's "million timers": N timers spread over one
 //!   second as libuv's benchmark spreads them (N/1000 per millisecond, armed
 //!   in deadline order), then time moves in 1 ms steps until all have fired.
-//!   Time is virtual: evloop runs on a `ManualClock` and turns once per step
-//!   (`turn(Some(ZERO))`); tokio's clock is paused and advanced, and the
+//!   Time is virtual: evloop runs on a `ManualClock`, arms with
+//!   `timer_after` (a timeout relative to the loop's time, as libuv's
+//!   benchmark arms them) and turns once per step (`turn(Some(ZERO))`); tokio's clock is paused and advanced, and the
 //!   runtime turns until the queue has nothing due; the heap is given the
 //!   time by a minimal loop that also makes the zero-timeout `epoll_wait`
 //!   every loop's turn makes. Per timer, arming included. At small N the
@@ -301,10 +302,9 @@ async fn drain_ready(dq: &mut DelayQueue<u32>, tally: &mut Tally) {
 // ---- arm + cancel ----
 
 fn evloop_arm_cancel(el: &mut EventLoop<Tally>, offsets: &[Duration], ids: &mut Vec<TimerId>) {
-    let base = el.now();
     for (i, &off) in offsets.iter().enumerate() {
         let i = i as u32;
-        ids.push(el.timer_at(base + off, move |_, _, t: &mut Tally| t.take(i)));
+        ids.push(el.timer_after(off, move |_, _, t: &mut Tally| t.take(i)));
     }
     for id in ids.drain(..) {
         assert!(el.cancel_timer(id));
@@ -363,10 +363,9 @@ fn heap_arm_cancel(h: &mut HeapTimers<HeapCallback>, offsets: &[Duration], ids: 
 
 fn evloop_fire_manual(el: &mut EventLoop<Tally>, clock: &ManualClock, offsets: &[Duration]) {
     let mut tally = Tally::default();
-    let base = el.now();
     for (i, &off) in offsets.iter().enumerate() {
         let i = i as u32;
-        el.timer_at(base + off, move |_, _, t: &mut Tally| t.take(i));
+        el.timer_after(off, move |_, _, t: &mut Tally| t.take(i));
     }
     for _ in 0..FIRE_MS {
         clock.advance(STEP);
@@ -454,10 +453,9 @@ fn evloop_fire_real(offsets: &[Duration]) -> (Duration, Duration) {
         ..Tally::default()
     };
     let times = timed(|| {
-        let base = Instant::now();
         for (i, &off) in offsets.iter().enumerate() {
             let i = i as u32;
-            el.timer_at(base + off, move |_, ctx, t: &mut Tally| {
+            el.timer_after(off, move |_, ctx, t: &mut Tally| {
                 t.take(i);
                 if t.count == t.stop_at {
                     ctx.stop();

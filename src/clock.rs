@@ -33,6 +33,17 @@ impl Clock {
     pub(crate) fn is_manual(&self) -> bool {
         matches!(self, Clock::Manual(_))
     }
+
+    /// The instant a loop on this clock counts its nanoseconds from. For a
+    /// manual clock that is the clock's own start, so that its time is
+    /// already a nanosecond count and the timer phase needs no `Instant`
+    /// arithmetic (see [`ManualClock::elapsed_ns`]).
+    pub(crate) fn origin(&self) -> Instant {
+        match self {
+            Clock::System => Instant::now(),
+            Clock::Manual(m) => m.base,
+        }
+    }
 }
 
 /// A clock that a test moves by hand. Clones share the same time, and it can
@@ -62,7 +73,13 @@ impl ManualClock {
 
     /// The clock's current time.
     pub fn now(&self) -> Instant {
-        self.base + Duration::from_nanos(self.offset_ns.load(Ordering::Acquire))
+        self.base + Duration::from_nanos(self.elapsed_ns())
+    }
+
+    /// Nanoseconds moved since the clock was made: a loop on this clock
+    /// counts from its start ([`Clock::origin`]), so this is its time.
+    pub(crate) fn elapsed_ns(&self) -> u64 {
+        self.offset_ns.load(Ordering::Acquire)
     }
 
     /// Move the clock forward by `by` (saturating far in the future).

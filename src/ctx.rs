@@ -82,6 +82,10 @@ pub struct Ctx<S> {
     /// The turn's time, read from the clock at its first use in the turn
     /// (`None`: not read yet). A turn that never asks pays no clock read.
     pub(crate) now: Cell<Option<Instant>>,
+    /// The same time as nanoseconds since the timers' origin, which is what
+    /// the timer wheel works in; kept beside `now` so that neither the timer
+    /// phase nor `timer_after` converts it again.
+    pub(crate) now_ns: Cell<Option<u64>>,
     pub(crate) stop: bool,
     pub(crate) turn_no: u64,
     pub(crate) scratch: Vec<u8>,
@@ -108,14 +112,36 @@ impl<S> Ctx<S> {
     /// value until the turn ends, or until a poll that slept. After the first
     /// call in a turn, no system call.
     pub fn now(&self) -> Instant {
-        match self.now.get() {
-            Some(t) => t,
-            None => {
-                let t = self.clock.now();
-                self.now.set(Some(t));
-                t
-            }
+        if let Some(t) = self.now.get() {
+            return t;
         }
+        let t = match self.clock {
+            // A manual clock's time is a nanosecond count (its origin is
+            // the timers' origin): the `Instant` is derived from it.
+            Clock::Manual(_) => self.timers.to_instant(self.now_ns()),
+            Clock::System => Instant::now(),
+        };
+        self.now.set(Some(t));
+        t
+    }
+
+    /// [`now`](Self::now) in the timer wheel's nanoseconds, cached alike.
+    pub(crate) fn now_ns(&self) -> u64 {
+        if let Some(ns) = self.now_ns.get() {
+            return ns;
+        }
+        let ns = match &self.clock {
+            Clock::Manual(m) => m.elapsed_ns(),
+            Clock::System => self.timers.to_ns(self.now()),
+        };
+        self.now_ns.set(Some(ns));
+        ns
+    }
+
+    /// Drop the turn's cached time: the next ask reads the clock.
+    pub(crate) fn forget_now(&self) {
+        self.now.set(None);
+        self.now_ns.set(None);
     }
 
     /// Ask the loop to stop: [`EventLoop::run`](crate::EventLoop::run)
@@ -374,7 +400,7 @@ impl<S> Ctx<S> {
     where
         F: FnMut(Fired, &mut Ctx<S>, &mut S) + 'static,
     {
-        let id = self.timers.arm(deadline, Repeat::Once, f);
+        let id = self.timers.arm_ns(self.timers.to_ns(deadline), Repeat::Once, f);
         // Measured from the turn's time only if something already read it:
         // tracing must not read the clock itself, or turning it on would
         // change which instant the turn holds.
@@ -393,9 +419,10 @@ impl<S> Ctx<S> {
     where
         F: FnMut(Fired, &mut Ctx<S>, &mut S) + 'static,
     {
-        let now = self.now();
-        let deadline = now.checked_add(after).unwrap_or_else(|| far_future(now));
-        self.timer_at(deadline, f)
+        let deadline = self.now_ns().saturating_add(timer::duration_ns(after));
+        let id = self.timers.arm_ns(deadline, Repeat::Once, f);
+        log::trace!("evloop: arm {id:?} in {after:?}");
+        id
     }
 
     /// Arm a fixed-rate periodic timer: first at `now() + period`, then on
@@ -406,9 +433,8 @@ impl<S> Ctx<S> {
         F: FnMut(Fired, &mut Ctx<S>, &mut S) + 'static,
     {
         let p = timer::period_ns(period);
-        let now = self.now();
-        let deadline = now.checked_add(period).unwrap_or_else(|| far_future(now));
-        self.timers.arm(deadline, Repeat::Rate(p), f)
+        self.timers
+            .arm_ns(self.now_ns().saturating_add(p), Repeat::Rate(p), f)
     }
 
     /// Arm a fixed-delay periodic timer: each run is `delay` after the turn
@@ -418,9 +444,8 @@ impl<S> Ctx<S> {
         F: FnMut(Fired, &mut Ctx<S>, &mut S) + 'static,
     {
         let p = timer::period_ns(delay);
-        let now = self.now();
-        let deadline = now.checked_add(delay).unwrap_or_else(|| far_future(now));
-        self.timers.arm(deadline, Repeat::Delay(p), f)
+        self.timers
+            .arm_ns(self.now_ns().saturating_add(p), Repeat::Delay(p), f)
     }
 
     /// Cancel a timer. Returns false (a no-op) when it already fired (one-shot)
@@ -519,10 +544,4 @@ impl<S> Ctx<S> {
             self.out_buf = buf;
         }
     }
-}
-
-/// A deadline that never comes in practice (`Instant` cannot represent "never").
-fn far_future(now: Instant) -> Instant {
-    now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600))
-        .unwrap_or(now)
 }

@@ -127,7 +127,7 @@ impl Builder {
         } else {
             None
         };
-        let now = self.clock.now();
+        let origin = self.clock.origin();
         Ok(EventLoop {
             ctx: Ctx {
                 poll,
@@ -137,10 +137,11 @@ impl Builder {
                 closing: Vec::new(),
                 scheduled: Vec::new(),
                 deferred: Default::default(),
-                timers: Timers::new(now),
+                timers: Timers::new(origin, hires.is_some()),
                 checks: Vec::new(),
                 clock: self.clock,
-                now: Cell::new(Some(now)),
+                now: Cell::new(None),
+                now_ns: Cell::new(None),
                 stop: false,
                 turn_no: 0,
                 scratch: Vec::new(),
@@ -274,7 +275,7 @@ impl<S> EventLoop<S> {
     /// phase needs it), else by whichever callback wants it first, after the
     /// poll. A turn in which nothing asks (a plain echo) pays no clock read.
     fn read_clock(&mut self) {
-        self.ctx.now.set(None);
+        self.ctx.forget_now();
         log::trace!("evloop: turn {} phase clock", self.ctx.turn_no);
     }
 
@@ -290,7 +291,7 @@ impl<S> EventLoop<S> {
             return 0;
         }
         self.ctx.timers.lagging = false;
-        let now_ns = self.ctx.timers.to_ns(self.ctx.now());
+        let now_ns = self.ctx.now_ns();
         let mut batch = std::mem::take(&mut self.expired);
         self.ctx.timers.wheel.collect_expired(now_ns, &mut batch);
         log::trace!("evloop: phase timers ({} due)", batch.len());
@@ -348,11 +349,7 @@ impl<S> EventLoop<S> {
         }
         let call = timers.callbacks.call(kind);
         let id = crate::TimerId(key);
-        let fired = Fired {
-            id,
-            deadline: timers.to_instant(deadline_ns),
-            missed,
-        };
+        let fired = Fired::new(id, deadline_ns, missed, timers.origin());
         log::trace!("evloop: fire {id:?} (missed {missed})");
         let t0 = self.stall.start();
         let result = self.guard(|ctx, state| call(ctx, state, kind, slot, fired), state);
@@ -422,7 +419,7 @@ impl<S> EventLoop<S> {
         }
         if slept {
             // Handlers must not arm timers from a time read before the sleep.
-            self.ctx.now.set(None);
+            self.ctx.forget_now();
         }
         Ok(())
     }

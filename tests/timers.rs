@@ -247,6 +247,63 @@ fn far_deadlines_never_fire_early() {
     assert!(el.cancel_timer(never));
 }
 
+/// `Fired::deadline` is the deadline the timer was armed for, whichever way
+/// it was armed, and the turn's `now()` is at or past it; a fixed-rate
+/// timer's deadlines stay on its grid.
+#[test]
+fn fired_tells_the_armed_deadline() {
+    let (mut el, clock) = manual_loop();
+    let t0 = clock.now();
+    let seen = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    for (label, at) in [(1, Some(t0 + ms(10))), (2, None)] {
+        let seen = seen.clone();
+        let f = move |fired: evloop::Fired, ctx: &mut evloop::Ctx<Vec<u32>>, _: &mut Vec<u32>| {
+            assert!(ctx.now() >= fired.deadline());
+            seen.borrow_mut().push((label, fired.deadline() - t0));
+        };
+        match at {
+            Some(at) => el.timer_at(at, f),
+            None => el.timer_after(ms(10), f),
+        };
+    }
+    let rate = seen.clone();
+    el.timer_every(ms(4), move |fired, _, _: &mut Vec<u32>| {
+        rate.borrow_mut()
+            .push((3 + fired.missed as u32, fired.deadline() - t0));
+    });
+    let mut log = Vec::new();
+    // Turns at 7 and 13 ms, both late: the periodic timer reports its grid
+    // points (4, then 8 with the one at 12 counted as missed).
+    step(&mut el, &clock, ms(7), &mut log);
+    step(&mut el, &clock, ms(6), &mut log);
+    assert_eq!(
+        *seen.borrow(),
+        [(3, ms(4)), (4, ms(8)), (1, ms(10)), (2, ms(10))],
+        "deadlines as armed; equal ones in arm order"
+    );
+}
+
+/// A manual clock moved before the loop was built: the loop's time starts
+/// where the clock is, and relative timers count from there.
+#[test]
+fn a_manual_clock_moved_before_the_loop_is_built() {
+    let clock = ManualClock::new();
+    clock.advance(Duration::from_secs(1000));
+    let mut el: EventLoop<Vec<u32>> = EventLoop::builder()
+        .clock(Clock::Manual(clock.clone()))
+        .build()
+        .unwrap();
+    assert_eq!(el.now(), clock.now());
+    let id = el.timer_after(ms(5), |_, _, log: &mut Vec<u32>| log.push(1));
+    assert_eq!(el.timer_deadline(id), Some(clock.now() + ms(5)));
+    let mut log = Vec::new();
+    step(&mut el, &clock, ms(4), &mut log);
+    assert!(log.is_empty(), "not due yet");
+    step(&mut el, &clock, ms(1), &mut log);
+    assert_eq!(log, [1]);
+    assert_eq!(el.now(), clock.now());
+}
+
 /// A timer the model tracks: its id, label, and (deadline, seq) while armed.
 type Tracked = (TimerId, u32, Option<(u64, u64)>);
 

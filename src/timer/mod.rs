@@ -27,15 +27,43 @@ impl fmt::Debug for TimerId {
 }
 
 /// What a timer callback is told when it fires.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Fired {
     /// The timer that fired.
     pub id: TimerId,
-    /// The deadline it was armed for (the turn's `now()` is at or after it).
-    pub deadline: Instant,
     /// For fixed-rate periodic timers: how many whole periods passed unseen
     /// because the loop ran late. Those ticks are counted here, not replayed.
     pub missed: u64,
+    /// The deadline in the wheel's nanoseconds since `origin`: turned into
+    /// an `Instant` only if the callback asks, most never do.
+    deadline_ns: u64,
+    origin: Instant,
+}
+
+impl Fired {
+    pub(crate) fn new(id: TimerId, deadline_ns: u64, missed: u64, origin: Instant) -> Fired {
+        Fired {
+            id,
+            missed,
+            deadline_ns,
+            origin,
+        }
+    }
+
+    /// The deadline it was armed for (the turn's `now()` is at or after it).
+    pub fn deadline(&self) -> Instant {
+        to_instant(self.origin, self.deadline_ns)
+    }
+}
+
+impl fmt::Debug for Fired {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fired")
+            .field("id", &self.id)
+            .field("deadline", &self.deadline())
+            .field("missed", &self.missed)
+            .finish()
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -109,14 +137,25 @@ pub(crate) struct Timers<S> {
     pub(crate) lagging: bool,
 }
 
-/// Width of a level-0 wheel slot: 2^16 ns = 65.5 µs, fine enough for the
-/// high-resolution mode; coarser levels cover the rest.
-const TICK_SHIFT: u32 = 16;
+/// Width of a level-0 wheel slot in the high-resolution mode: 2^16 ns =
+/// 65.5 µs, so that a slot holds what is due in a fraction of the 100 µs
+/// the mode promises.
+const HIRES_TICK_SHIFT: u32 = 16;
+/// Width of a level-0 slot otherwise: 2^20 ns = 1.05 ms, about the poll's
+/// own millisecond resolution. Expiry is exact either way (see [`wheel`]);
+/// a wider tick means fewer cascades per timer (a one-second timer is filed
+/// twice instead of three times) and fewer slots to pass per turn.
+const TICK_SHIFT: u32 = 20;
 
 impl<S> Timers<S> {
-    pub(crate) fn new(origin: Instant) -> Timers<S> {
+    pub(crate) fn new(origin: Instant, high_resolution: bool) -> Timers<S> {
+        let shift = if high_resolution {
+            HIRES_TICK_SHIFT
+        } else {
+            TICK_SHIFT
+        };
         Timers {
-            wheel: wheel::Wheel::new(TICK_SHIFT, 0),
+            wheel: wheel::Wheel::new(shift, 0),
             callbacks: callbacks::Callbacks::new(),
             periods: Vec::new(),
             origin,
@@ -131,16 +170,18 @@ impl<S> Timers<S> {
     }
 
     pub(crate) fn to_instant(&self, ns: u64) -> Instant {
-        self.origin
-            .checked_add(Duration::from_nanos(ns))
-            .unwrap_or_else(|| self.origin + Duration::from_secs(u32::MAX as u64))
+        to_instant(self.origin, ns)
     }
 
-    pub(crate) fn arm<F>(&mut self, deadline: Instant, repeat: Repeat, f: F) -> TimerId
+    pub(crate) fn origin(&self) -> Instant {
+        self.origin
+    }
+
+    /// Arm for a deadline in the wheel's nanoseconds (see [`Self::to_ns`]).
+    pub(crate) fn arm_ns<F>(&mut self, ns: u64, repeat: Repeat, f: F) -> TimerId
     where
         F: FnMut(Fired, &mut Ctx<S>, &mut S) + 'static,
     {
-        let ns = self.to_ns(deadline);
         let (kind, slot) = self.callbacks.insert(f);
         let (mode, period) = match repeat {
             Repeat::Once => (Mode::Once, 0),
@@ -211,9 +252,21 @@ impl<S> Timers<S> {
     }
 }
 
+/// `origin + ns`, saturating where `Instant` ends.
+fn to_instant(origin: Instant, ns: u64) -> Instant {
+    origin
+        .checked_add(Duration::from_nanos(ns))
+        .unwrap_or_else(|| origin + Duration::from_secs(u32::MAX as u64))
+}
+
+/// Duration in whole nanoseconds, saturating (584 years is "never").
+pub(crate) fn duration_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// Duration in whole nanoseconds, at least 1 (a zero period would spin).
 pub(crate) fn period_ns(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX).max(1)
+    duration_ns(d).max(1)
 }
 
 #[cfg(test)]
