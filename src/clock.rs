@@ -30,6 +30,7 @@ impl Clock {
         }
     }
 
+    #[inline]
     pub(crate) fn is_manual(&self) -> bool {
         matches!(self, Clock::Manual(_))
     }
@@ -78,6 +79,7 @@ impl ManualClock {
 
     /// Nanoseconds moved since the clock was made: a loop on this clock
     /// counts from its start ([`Clock::origin`]), so this is its time.
+    #[inline]
     pub(crate) fn elapsed_ns(&self) -> u64 {
         self.offset_ns.load(Ordering::Acquire)
     }

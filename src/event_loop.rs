@@ -292,12 +292,15 @@ impl<S> EventLoop<S> {
         }
         self.ctx.timers.lagging = false;
         let now_ns = self.ctx.now_ns();
-        let mut batch = std::mem::take(&mut self.expired);
-        self.ctx.timers.wheel.collect_expired(now_ns, &mut batch);
-        log::trace!("evloop: phase timers ({} due)", batch.len());
+        self.ctx.timers.wheel.collect_expired(now_ns, &mut self.expired);
+        log::trace!("evloop: phase timers ({} due)", self.expired.len());
         let mut fired = 0;
-        for i in 0..batch.len() {
-            match self.fire_timer(batch[i], now_ns, state) {
+        let mut i = 0;
+        // Callbacks reach the `Ctx`, never `self.expired`: the batch stays
+        // put while it runs.
+        while let Some(&key) = self.expired.get(i) {
+            i += 1;
+            match self.fire_timer(key, now_ns, state) {
                 Ok(ran) => fired += ran as usize,
                 Err((id, payload)) => {
                     fired += 1;
@@ -306,18 +309,18 @@ impl<S> EventLoop<S> {
                         // batch is already out of the wheel's queue: re-arm
                         // it for its deadline (in order, so ties keep their
                         // order), or those timers would never fire.
-                        for &rest in &batch[i + 1..] {
+                        for &rest in &self.expired[i..] {
                             if let Some(deadline) = self.ctx.timers.wheel.deadline(rest) {
                                 self.ctx.timers.wheel.reset(rest, deadline);
                             }
                         }
+                        self.expired.clear();
                     }
                     self.panicked(payload, format_args!("timer {id:?}"));
                 }
             }
         }
-        batch.clear();
-        self.expired = batch;
+        self.expired.clear();
         fired
     }
 
@@ -631,10 +634,15 @@ impl<S> EventLoop<S> {
     }
 
     /// Phase 7: deregister and drop the sources closed during the turn.
+    #[inline]
     fn reclaim(&mut self) {
-        if self.ctx.closing.is_empty() {
-            return;
+        if !self.ctx.closing.is_empty() {
+            self.release_closed();
         }
+    }
+
+    #[inline(never)]
+    fn release_closed(&mut self) {
         log::trace!("evloop: phase reclaim ({} closed)", self.ctx.closing.len());
         let mut closing = std::mem::take(&mut self.ctx.closing);
         for &index in &closing {

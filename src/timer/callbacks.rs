@@ -27,34 +27,28 @@ use crate::Ctx;
 /// Fires the callback in slot `slot` of kind `kind` (see [`call`]).
 pub(crate) type Call<S> = fn(&mut Ctx<S>, &mut S, u32, u32, Fired);
 
-/// The one thing done to a kind's slab without knowing its element type.
-trait Pool {
-    /// Drops the closure in `slot` (a cancelled timer's).
-    fn drop_slot(&mut self, slot: u32);
-    fn as_any(&mut self) -> &mut dyn Any;
+/// What a kind knows of its slab without knowing its element type: the slab
+/// itself, behind `Any` (one virtual call to check its type on every arm
+/// and fire), and plain functions made for its type for the rest.
+struct Kind<S> {
+    pool: Box<dyn Any>,
+    call: Call<S>,
+    /// Drops the closure in a slot (a cancelled timer's).
+    drop_slot: fn(&mut dyn Any, u32),
     /// Slots the slab has room for (for tests of slot reuse).
     #[cfg(test)]
-    fn capacity(&self) -> usize;
+    capacity: fn(&dyn Any) -> usize,
 }
 
-impl<F: 'static> Pool for Slab<F> {
-    fn drop_slot(&mut self, slot: u32) {
-        self.remove(slot as usize);
-    }
-
-    fn as_any(&mut self) -> &mut dyn Any {
-        self
-    }
-
-    #[cfg(test)]
-    fn capacity(&self) -> usize {
-        Slab::capacity(self)
+fn drop_slot<F: 'static>(pool: &mut dyn Any, slot: u32) {
+    if let Some(pool) = pool.downcast_mut::<Slab<F>>() {
+        pool.remove(slot as usize);
     }
 }
 
-struct Kind<S> {
-    pool: Box<dyn Pool>,
-    call: Call<S>,
+#[cfg(test)]
+fn capacity<F: 'static>(pool: &dyn Any) -> usize {
+    pool.downcast_ref::<Slab<F>>().map_or(0, Slab::capacity)
 }
 
 /// The loop's timer callbacks, by kind (closure type) and slot.
@@ -88,7 +82,8 @@ impl<S> Callbacks<S> {
 
     /// Drops the closure of a timer that will not fire.
     pub(crate) fn remove(&mut self, kind: u32, slot: u32) {
-        self.kinds[kind as usize].pool.drop_slot(slot);
+        let kind = &mut self.kinds[kind as usize];
+        (kind.drop_slot)(&mut *kind.pool, slot);
     }
 
     /// The function that fires callbacks of `kind`.
@@ -111,6 +106,9 @@ impl<S> Callbacks<S> {
             kinds.push(Kind {
                 pool: Box::new(Slab::<F>::new()),
                 call: call::<S, F>,
+                drop_slot: drop_slot::<F>,
+                #[cfg(test)]
+                capacity: capacity::<F>,
             });
             (kinds.len() - 1) as u32
         });
@@ -122,7 +120,6 @@ impl<S> Callbacks<S> {
     fn pool<F: 'static>(&mut self, kind: u32) -> &mut Slab<F> {
         self.kinds[kind as usize]
             .pool
-            .as_any()
             .downcast_mut()
             .expect("a timer kind holds one closure type")
     }
@@ -255,7 +252,8 @@ mod tests {
         // One kind, never more than four live closures: twelve timers went
         // through four reused slots.
         assert_eq!(el.timers.callbacks.kinds.len(), 1);
-        assert_eq!(el.timers.callbacks.kinds[0].pool.capacity(), 4);
+        let kind = &el.timers.callbacks.kinds[0];
+        assert_eq!((kind.capacity)(&*kind.pool), 4);
     }
 
     #[test]

@@ -41,6 +41,7 @@ pub struct Fired {
 }
 
 impl Fired {
+    #[inline]
     pub(crate) fn new(id: TimerId, deadline_ns: u64, missed: u64, origin: Instant) -> Fired {
         Fired {
             id,
@@ -103,6 +104,7 @@ enum Mode {
 }
 
 impl TimerEntry {
+    #[inline]
     fn new(kind: u32, slot: u32, mode: Mode) -> TimerEntry {
         TimerEntry {
             kind: u16::try_from(kind).expect("more than 65,536 distinct timer closure types"),
@@ -253,6 +255,7 @@ impl<S> Timers<S> {
 }
 
 /// `origin + ns`, saturating where `Instant` ends.
+#[inline]
 fn to_instant(origin: Instant, ns: u64) -> Instant {
     origin
         .checked_add(Duration::from_nanos(ns))
@@ -260,11 +263,13 @@ fn to_instant(origin: Instant, ns: u64) -> Instant {
 }
 
 /// Duration in whole nanoseconds, saturating (584 years is "never").
+#[inline]
 pub(crate) fn duration_ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Duration in whole nanoseconds, at least 1 (a zero period would spin).
+#[inline]
 pub(crate) fn period_ns(d: Duration) -> u64 {
     duration_ns(d).max(1)
 }
