@@ -15,6 +15,10 @@
 //! - `eventfd N TURNS`: N eventfd sources, each written to before every turn.
 //! - `channel N ROUNDS` / `bounded N ROUNDS`: a producer thread sends N
 //!   `u64`s through an unbounded / `bounded(1024)` channel, ROUNDS times.
+//! - `timers N ROUNDS`: libuv's "million timers" on a manual clock, as
+//!   `benches/timers.rs` runs it: N one-shots spread over one second
+//!   (`timer_after`), then 1,000 turns 1 ms apart fire them, ROUNDS times.
+//!   At N = 1,000 a turn fires one timer, so it profiles arm + fire + turn.
 //!
 //! Run without arguments (as `cargo bench` does) it does a short
 //! `scheduled 1024 1000` and prints the time per event.
@@ -38,6 +42,7 @@ fn main() {
     match mode {
         "channel" => channel(None, n as u64, turns),
         "bounded" => channel(Some(1024), n as u64, turns),
+        "timers" => timers(n as u64, turns),
         _ => dispatch(mode, n, turns),
     }
 }
@@ -102,6 +107,34 @@ fn channel(bound: Option<usize>, n: u64, rounds: u64) {
     println!(
         "channel ({}): {n} messages x {rounds} rounds: {:.1} ns/message",
         bound.map_or("unbounded".to_string(), |b| format!("bounded {b}")),
+        took.as_nanos() as f64 / (n * rounds) as f64
+    );
+}
+
+fn timers(n: u64, rounds: u64) {
+    let clock = evloop::ManualClock::new();
+    let mut el: EventLoop<u64> = EventLoop::builder()
+        .clock(evloop::Clock::Manual(clock.clone()))
+        .build()
+        .unwrap();
+    let offsets: Vec<Duration> = (0..n).map(|i| Duration::from_millis(1 + i * 1000 / n)).collect();
+    let mut sum = 0u64;
+    let t0 = Instant::now();
+    for _ in 0..rounds {
+        for (i, &off) in offsets.iter().enumerate() {
+            // Each closure carries a value of its own, as real timers do.
+            let i = i as u64;
+            el.timer_after(off, move |_, _, sum: &mut u64| *sum += i);
+        }
+        for _ in 0..1000 {
+            clock.advance(Duration::from_millis(1));
+            el.turn(&mut sum, Some(Duration::ZERO)).unwrap();
+        }
+    }
+    let took = t0.elapsed();
+    assert_eq!(sum, rounds * n * (n - 1) / 2, "every timer fired once");
+    println!(
+        "timers: {n} x {rounds} rounds: {:.1} ns/timer",
         took.as_nanos() as f64 / (n * rounds) as f64
     );
 }
