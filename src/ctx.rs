@@ -138,6 +138,20 @@ impl<S> Ctx<S> {
         ns
     }
 
+    /// Arm a timer for a deadline in the wheel's nanoseconds.
+    fn arm<F>(&mut self, deadline_ns: u64, repeat: Repeat, f: F) -> TimerId
+    where
+        F: FnMut(Fired, &mut Ctx<S>, &mut S) + 'static,
+    {
+        if self.timers.lagging {
+            // Rare (the first timer after none were armed), so reading the
+            // clock here costs nothing in steady state.
+            let now = self.now_ns();
+            self.timers.catch_up(now);
+        }
+        self.timers.arm_ns(deadline_ns, repeat, f)
+    }
+
     /// Drop the turn's cached time: the next ask reads the clock.
     pub(crate) fn forget_now(&self) {
         self.now.set(None);
@@ -400,7 +414,7 @@ impl<S> Ctx<S> {
     where
         F: FnMut(Fired, &mut Ctx<S>, &mut S) + 'static,
     {
-        let id = self.timers.arm_ns(self.timers.to_ns(deadline), Repeat::Once, f);
+        let id = self.arm(self.timers.to_ns(deadline), Repeat::Once, f);
         // Measured from the turn's time only if something already read it:
         // tracing must not read the clock itself, or turning it on would
         // change which instant the turn holds.
@@ -420,7 +434,7 @@ impl<S> Ctx<S> {
         F: FnMut(Fired, &mut Ctx<S>, &mut S) + 'static,
     {
         let deadline = self.now_ns().saturating_add(timer::duration_ns(after));
-        let id = self.timers.arm_ns(deadline, Repeat::Once, f);
+        let id = self.arm(deadline, Repeat::Once, f);
         log::trace!("evloop: arm {id:?} in {after:?}");
         id
     }
@@ -432,9 +446,10 @@ impl<S> Ctx<S> {
     where
         F: FnMut(Fired, &mut Ctx<S>, &mut S) + 'static,
     {
-        let p = timer::period_ns(period);
-        self.timers
-            .arm_ns(self.now_ns().saturating_add(p), Repeat::Rate(p), f)
+        // The first run is `period` away as given (a zero period: this
+        // turn's next timer phase); only the repeat needs at least 1 ns.
+        let first = self.now_ns().saturating_add(timer::duration_ns(period));
+        self.arm(first, Repeat::Rate(timer::period_ns(period)), f)
     }
 
     /// Arm a fixed-delay periodic timer: each run is `delay` after the turn
@@ -443,9 +458,8 @@ impl<S> Ctx<S> {
     where
         F: FnMut(Fired, &mut Ctx<S>, &mut S) + 'static,
     {
-        let p = timer::period_ns(delay);
-        self.timers
-            .arm_ns(self.now_ns().saturating_add(p), Repeat::Delay(p), f)
+        let first = self.now_ns().saturating_add(timer::duration_ns(delay));
+        self.arm(first, Repeat::Delay(timer::period_ns(delay)), f)
     }
 
     /// Cancel a timer. Returns false (a no-op) when it already fired (one-shot)

@@ -284,8 +284,8 @@ impl<S> EventLoop<S> {
     /// the next turn, and one cancelled here by an earlier callback is skipped.
     fn run_timers(&mut self, state: &mut S) -> usize {
         if self.ctx.timers.len() == 0 {
-            // Nothing armed: leave the wheel's clock where it is (a later
-            // collect catches up in one jump) and save the conversion.
+            // Nothing armed: leave the wheel's clock where it is and read no
+            // clock; the next arm catches the wheel up (`Timers::catch_up`).
             self.ctx.timers.lagging = true;
             log::trace!("evloop: phase timers (0 due)");
             return 0;
@@ -434,21 +434,17 @@ impl<S> EventLoop<S> {
         if cap == zero || self.busy_poll || c.stop || !c.deferred.is_empty() || !c.scheduled.is_empty() {
             return zero;
         }
-        // `now` is the time the timer phase just used, so the wheel can say.
-        // (With no timer armed, skip it: asking would read the clock.)
-        let armed = c.timers.len() > 0;
-        let timer = armed
-            .then(|| c.timers.until_next(c.now()))
-            .flatten()
-            .and_then(|left| {
-                // A manual clock does not move while we sleep, and a timerfd
-                // wakes us itself: only an already-due timer bounds the sleep.
-                if (c.clock.is_manual() || self.hires.is_some()) && !left.is_zero() {
-                    None
-                } else {
-                    Some(left)
-                }
-            });
+        // Measured from the wheel's own time (the timer phase's `now`), so
+        // no clock read: an empty wheel answers `None`.
+        let timer = c.timers.until_next().and_then(|left| {
+            // A manual clock does not move while we sleep, and a timerfd
+            // wakes us itself: only an already-due timer bounds the sleep.
+            if (c.clock.is_manual() || self.hires.is_some()) && !left.is_zero() {
+                None
+            } else {
+                Some(left)
+            }
+        });
         match (timer, cap) {
             (Some(t), Some(c)) => Some(t.min(c)),
             (t, c) => t.or(c),

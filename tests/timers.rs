@@ -304,6 +304,54 @@ fn a_manual_clock_moved_before_the_loop_is_built() {
     assert_eq!(el.now(), clock.now());
 }
 
+/// `next_deadline` (what a host loop sleeps until) is never in the past,
+/// however long the clock moved while no timer was armed: before the loop
+/// was built, or over turns that found the wheel empty.
+#[test]
+fn next_deadline_is_not_stale_after_an_idle_clock() {
+    let clock = ManualClock::new();
+    clock.advance(Duration::from_secs(1000));
+    let mut el: EventLoop<Vec<u32>> = EventLoop::builder()
+        .clock(Clock::Manual(clock.clone()))
+        .build()
+        .unwrap();
+    // Never past, never after the deadline (a lower bound is allowed: the
+    // loop may wake early to cascade).
+    let sane = |next: Option<Instant>, now: Instant, deadline: Instant| {
+        let next = next.expect("a timer is armed");
+        assert!(next >= now, "next deadline {:?} in the past", now - next);
+        assert!(next <= deadline);
+    };
+    el.timer_after(ms(5), |_, _, log: &mut Vec<u32>| log.push(1));
+    sane(el.next_deadline(), clock.now(), clock.now() + ms(5));
+    let mut log = Vec::new();
+    step(&mut el, &clock, ms(5), &mut log);
+    assert_eq!(log, [1]);
+    // An hour of turns with nothing armed, then one more timer.
+    for _ in 0..60 {
+        step(&mut el, &clock, Duration::from_secs(60), &mut log);
+    }
+    let t = clock.now();
+    el.timer_at(t + ms(5), |_, _, log: &mut Vec<u32>| log.push(2));
+    sane(el.next_deadline(), t, t + ms(5));
+    step(&mut el, &clock, ms(4), &mut log);
+    assert_eq!(log, [1], "not due yet");
+    step(&mut el, &clock, ms(1), &mut log);
+    assert_eq!(log, [1, 2]);
+}
+
+/// A zero period means "every turn": the first run comes in the next timer
+/// phase, not one nanosecond later (which a manual clock would never reach).
+#[test]
+fn zero_period_runs_without_the_clock_moving() {
+    let (mut el, _clock) = manual_loop();
+    el.timer_every(Duration::ZERO, |_, _, log: &mut Vec<u32>| log.push(1));
+    el.timer_every_delay(Duration::ZERO, |_, _, log: &mut Vec<u32>| log.push(2));
+    let mut log = Vec::new();
+    el.turn(&mut log, Some(Duration::ZERO)).unwrap();
+    assert_eq!(log, [1, 2]);
+}
+
 /// A timer the model tracks: its id, label, and (deadline, seq) while armed.
 type Tracked = (TimerId, u32, Option<(u64, u64)>);
 

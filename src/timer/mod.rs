@@ -134,8 +134,9 @@ pub(crate) struct Timers<S> {
     /// highest index a periodic timer has had, and never read for one-shots.
     pub(crate) periods: Vec<u64>,
     origin: Instant,
-    /// The last timer phase found the wheel empty and skipped advancing it,
-    /// so the wheel's own `now` may lag the turn's.
+    /// The wheel is empty and its clock may be behind the turn's: the last
+    /// timer phase found it empty and skipped advancing it, or no turn has
+    /// run since the loop was built. The next arm catches it up first.
     pub(crate) lagging: bool,
 }
 
@@ -161,7 +162,7 @@ impl<S> Timers<S> {
             callbacks: callbacks::Callbacks::new(),
             periods: Vec::new(),
             origin,
-            lagging: false,
+            lagging: true,
         }
     }
 
@@ -236,17 +237,25 @@ impl<S> Timers<S> {
         self.wheel.next_deadline().map(|ns| self.to_instant(ns))
     }
 
-    /// How long from the last timer phase's `now` until the next deadline
-    /// (zero if one is due). Worked out in the wheel's nanoseconds: going
-    /// through `Instant`s costs two conversions, and this runs every turn.
-    pub(crate) fn until_next(&self, now: Instant) -> Option<Duration> {
+    /// How long from the wheel's time (the last timer phase's, or the arm
+    /// that caught it up) until the next deadline, zero if one is due.
+    /// Worked out in the wheel's nanoseconds: going through `Instant`s costs
+    /// two conversions, and this runs every turn.
+    pub(crate) fn until_next(&self) -> Option<Duration> {
         let next = self.wheel.next_deadline()?;
-        if self.lagging {
-            // Armed after a timer phase that skipped the empty wheel: the
-            // wheel's clock is behind, so measure from the turn's own `now`.
-            return Some(self.to_instant(next).saturating_duration_since(now));
-        }
         Some(Duration::from_nanos(next.saturating_sub(self.wheel.now())))
+    }
+
+    /// Bring an empty wheel whose clock was left behind (see
+    /// [`Self::lagging`]) to `now_ns` before a timer goes in: it files
+    /// entries relative to its own time, and from a stale one its next
+    /// deadline would be a slot start long past.
+    pub(crate) fn catch_up(&mut self, now_ns: u64) {
+        if self.lagging && self.wheel.is_empty() {
+            // Nothing is armed, so nothing can be reported.
+            self.wheel.collect_expired(now_ns, &mut Vec::new());
+        }
+        self.lagging = false;
     }
 
     pub(crate) fn len(&self) -> usize {
