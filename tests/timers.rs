@@ -283,16 +283,22 @@ fn fired_tells_the_armed_deadline() {
     );
 }
 
+/// A loop built on a manual clock that had already moved 1,000 s.
+fn loop_on_a_clock_moved_before_build() -> (EventLoop<Vec<u32>>, ManualClock) {
+    let clock = ManualClock::new();
+    clock.advance(Duration::from_secs(1000));
+    let el = EventLoop::builder()
+        .clock(Clock::Manual(clock.clone()))
+        .build()
+        .unwrap();
+    (el, clock)
+}
+
 /// A manual clock moved before the loop was built: the loop's time starts
 /// where the clock is, and relative timers count from there.
 #[test]
 fn a_manual_clock_moved_before_the_loop_is_built() {
-    let clock = ManualClock::new();
-    clock.advance(Duration::from_secs(1000));
-    let mut el: EventLoop<Vec<u32>> = EventLoop::builder()
-        .clock(Clock::Manual(clock.clone()))
-        .build()
-        .unwrap();
+    let (mut el, clock) = loop_on_a_clock_moved_before_build();
     assert_eq!(el.now(), clock.now());
     let id = el.timer_after(ms(5), |_, _, log: &mut Vec<u32>| log.push(1));
     assert_eq!(el.timer_deadline(id), Some(clock.now() + ms(5)));
@@ -309,12 +315,7 @@ fn a_manual_clock_moved_before_the_loop_is_built() {
 /// was built, or over turns that found the wheel empty.
 #[test]
 fn next_deadline_is_not_stale_after_an_idle_clock() {
-    let clock = ManualClock::new();
-    clock.advance(Duration::from_secs(1000));
-    let mut el: EventLoop<Vec<u32>> = EventLoop::builder()
-        .clock(Clock::Manual(clock.clone()))
-        .build()
-        .unwrap();
+    let (mut el, clock) = loop_on_a_clock_moved_before_build();
     // Never past, never after the deadline (a lower bound is allowed: the
     // loop may wake early to cascade).
     let sane = |next: Option<Instant>, now: Instant, deadline: Instant| {
