@@ -290,7 +290,6 @@ impl<S> EventLoop<S> {
             log::trace!("evloop: phase timers (0 due)");
             return 0;
         }
-        self.ctx.timers.lagging = false;
         let now_ns = self.ctx.now_ns();
         self.ctx.timers.wheel.collect_expired(now_ns, &mut self.expired);
         log::trace!("evloop: phase timers ({} due)", self.expired.len());
