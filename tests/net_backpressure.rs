@@ -354,3 +354,61 @@ fn on_drained_only_after_a_backlog() {
         "one backlog, one on_drained"
     );
 }
+
+/// Writes 100 bytes at a time, 20 times, from one `on_data`, and records
+/// what each `write` answered and why the connection closed.
+struct Chatty(Arc<Mutex<(Vec<bool>, Option<CloseReason>)>>);
+
+impl Handler<()> for Chatty {
+    fn on_data(&mut self, conn: &mut Conn, data: &[u8], _: &mut Ctx<()>, _: &mut ()) -> usize {
+        let mut seen = self.0.lock().unwrap();
+        for _ in 0..20 {
+            seen.0.push(conn.write(&[b'x'; 100]));
+        }
+        data.len()
+    }
+    fn on_close(&mut self, _: &mut Conn, reason: CloseReason, _: &mut Ctx<()>, _: &mut ()) {
+        self.0.lock().unwrap().1 = Some(reason);
+    }
+}
+
+/// Small writes corked inside the handler count against `max_queued` one by
+/// one: the write that reaches the cap exactly is taken, the next one is
+/// refused and closes the connection, and none of the refused bytes is sent.
+#[test]
+fn corked_small_writes_stop_at_the_cap() {
+    let seen = Arc::new(Mutex::new((Vec::new(), None)));
+    let record = seen.clone();
+    let server = Server::start((), move |el| {
+        let cfg = ListenConfig {
+            conn: ConnConfig {
+                max_queued: 1000,
+                high_water: 800,
+                low_water: 200,
+                ..ConnConfig::default()
+            },
+            ..ListenConfig::default()
+        };
+        let l = net::listen(el, &"127.0.0.1:0".parse()?, cfg, move |_, _, _| {
+            Some(Chatty(record.clone()))
+        })?;
+        Ok(l.addr)
+    });
+    let mut c = connect(server.tcp());
+    c.write_all(b"go").unwrap();
+    assert!(
+        wait_until(|| seen.lock().unwrap().1.is_some()),
+        "the connection closed"
+    );
+    let (answers, reason) = seen.lock().unwrap().clone();
+    assert_eq!(answers[..10], [true; 10], "up to the cap: {answers:?}");
+    assert!(answers[10..].iter().all(|&a| !a), "past it: {answers:?}");
+    assert_eq!(reason, Some(CloseReason::Overflow));
+    let mut got = Vec::new();
+    let _ = c.read_to_end(&mut got);
+    assert!(
+        got.is_empty(),
+        "an overflowing connection is dropped, not flushed ({} bytes)",
+        got.len()
+    );
+}

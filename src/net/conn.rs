@@ -278,7 +278,25 @@ impl Conn {
     /// Returns false, sending nothing, when the connection is closing, its
     /// write half is shut, or the queue would pass [`ConnConfig::max_queued`]
     /// (which also closes the connection with [`CloseReason::Overflow`]).
+    #[inline]
     pub fn write(&mut self, data: &[u8]) -> bool {
+        // Inlined into the handler for what nearly every reply is: a small
+        // write, corked, into a queue with room (no call, no system call).
+        // `out.len()` bounds `queued()`, so the cap check stays exact enough.
+        let room = self.out.capacity() - self.out.len();
+        if self.flags & (NOT_WRITING | CORKED) == CORKED
+            && data.len() < DIRECT_WRITE_MIN
+            && data.len() <= room
+            && self.out.len() + data.len() <= self.cfg.max_queued
+        {
+            self.out.extend_from_slice(data);
+            return true;
+        }
+        self.write_slow(data)
+    }
+
+    #[inline(never)]
+    fn write_slow(&mut self, data: &[u8]) -> bool {
         if self.has(NOT_WRITING) {
             return false;
         }

@@ -82,21 +82,35 @@ impl Stream {
     }
 }
 
+// Reads and writes go straight to libc on the socket's fd, as std would
+// (`recv`, and `send` with MSG_NOSIGNAL so a closed peer is an EPIPE error,
+// never a SIGPIPE), for both kinds alike: the three layers of wrappers
+// between a mio stream and libc cost ~40 instructions per message echoed.
 impl Read for Stream {
+    #[inline]
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.read(buf),
-            Stream::Unix(s) => s.read(buf),
+        let fd = self.as_raw_fd();
+        // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the
+        // call's duration, and `fd` is an open socket owned by `self`.
+        let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
         }
+        Ok(n as usize)
     }
 }
 
 impl Write for Stream {
+    #[inline]
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
+        let fd = self.as_raw_fd();
+        // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the
+        // call's duration, and `fd` is an open socket owned by `self`.
+        let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
         }
+        Ok(n as usize)
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
@@ -112,6 +126,7 @@ impl Write for Stream {
 }
 
 impl AsRawFd for Stream {
+    #[inline]
     fn as_raw_fd(&self) -> RawFd {
         match self {
             Stream::Tcp(s) => s.as_raw_fd(),

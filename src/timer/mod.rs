@@ -241,7 +241,11 @@ impl<S> Timers<S> {
     /// that caught it up) until the next deadline, zero if one is due.
     /// Worked out in the wheel's nanoseconds: going through `Instant`s costs
     /// two conversions, and this runs every turn.
+    #[inline]
     pub(crate) fn until_next(&self) -> Option<Duration> {
+        if self.wheel.is_empty() {
+            return None; // the usual case of a server at rest: no call
+        }
         let next = self.wheel.next_deadline()?;
         Some(Duration::from_nanos(next.saturating_sub(self.wheel.now())))
     }
