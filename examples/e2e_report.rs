@@ -186,8 +186,11 @@ fn markdown(t: &Table, settings: &str) -> String {
         w,
         "System calls of the server counted by `perf stat -e raw_syscalls:sys_enter,syscalls:sys_enter_*` \
          over the window; reads = recvfrom + read + readv, writes = sendto + write + writev, \
-         polls = epoll_wait + epoll_pwait. CPU: on-CPU ns from `/proc/PID/schedstat`; user ns \
-         from `/proc/PID/stat` utime (clock-tick resolution: ±10 ms over the window). \
+         polls = epoll_wait + epoll_pwait. CPU: on-CPU ns from `/proc/PID/schedstat`. User ns: \
+         that on-CPU time times the share of the server's `perf record -e cpu-clock -F 4999` \
+         samples taken in user mode: the same timer-interrupt split as `/proc/PID/stat`'s utime, \
+         with ~50 times its 100 ticks a second (without perf, utime's ticks, which blur \
+         anything under ~10 ms of user time over the window). \
          Peak RSS is the server's VmHWM.\n"
     );
     let _ = writeln!(
@@ -255,10 +258,11 @@ fn markdown(t: &Table, settings: &str) -> String {
     let _ = writeln!(w, "\n## Targets (evloop)\n");
     let _ = writeln!(
         w,
-        "User CPU is judged here from clock ticks, which this noisy machine blurs; \
-         `benches/e2e-profile.sh` counts user instructions per message under callgrind, \
-         repeatably (see the link below). `perf stat` counts during every measured window, \
-         for every server alike.\n"
+        "User CPU is judged from the sampled user time above (clock ticks when perf is \
+         missing); `benches/e2e-profile.sh` counts user instructions per message under \
+         callgrind, repeatably (see the link below): what a server executes, where the \
+         sampled time also carries what each system call's return costs in user mode. \
+         `perf` counts and samples during every measured window, for every server alike.\n"
     );
     for line in targets(t) {
         let _ = writeln!(w, "- {line}");

@@ -15,7 +15,9 @@
 //! server has accepted it), warm up, measure for `--duration`, drain every
 //! outstanding echo. Given the server's `--pid`, it also reads the server's
 //! CPU time and memory from `/proc` and, with `--perf`, counts the server's
-//! system calls over the measured window with `perf stat`.
+//! system calls over the measured window with `perf stat` and splits its CPU
+//! time into user and kernel mode from `perf record`'s cpu-clock samples
+//! (~5,000 a second, where `/proc`'s user time has 100 ticks a second).
 //!
 //! Prints one `result key=value ...` line on stdout and a summary on stderr.
 //!
@@ -271,6 +273,18 @@ impl Gen {
         self.conns.iter().map(|c| c.in_flight.len()).sum()
     }
 
+    /// Keep the load on until `child` (a perf run over the window) exits.
+    fn wait_for(&mut self, child: &mut Child, events: &mut Events, what: &str) {
+        let deadline = Instant::now() + PATIENCE;
+        while child.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                fail(format!("{what} did not finish"));
+            }
+            self.turn(events, Duration::from_millis(5));
+        }
+    }
+
     /// Turn until every message in flight has been echoed.
     fn drain(&mut self, events: &mut Events, what: &str) {
         let deadline = Instant::now() + PATIENCE;
@@ -434,6 +448,56 @@ fn spawn_perf(pid: u32, window: Duration) -> Child {
         .unwrap_or_else(|e| fail(format!("perf: {e}")))
 }
 
+/// How often `perf record` samples the server's CPU (an odd rate, so the
+/// samples do not beat against the kernel's 1 ms timer).
+const SAMPLE_HZ: u32 = 4999;
+
+/// Sample which mode (user or kernel) the server's CPU time is spent in,
+/// for `window`, into `file`.
+fn spawn_sampler(pid: u32, window: Duration, file: &std::path::Path) -> Child {
+    Command::new("perf")
+        .args(["record", "-q", "-e", "cpu-clock", "-F", &SAMPLE_HZ.to_string()])
+        .args(["-p", &pid.to_string(), "-o"])
+        .arg(file)
+        .args(["--", "sleep"])
+        .arg(format!("{:.3}", window.as_secs_f64()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| fail(format!("perf record: {e}")))
+}
+
+/// The share of the samples taken in user mode, and how many samples there
+/// were, from `perf report` of the sampler's file.
+fn user_share(file: &std::path::Path) -> Option<(f64, u64)> {
+    let out = Command::new("perf")
+        .args([
+            "report",
+            "--stdio",
+            "-F",
+            "overhead_us,overhead_sys,sample",
+            "--sort",
+            "comm",
+            "-i",
+        ])
+        .arg(file)
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let (mut us, mut sys, mut samples) = (0.0, 0.0, 0u64);
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if line.starts_with('#') || f.len() < 3 {
+            continue;
+        }
+        let pct = |v: &str| v.trim_end_matches('%').parse::<f64>().ok();
+        us += pct(f[0])?;
+        sys += pct(f[1])?;
+        samples += f[2].parse::<u64>().ok()?;
+    }
+    (us + sys > 0.0).then(|| (us / (us + sys), samples))
+}
+
 /// Parse `perf stat` output: counts by short name, plus the elapsed seconds.
 fn parse_perf(out: &str) -> (Vec<(&'static str, f64)>, f64) {
     let mut counts = Vec::new();
@@ -521,6 +585,11 @@ fn main() {
         (true, Some(pid)) => Some(spawn_perf(pid, o.duration)),
         _ => None,
     };
+    let sample_file = std::env::temp_dir().join(format!("loadgen-{}.perf.data", std::process::id()));
+    let mut sampler = match (o.perf, o.pid) {
+        (true, Some(pid)) => Some(spawn_sampler(pid, o.duration, &sample_file)),
+        _ => None,
+    };
     let t0 = Instant::now();
     let end = t0 + o.duration;
     while Instant::now() < end && g.count.msgs < o.max_msgs {
@@ -533,19 +602,18 @@ fn main() {
     let hist = g.hist.clone();
     // Keep the load on until perf stops counting, so its window is all load.
     let perf_out = perf.take().map(|mut child| {
-        let deadline = Instant::now() + PATIENCE;
-        while child.try_wait().ok().flatten().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                fail("perf stat did not finish");
-            }
-            g.turn(&mut events, Duration::from_millis(5));
-        }
+        g.wait_for(&mut child, &mut events, "perf stat");
         let mut s = String::new();
         if let Some(mut err) = child.stderr.take() {
             let _ = err.read_to_string(&mut s);
         }
         s
+    });
+    let share = sampler.take().and_then(|mut child| {
+        g.wait_for(&mut child, &mut events, "perf record");
+        let share = user_share(&sample_file);
+        let _ = std::fs::remove_file(&sample_file);
+        share
     });
     g.refill = false;
     g.drain(&mut events, "draining");
@@ -587,7 +655,17 @@ fn main() {
         let oncpu = srv1.oncpu_s - srv0.oncpu_s;
         kv("server_cpu", format!("{:.3}", oncpu / window));
         kv("cpu_ns_per_msg", format!("{:.0}", oncpu * 1e9 / msgs));
-        kv("user_ns_per_msg", format!("{:.0}", user * 1e9 / msgs));
+        // User time: on-CPU time times the share of perf's samples taken in
+        // user mode when there are enough of them; else /proc's ticks.
+        let ticks_ns = user * 1e9 / msgs;
+        match share {
+            Some((frac, n)) if n >= 1000 => {
+                kv("user_ns_per_msg", format!("{:.0}", oncpu * frac * 1e9 / msgs));
+                kv("user_samples", n.to_string());
+            }
+            _ => kv("user_ns_per_msg", format!("{ticks_ns:.0}")),
+        }
+        kv("user_ns_per_msg_ticks", format!("{ticks_ns:.0}"));
         // SAFETY: sysconf has no preconditions.
         let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
         kv("user_ticks", format!("{:.0}", user * tick));

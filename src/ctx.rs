@@ -24,6 +24,9 @@ use crate::source::{Action, Attach, Entry, Event, Handled, Priority, Ready};
 use crate::timer::{self, Fired, Repeat, TimerId, Timers};
 use crate::SourceId;
 
+/// Size of the loop's shared read buffer (a whole UDP datagram fits).
+pub(crate) const SCRATCH_SIZE: usize = 64 * 1024;
+
 /// A callback queued with [`Ctx::defer`].
 pub(crate) type Deferred<S> = Box<dyn FnOnce(&mut Ctx<S>, &mut S)>;
 /// A callback added with [`Ctx::add_check`].
@@ -88,7 +91,9 @@ pub struct Ctx<S> {
     pub(crate) now_ns: Cell<Option<u64>>,
     pub(crate) stop: bool,
     pub(crate) turn_no: u64,
-    pub(crate) scratch: Vec<u8>,
+    /// The shared read buffer ([`SCRATCH_SIZE`] bytes, allocated on first
+    /// use), out while a read borrows it.
+    pub(crate) scratch: Option<Box<[u8]>>,
     pub(crate) out_buf: Vec<u8>,
     pub(crate) remote: Option<Remote<S>>,
     pub(crate) metrics: Metrics,
@@ -534,14 +539,16 @@ impl<S> Ctx<S> {
 
     /// Borrow the loop's shared scratch buffer (for reads that hand out
     /// borrowed bytes); give it back with [`put_scratch`](Self::put_scratch).
-    pub(crate) fn take_scratch(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.scratch)
+    /// A nested borrow (a read inside a read's callback) gets a fresh one.
+    pub(crate) fn take_scratch(&mut self) -> Box<[u8]> {
+        match self.scratch.take() {
+            Some(buf) => buf,
+            None => vec![0; SCRATCH_SIZE].into_boxed_slice(),
+        }
     }
 
-    pub(crate) fn put_scratch(&mut self, buf: Vec<u8>) {
-        if buf.capacity() >= self.scratch.capacity() {
-            self.scratch = buf;
-        }
+    pub(crate) fn put_scratch(&mut self, buf: Box<[u8]>) {
+        self.scratch = Some(buf);
     }
 
     /// Borrow the loop's spare output buffer (empty, maybe with capacity).

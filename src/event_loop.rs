@@ -144,14 +144,14 @@ impl Builder {
                 now_ns: Cell::new(None),
                 stop: false,
                 turn_no: 0,
-                scratch: Vec::new(),
+                scratch: None,
                 out_buf: Vec::new(),
                 remote: None,
                 metrics: Metrics::default(),
                 caught_panic: None,
             },
             events: mio::Events::with_capacity(self.events_capacity),
-            ready: Vec::new(),
+            ready: ReadyList::default(),
             notified: Vec::new(),
             scheduled: Vec::new(),
             expired: Vec::new(),
@@ -178,7 +178,7 @@ struct Pending {
 
 /// Add a source to this turn's dispatch list (at the end: the order in which
 /// sources are queued is the order they became ready), merging duplicates.
-fn queue<S>(sources: &mut Slab<Slot<S>>, ready: &mut Vec<Pending>, turn: u64, id: SourceId, r: Ready) {
+fn queue<S>(sources: &mut Slab<Slot<S>>, ready: &mut ReadyList, turn: u64, id: SourceId, r: Ready) {
     let Some(slot) = sources.get_mut(id.index()) else {
         return;
     };
@@ -186,16 +186,28 @@ fn queue<S>(sources: &mut Slab<Slot<S>>, ready: &mut Vec<Pending>, turn: u64, id
         return; // stale token, or closed/paused since
     }
     if slot.queued_turn == turn {
-        ready[slot.queued_pos as usize].ready |= r;
+        ready.list[slot.queued_pos as usize].ready |= r;
         return;
     }
     slot.queued_turn = turn;
-    slot.queued_pos = ready.len() as u32;
-    ready.push(Pending {
-        order: ((slot.priority as u64) << 32) | ready.len() as u64,
+    slot.queued_pos = ready.list.len() as u32;
+    let priority = slot.priority as u64;
+    if ready.list.first().is_some_and(|p| p.order >> 32 != priority) {
+        ready.mixed = true;
+    }
+    ready.list.push(Pending {
+        order: (priority << 32) | ready.list.len() as u64,
         index: id.index,
         ready: r,
     });
+}
+
+/// This turn's dispatch list, and whether it holds more than one priority
+/// (only then does it need sorting: kept as it is filled, so no extra pass).
+#[derive(Default)]
+struct ReadyList {
+    list: Vec<Pending>,
+    mixed: bool,
 }
 
 /// A single-threaded event loop over application state `S`.
@@ -206,7 +218,7 @@ pub struct EventLoop<S> {
     ctx: Ctx<S>,
     events: mio::Events,
     /// This turn's dispatch list, reused across turns (no allocation per event).
-    ready: Vec<Pending>,
+    ready: ReadyList,
     notified: Vec<SourceId>,
     scheduled: Vec<(SourceId, Ready)>,
     expired: Vec<wheel::Key>,
@@ -494,18 +506,18 @@ impl<S> EventLoop<S> {
         }
         // Queued in readiness order; only a mix of priorities needs a sort
         // (its keys are unique, so an unstable sort keeps that order).
-        if self.ready.windows(2).any(|w| w[0].order > w[1].order) {
-            self.ready.sort_unstable_by_key(|p| p.order);
+        if std::mem::take(&mut self.ready.mixed) {
+            self.ready.list.sort_unstable_by_key(|p| p.order);
         }
         log::trace!(
             "evloop: phase dispatch ({} kernel events, {} sources ready)",
             self.events.iter().count(),
-            self.ready.len()
+            self.ready.list.len()
         );
-        let n = self.ready.len();
+        let n = self.ready.list.len();
         let mut dispatched = 0;
         for i in 0..n {
-            let p = self.ready[i];
+            let p = self.ready.list[i];
             match self.dispatch_one(p, state) {
                 Ok(ran) => dispatched += ran as usize,
                 Err((id, payload)) => {
@@ -524,20 +536,21 @@ impl<S> EventLoop<S> {
                 }
             }
         }
-        self.ready.clear();
+        self.ready.list.clear();
         dispatched
     }
 
     /// Queue the undispatched tail of this turn's ready list (from `from`)
     /// for the next dispatch phase, and empty the list.
     fn carry_over(&mut self, from: usize) {
-        for p in &self.ready[from..] {
+        for p in &self.ready.list[from..] {
             if let Some(slot) = self.ctx.sources.get(p.index as usize) {
                 let id = SourceId::new(p.index as usize, slot.seq);
                 self.ctx.reschedule(id, p.ready);
             }
         }
-        self.ready.clear();
+        self.ready.list.clear();
+        self.ready.mixed = false;
     }
 
     /// Run one ready source's handler. `Ok(false)` when it was closed or

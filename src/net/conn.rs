@@ -30,9 +30,6 @@ use super::listener::ListenShared;
 use super::stream::Stream;
 use crate::{Action, Ctx, Event, SourceId, TimerId};
 
-/// Size of the loop's shared read buffer.
-pub(crate) const SCRATCH_SIZE: usize = 64 * 1024;
-
 /// A write at least this big into an empty queue bypasses the cork.
 const DIRECT_WRITE_MIN: usize = 8 * 1024;
 
@@ -566,9 +563,6 @@ fn drive<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ev: Event, ctx: &mut Ctx<
 /// Read until a short read, EOF, the budget, or the handler stops us.
 fn read<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ev: Event, ctx: &mut Ctx<S>, state: &mut S) -> Action {
     let mut scratch = ctx.take_scratch();
-    if scratch.len() < SCRATCH_SIZE {
-        scratch.resize(SCRATCH_SIZE, 0);
-    }
     let mut total = 0;
     let mut action = Action::Keep;
     while conn.reading() {

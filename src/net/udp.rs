@@ -13,6 +13,7 @@ use crate::{Action, Ctx, SourceId};
 const RECV_BUDGET: usize = 64;
 /// Largest UDP payload.
 const MAX_DATAGRAM: usize = 65_535;
+const _: () = assert!(MAX_DATAGRAM <= crate::ctx::SCRATCH_SIZE);
 
 /// A bound UDP socket, as seen by its handler.
 pub struct Udp {
@@ -102,16 +103,13 @@ where
     };
     let id = ctx.register(udp, Interest::READABLE, move |udp: &mut Udp, ev, ctx, state| {
         let mut buf = ctx.take_scratch();
-        if buf.len() < MAX_DATAGRAM {
-            buf.resize(MAX_DATAGRAM, 0);
-        }
         let mut action = Action::Keep;
         for i in 0.. {
             if i == RECV_BUDGET {
                 action = Action::Reschedule;
                 break;
             }
-            match udp.socket.recv_from(&mut buf) {
+            match udp.socket.recv_from(&mut buf[..MAX_DATAGRAM]) {
                 Ok((n, from)) => handler(udp, &buf[..n], from, ctx, state),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
