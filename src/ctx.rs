@@ -27,6 +27,9 @@ use crate::SourceId;
 /// Size of the loop's shared read buffer (a whole UDP datagram fits).
 pub(crate) const SCRATCH_SIZE: usize = 64 * 1024;
 
+/// Initialized size of the loop's spare output buffer.
+pub(crate) const OUT_BUF_SIZE: usize = 4 * 1024;
+
 /// A callback queued with [`Ctx::defer`].
 pub(crate) type Deferred<S> = Box<dyn FnOnce(&mut Ctx<S>, &mut S)>;
 /// A callback added with [`Ctx::add_check`].
@@ -551,17 +554,21 @@ impl<S> Ctx<S> {
         self.scratch = Some(buf);
     }
 
-    /// Borrow the loop's spare output buffer (empty, maybe with capacity).
+    /// Borrow the loop's spare output buffer. Its bytes are initialized up
+    /// to its length (at least [`OUT_BUF_SIZE`]; their values are stale), so
+    /// small writes are copied into it without growing it.
     pub(crate) fn take_out_buf(&mut self) -> Vec<u8> {
+        if self.out_buf.len() < OUT_BUF_SIZE {
+            return vec![0; OUT_BUF_SIZE];
+        }
         std::mem::take(&mut self.out_buf)
     }
 
     /// Return an output buffer; a large one is freed rather than kept, so a
     /// burst does not pin memory.
-    pub(crate) fn give_out_buf(&mut self, mut buf: Vec<u8>) {
+    pub(crate) fn give_out_buf(&mut self, buf: Vec<u8>) {
         const KEEP: usize = 256 * 1024;
-        buf.clear();
-        if buf.capacity() <= KEEP && buf.capacity() > self.out_buf.capacity() {
+        if buf.capacity() <= KEEP && buf.len() >= OUT_BUF_SIZE && buf.capacity() > self.out_buf.capacity() {
             self.out_buf = buf;
         }
     }
