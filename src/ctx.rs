@@ -554,22 +554,23 @@ impl<S> Ctx<S> {
         self.scratch = Some(buf);
     }
 
-    /// Borrow the loop's spare output buffer. Its bytes are initialized up
-    /// to its length (at least [`OUT_BUF_SIZE`]; their values are stale), so
-    /// small writes are copied into it without growing it.
+    /// Borrow the loop's spare output buffer (empty while another
+    /// connection has it). Its bytes are initialized up to its length (at
+    /// least [`OUT_BUF_SIZE`]; their values are stale), so small writes are
+    /// copied into it without growing it.
     pub(crate) fn take_out_buf(&mut self) -> Vec<u8> {
-        if self.out_buf.len() < OUT_BUF_SIZE {
-            return vec![0; OUT_BUF_SIZE];
-        }
         std::mem::take(&mut self.out_buf)
     }
 
-    /// Return an output buffer; a large one is freed rather than kept, so a
-    /// burst does not pin memory.
+    /// Return an output buffer. The loop keeps one spare: the largest
+    /// returned, up to a limit (a burst does not pin memory), and a fresh
+    /// one when it has none and what comes back is too small to serve.
     pub(crate) fn give_out_buf(&mut self, buf: Vec<u8>) {
         const KEEP: usize = 256 * 1024;
-        if buf.capacity() <= KEEP && buf.len() >= OUT_BUF_SIZE && buf.capacity() > self.out_buf.capacity() {
+        if buf.len() >= OUT_BUF_SIZE && buf.capacity() <= KEEP && buf.capacity() > self.out_buf.capacity() {
             self.out_buf = buf;
+        } else if self.out_buf.capacity() == 0 {
+            self.out_buf = vec![0; OUT_BUF_SIZE];
         }
     }
 }

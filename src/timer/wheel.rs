@@ -345,7 +345,6 @@ impl<T> Wheel<T> {
 
     /// Whether the wheel holds no entries at all (see [`len`](Wheel::len)).
     // Kept for users of the wheel even where the embedding crate has no caller.
-    #[allow(dead_code)]
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
