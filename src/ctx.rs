@@ -30,6 +30,10 @@ pub(crate) const SCRATCH_SIZE: usize = 64 * 1024;
 /// Initialized size of the loop's spare output buffer.
 pub(crate) const OUT_BUF_SIZE: usize = 4 * 1024;
 
+/// Largest output buffer the loop keeps as its spare: a burst does not pin
+/// memory.
+const OUT_BUF_KEEP: usize = 256 * 1024;
+
 /// A callback queued with [`Ctx::defer`].
 pub(crate) type Deferred<S> = Box<dyn FnOnce(&mut Ctx<S>, &mut S)>;
 /// A callback added with [`Ctx::add_check`].
@@ -565,9 +569,23 @@ impl<S> Ctx<S> {
     /// Return an output buffer. The loop keeps one spare: the largest
     /// returned, up to a limit (a burst does not pin memory), and a fresh
     /// one when it has none and what comes back is too small to serve.
+    #[inline]
     pub(crate) fn give_out_buf(&mut self, buf: Vec<u8>) {
-        const KEEP: usize = 256 * 1024;
-        if buf.len() >= OUT_BUF_SIZE && buf.capacity() <= KEEP && buf.capacity() > self.out_buf.capacity() {
+        // What nearly every dispatch ends with: the spare it borrowed comes
+        // back to an empty slot.
+        if self.out_buf.capacity() == 0 && buf.len() >= OUT_BUF_SIZE && buf.capacity() <= OUT_BUF_KEEP {
+            self.out_buf = buf;
+        } else {
+            self.give_other_out_buf(buf);
+        }
+    }
+
+    #[inline(never)]
+    fn give_other_out_buf(&mut self, buf: Vec<u8>) {
+        if buf.len() >= OUT_BUF_SIZE
+            && buf.capacity() <= OUT_BUF_KEEP
+            && buf.capacity() > self.out_buf.capacity()
+        {
             self.out_buf = buf;
         } else if self.out_buf.capacity() == 0 {
             self.out_buf = vec![0; OUT_BUF_SIZE];
