@@ -202,6 +202,35 @@ fn queue<S>(sources: &mut Slab<Slot<S>>, ready: &mut ReadyList, turn: u64, id: S
     });
 }
 
+/// An event on one of the loop's own fds: the cross-thread waker or the
+/// high-resolution timerfd.
+#[inline(never)]
+fn loop_event<S>(
+    ctx: &mut Ctx<S>,
+    ready: &mut ReadyList,
+    notified: &mut Vec<SourceId>,
+    hires: Option<&mut HiRes>,
+    token: mio::Token,
+    turn: u64,
+) {
+    if token == WAKER_TOKEN {
+        // Notified sources take the place where the first of their
+        // notifications woke the loop, in the order they were sent.
+        if ctx.link.drain(notified) {
+            hot_trace!("evloop: stop requested by a remote");
+            ctx.stop = true;
+        }
+        for &id in notified.iter() {
+            queue(&mut ctx.sources, ready, turn, id, Ready::READABLE);
+        }
+        notified.clear();
+    } else if token == TIMERFD_TOKEN {
+        if let Some(h) = hires {
+            h.fired();
+        }
+    }
+}
+
 /// This turn's dispatch list, and whether it holds more than one priority
 /// (only then does it need sorting: kept as it is filled, so no extra pass).
 #[derive(Default)]
@@ -288,7 +317,7 @@ impl<S> EventLoop<S> {
     /// poll. A turn in which nothing asks (a plain echo) pays no clock read.
     fn read_clock(&mut self) {
         self.ctx.forget_now();
-        log::trace!("evloop: turn {} phase clock", self.ctx.turn_no);
+        hot_trace!("evloop: turn {} phase clock", self.ctx.turn_no);
     }
 
     /// Phase 2: fire every timer due by `now`, by deadline then arm order.
@@ -299,12 +328,19 @@ impl<S> EventLoop<S> {
             // Nothing armed: leave the wheel's clock where it is and read no
             // clock; the next arm catches the wheel up (`Timers::catch_up`).
             self.ctx.timers.lagging = true;
-            log::trace!("evloop: phase timers (0 due)");
+            hot_trace!("evloop: phase timers (0 due)");
             return 0;
         }
+        self.fire_due(state)
+    }
+
+    // Out of line, as are the other phases' work when they have some: a
+    // turn that has none runs a few tests in a row, on few cache lines.
+    #[inline(never)]
+    fn fire_due(&mut self, state: &mut S) -> usize {
         let now_ns = self.ctx.now_ns();
         self.ctx.timers.wheel.collect_expired(now_ns, &mut self.expired);
-        log::trace!("evloop: phase timers ({} due)", self.expired.len());
+        hot_trace!("evloop: phase timers ({} due)", self.expired.len());
         let mut fired = 0;
         let mut i = 0;
         // Callbacks reach the `Ctx`, never `self.expired`: the batch stays
@@ -364,7 +400,7 @@ impl<S> EventLoop<S> {
         let call = timers.callbacks.call(kind);
         let id = crate::TimerId(key);
         let fired = Fired::new(id, deadline_ns, missed, timers.origin());
-        log::trace!("evloop: fire {id:?} (missed {missed})");
+        hot_trace!("evloop: fire {id:?} (missed {missed})");
         let t0 = self.stall.start();
         let result = self.guard(|ctx, state| call(ctx, state, kind, slot, fired), state);
         self.stall
@@ -396,7 +432,15 @@ impl<S> EventLoop<S> {
     /// Phase 3: run the callbacks deferred before this phase began, FIFO.
     fn run_deferred(&mut self, state: &mut S) -> usize {
         let n = self.ctx.deferred.len();
-        log::trace!("evloop: phase deferred ({n} queued)");
+        hot_trace!("evloop: phase deferred ({n} queued)");
+        if n > 0 {
+            self.run_queued(n, state);
+        }
+        n
+    }
+
+    #[inline(never)]
+    fn run_queued(&mut self, n: usize, state: &mut S) {
         for _ in 0..n {
             let Some(f) = self.ctx.deferred.pop_front() else {
                 break;
@@ -409,22 +453,21 @@ impl<S> EventLoop<S> {
                 self.panicked(payload, format_args!("deferred callback"));
             }
         }
-        n
     }
 
     /// Phase 4: block in the kernel until something is ready, the next timer
     /// is due, or `cap` runs out; not at all if work is already waiting.
     fn poll(&mut self, cap: Option<Duration>) -> io::Result<()> {
         let timeout = self.poll_timeout(cap);
-        if let Some(h) = self.hires.as_mut() {
-            h.arm(self.ctx.timers.next_deadline())?;
+        if self.hires.is_some() {
+            self.arm_timerfd()?;
         }
-        log::trace!("evloop: phase poll (timeout {timeout:?})");
+        hot_trace!("evloop: phase poll (timeout {timeout:?})");
         if let Err(e) = self.ctx.poll.poll(&mut self.events, timeout) {
             if e.kind() != io::ErrorKind::Interrupted {
                 return Err(e);
             }
-            log::trace!("evloop: poll interrupted by a signal");
+            hot_trace!("evloop: poll interrupted by a signal");
             self.events.clear();
         }
         let slept = timeout != Some(Duration::ZERO);
@@ -436,6 +479,14 @@ impl<S> EventLoop<S> {
             self.ctx.forget_now();
         }
         Ok(())
+    }
+
+    #[inline(never)]
+    fn arm_timerfd(&mut self) -> io::Result<()> {
+        match self.hires.as_mut() {
+            Some(h) => h.arm(self.ctx.timers.next_deadline()),
+            None => Ok(()),
+        }
     }
 
     fn poll_timeout(&self, cap: Option<Duration>) -> Option<Duration> {
@@ -470,11 +521,7 @@ impl<S> EventLoop<S> {
     fn dispatch(&mut self, state: &mut S) -> usize {
         let turn = self.ctx.turn_no;
         if !self.ctx.scheduled.is_empty() {
-            std::mem::swap(&mut self.scheduled, &mut self.ctx.scheduled);
-            for &(id, ready) in &self.scheduled {
-                queue(&mut self.ctx.sources, &mut self.ready, turn, id, ready);
-            }
-            self.scheduled.clear();
+            self.queue_scheduled(turn);
         }
         for event in self.events.iter() {
             let token = event.token();
@@ -487,29 +534,17 @@ impl<S> EventLoop<S> {
                     SourceId::from_token(token),
                     ready,
                 );
-            } else if token == WAKER_TOKEN {
-                // Notified sources take the place where the first of their
-                // notifications woke the loop, in the order they were sent.
-                if self.ctx.link.drain(&mut self.notified) {
-                    log::trace!("evloop: stop requested by a remote");
-                    self.ctx.stop = true;
-                }
-                for &id in &self.notified {
-                    queue(&mut self.ctx.sources, &mut self.ready, turn, id, Ready::READABLE);
-                }
-                self.notified.clear();
-            } else if token == TIMERFD_TOKEN {
-                if let Some(h) = self.hires.as_mut() {
-                    h.fired();
-                }
+            } else {
+                let (ctx, ready, notified) = (&mut self.ctx, &mut self.ready, &mut self.notified);
+                loop_event(ctx, ready, notified, self.hires.as_mut(), token, turn);
             }
         }
         // Queued in readiness order; only a mix of priorities needs a sort
         // (its keys are unique, so an unstable sort keeps that order).
         if std::mem::take(&mut self.ready.mixed) {
-            self.ready.list.sort_unstable_by_key(|p| p.order);
+            self.sort_ready();
         }
-        log::trace!(
+        hot_trace!(
             "evloop: phase dispatch ({} kernel events, {} sources ready)",
             self.events.iter().count(),
             self.ready.list.len()
@@ -540,8 +575,26 @@ impl<S> EventLoop<S> {
         dispatched
     }
 
+    /// Queue the sources scheduled or rescheduled since the last dispatch,
+    /// in the order of those calls.
+    #[inline(never)]
+    fn queue_scheduled(&mut self, turn: u64) {
+        std::mem::swap(&mut self.scheduled, &mut self.ctx.scheduled);
+        for &(id, ready) in &self.scheduled {
+            queue(&mut self.ctx.sources, &mut self.ready, turn, id, ready);
+        }
+        self.scheduled.clear();
+    }
+
+    #[inline(never)]
+    fn sort_ready(&mut self) {
+        self.ready.list.sort_unstable_by_key(|p| p.order);
+    }
+
     /// Queue the undispatched tail of this turn's ready list (from `from`)
     /// for the next dispatch phase, and empty the list.
+    #[cold]
+    #[inline(never)]
     fn carry_over(&mut self, from: usize) {
         for p in &self.ready.list[from..] {
             if let Some(slot) = self.ctx.sources.get(p.index as usize) {
@@ -569,7 +622,7 @@ impl<S> EventLoop<S> {
         };
         let id = SourceId::new(index, slot.seq);
         let event = Event { id, ready: p.ready };
-        log::trace!("evloop: dispatch {id} {:?}", p.ready);
+        hot_trace!("evloop: dispatch {id} {:?}", p.ready);
         let t0 = self.stall.start();
         let mut action = Action::Close;
         let result = self.guard(|ctx, state| action = entry.dispatch(event, ctx, state), state);
@@ -578,10 +631,7 @@ impl<S> EventLoop<S> {
         if let Some(slot) = self.ctx.sources.get_mut(index) {
             slot.entry = Some(entry);
             if slot.dirty {
-                if let Err(e) = self.ctx.sync(id) {
-                    log::error!("evloop: re-registering {id} failed: {e}; closing it");
-                    self.ctx.close(id);
-                }
+                self.resync(id);
             }
         }
         if let Err(payload) = result {
@@ -602,6 +652,16 @@ impl<S> EventLoop<S> {
         Ok(true)
     }
 
+    /// Apply the interest or priority a handler changed for its own source
+    /// while it ran.
+    #[inline(never)]
+    fn resync(&mut self, id: SourceId) {
+        if let Err(e) = self.ctx.sync(id) {
+            log::error!("evloop: re-registering {id} failed: {e}; closing it");
+            self.ctx.close(id);
+        }
+    }
+
     /// Phase 6: after-poll hooks, in the order they were added, then the
     /// turn's counts go into the metrics.
     fn after_poll(&mut self, state: &mut S, done: Turn) {
@@ -614,10 +674,14 @@ impl<S> EventLoop<S> {
     }
 
     fn run_checks(&mut self, state: &mut S) {
-        if self.ctx.checks.is_empty() {
-            return;
+        if !self.ctx.checks.is_empty() {
+            self.run_hooks(state);
         }
-        log::trace!("evloop: phase check ({} hooks)", self.ctx.checks.len());
+    }
+
+    #[inline(never)]
+    fn run_hooks(&mut self, state: &mut S) {
+        hot_trace!("evloop: phase check ({} hooks)", self.ctx.checks.len());
         let mut checks = std::mem::take(&mut self.ctx.checks);
         let mut i = 0;
         while i < checks.len() {
@@ -651,7 +715,7 @@ impl<S> EventLoop<S> {
 
     #[inline(never)]
     fn release_closed(&mut self) {
-        log::trace!("evloop: phase reclaim ({} closed)", self.ctx.closing.len());
+        hot_trace!("evloop: phase reclaim ({} closed)", self.ctx.closing.len());
         let mut closing = std::mem::take(&mut self.ctx.closing);
         for &index in &closing {
             self.ctx.release(index);
@@ -673,6 +737,8 @@ impl<S> EventLoop<S> {
 
     /// Apply the panic policy to a caught panic, once the loop is consistent
     /// again: re-raise it, or log it and go on.
+    #[cold]
+    #[inline(never)]
     fn panicked(&mut self, payload: Panic, what: std::fmt::Arguments<'_>) {
         let msg = payload
             .downcast_ref::<&str>()
@@ -724,7 +790,7 @@ impl<S> Ctx<S> {
                     log::debug!("evloop: deregistering {id} failed: {e}");
                 }
             }
-            log::trace!("evloop: reclaim {id}");
+            hot_trace!("evloop: reclaim {id}");
             drop(entry);
         }
     }

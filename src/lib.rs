@@ -67,6 +67,9 @@
 #[cfg(not(all(unix, target_pointer_width = "64")))]
 compile_error!("evloop supports 64-bit Unix (Linux first)");
 
+#[macro_use]
+mod trace;
+
 mod channel;
 mod clock;
 mod ctx;

@@ -313,7 +313,7 @@ impl Conn {
         if (!self.has(CORKED) || data.len() >= DIRECT_WRITE_MIN) && self.queued() == 0 {
             match write_some(&mut self.stream, data) {
                 Ok(n) => {
-                    log::trace!("evloop: {} wrote {n} bytes", self.id);
+                    hot_trace!("evloop: {} wrote {n} bytes", self.id);
                     data = &data[n..];
                 }
                 Err(reason) => {
@@ -422,7 +422,7 @@ impl Conn {
             match write_some(&mut self.stream, &self.out[self.out_pos..self.out_end]) {
                 Ok(0) => break,
                 Ok(n) => {
-                    log::trace!("evloop: {} wrote {n} bytes", self.id);
+                    hot_trace!("evloop: {} wrote {n} bytes", self.id);
                     self.out_pos += n;
                 }
                 Err(reason) => self.fail(reason),
@@ -586,27 +586,14 @@ fn drive<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ev: Event, ctx: &mut Ctx<
         conn.out = ctx.take_out_buf();
     }
     if conn.flags & (OPENED | IDLE_EXPIRED) != OPENED {
-        if !conn.has(OPENED) {
-            conn.set(OPENED);
-            h.on_open(conn, ctx, state);
-        }
-        if conn.has(IDLE_EXPIRED) {
-            conn.fail(CloseReason::Idle);
-        }
+        open_or_expire(conn, h, ctx, state);
     }
     let mut action = Action::Keep;
     // A kernel edge, or a pause just lifted, means there may be bytes; a
     // plain scheduled dispatch (open, a write from elsewhere) does not read.
     let readable = ev.ready.is_readable() || ev.ready.is_read_closed() || ev.ready.is_error();
     if !conn.reading() && !conn.has(CLOSED) && (ev.ready.is_error() || ev.ready.is_write_closed()) {
-        // Not reading (after EOF, or paused), so no read will surface what
-        // this event says: a reset or hang-up. Ask the socket directly, or
-        // the connection would sit half-dead until the server next writes.
-        match conn.stream.take_error() {
-            Ok(Some(e)) | Err(e) => conn.fail(reason_of(&e)),
-            Ok(None) if ev.ready.is_write_closed() => conn.fail(CloseReason::Reset),
-            Ok(None) => {}
-        }
+        hung_up(conn, ev);
     }
     if conn.reading() && (readable || conn.take(PROBE_READ)) {
         action = read(conn, h, ev, ctx, state);
@@ -619,6 +606,34 @@ fn drive<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ev: Event, ctx: &mut Ctx<
     action
 }
 
+// The driver's rare cases, out of line so that the common dispatch (read,
+// reply, flush) runs on few cache lines of code.
+
+/// First dispatch (greet the peer), or the idle timer expired.
+#[inline(never)]
+fn open_or_expire<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ctx: &mut Ctx<S>, state: &mut S) {
+    if !conn.has(OPENED) {
+        conn.set(OPENED);
+        h.on_open(conn, ctx, state);
+    }
+    if conn.has(IDLE_EXPIRED) {
+        conn.fail(CloseReason::Idle);
+    }
+}
+
+/// Not reading (after EOF, or paused), so no read will surface what this
+/// event says: a reset or hang-up. Ask the socket directly, or the
+/// connection would sit half-dead until the server next writes.
+#[cold]
+#[inline(never)]
+fn hung_up(conn: &mut Conn, ev: Event) {
+    match conn.stream.take_error() {
+        Ok(Some(e)) | Err(e) => conn.fail(reason_of(&e)),
+        Ok(None) if ev.ready.is_write_closed() => conn.fail(CloseReason::Reset),
+        Ok(None) => {}
+    }
+}
+
 /// Read until a short read, EOF, the budget, or the handler stops us.
 fn read<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ev: Event, ctx: &mut Ctx<S>, state: &mut S) -> Action {
     let mut scratch = ctx.take_scratch();
@@ -627,13 +642,11 @@ fn read<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ev: Event, ctx: &mut Ctx<S
     while conn.reading() {
         let n = match conn.stream.read(&mut scratch) {
             Ok(0) => {
-                conn.set(PEER_EOF);
-                log::debug!("evloop: connection {} peer EOF", conn.id);
-                h.on_eof(conn, ctx, state);
+                peer_eof(conn, h, ctx, state);
                 break;
             }
             Ok(n) => {
-                log::trace!("evloop: {} read {n} bytes", conn.id);
+                hot_trace!("evloop: {} read {n} bytes", conn.id);
                 n
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -662,16 +675,46 @@ fn read<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ev: Event, ctx: &mut Ctx<S
     action
 }
 
+/// The peer closed its writing half.
+#[cold]
+#[inline(never)]
+fn peer_eof<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ctx: &mut Ctx<S>, state: &mut S) {
+    conn.set(PEER_EOF);
+    log::debug!("evloop: connection {} peer EOF", conn.id);
+    h.on_eof(conn, ctx, state);
+}
+
 /// Hand new bytes (after any unconsumed tail) to the handler; keep what it
 /// did not consume.
 fn deliver<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, new: &[u8], ctx: &mut Ctx<S>, state: &mut S) {
-    if !conn.has(INPUT) {
-        let used = h.on_data(conn, new, ctx, state).min(new.len());
-        if used == new.len() {
-            return; // the common case: every byte consumed, nothing kept
-        }
-        conn.input.extend_from_slice(&new[used..]);
-    } else {
+    if conn.has(INPUT) {
+        deliver_after_tail(conn, h, new, ctx, state);
+        return;
+    }
+    let used = h.on_data(conn, new, ctx, state).min(new.len());
+    if used < new.len() {
+        keep_tail(conn, &new[used..]);
+    }
+    // else the common case: every byte consumed, nothing kept
+}
+
+/// The handler left `tail` unconsumed: keep it for the next delivery.
+#[inline(never)]
+fn keep_tail(conn: &mut Conn, tail: &[u8]) {
+    conn.input.extend_from_slice(tail);
+    check_input(conn);
+}
+
+/// Deliver an earlier unconsumed tail followed by `new`.
+#[inline(never)]
+fn deliver_after_tail<S, H: Handler<S>>(
+    conn: &mut Conn,
+    h: &mut H,
+    new: &[u8],
+    ctx: &mut Ctx<S>,
+    state: &mut S,
+) {
+    {
         let mut input = std::mem::take(&mut conn.input);
         input.extend_from_slice(new);
         let used = h.on_data(conn, &input, ctx, state).min(input.len());
@@ -682,6 +725,11 @@ fn deliver<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, new: &[u8], ctx: &mut C
         }
         conn.input = input;
     }
+    check_input(conn);
+}
+
+/// Mirror whether input is kept in the flags, and apply its cap.
+fn check_input(conn: &mut Conn) {
     if conn.input.is_empty() {
         conn.clear(INPUT);
     } else {
@@ -719,6 +767,21 @@ fn settle<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ctx: &mut Ctx<S>, state:
         if conn.flags & UNSETTLED == 0 && !had_backlog && conn.polled == Some(Interest::READABLE) {
             return;
         }
+    }
+    settle_rest(conn, h, had_backlog, ctx, state);
+}
+
+/// The rest of [`settle`], for a dispatch that left something to pace, owe,
+/// close, shut or re-register.
+#[inline(never)]
+fn settle_rest<S, H: Handler<S>>(
+    conn: &mut Conn,
+    h: &mut H,
+    had_backlog: bool,
+    ctx: &mut Ctx<S>,
+    state: &mut S,
+) {
+    if conn.queued() == 0 {
         if conn.take(THROTTLED) {
             // Under edge triggering data may already be waiting: look now.
             conn.set(PROBE_READ);
