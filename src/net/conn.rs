@@ -714,17 +714,15 @@ fn deliver_after_tail<S, H: Handler<S>>(
     ctx: &mut Ctx<S>,
     state: &mut S,
 ) {
-    {
-        let mut input = std::mem::take(&mut conn.input);
-        input.extend_from_slice(new);
-        let used = h.on_data(conn, &input, ctx, state).min(input.len());
-        input.drain(..used);
-        if input.is_empty() {
-            // The frame is complete: an idle connection holds no read buffer.
-            input = Vec::new();
-        }
-        conn.input = input;
+    let mut input = std::mem::take(&mut conn.input);
+    input.extend_from_slice(new);
+    let used = h.on_data(conn, &input, ctx, state).min(input.len());
+    input.drain(..used);
+    if input.is_empty() {
+        // The frame is complete: an idle connection holds no read buffer.
+        input = Vec::new();
     }
+    conn.input = input;
     check_input(conn);
 }
 
