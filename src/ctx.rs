@@ -25,7 +25,14 @@ use crate::timer::{self, Fired, Repeat, TimerId, Timers};
 use crate::SourceId;
 
 /// Size of the loop's shared read buffer (a whole UDP datagram fits).
-pub(crate) const SCRATCH_SIZE: usize = 64 * 1024;
+///
+/// A read that fills the buffer must be followed by another, which usually
+/// only says `WouldBlock`; only a short read shows the socket drained. At
+/// 128 KiB, a peer's burst of up to 64 KiB (four 16 KiB requests in flight,
+/// say) comes in one read instead of two: measured with 10 connections of
+/// four 16 KiB messages, 0.50 -> 0.25 reads per message. The pages past what
+/// reads have reached are never touched, so they cost no memory.
+pub(crate) const SCRATCH_SIZE: usize = 128 * 1024;
 
 /// Initialized size of the loop's spare output buffer.
 pub(crate) const OUT_BUF_SIZE: usize = 4 * 1024;
