@@ -535,8 +535,15 @@ impl<S> EventLoop<S> {
                     ready,
                 );
             } else {
-                let (ctx, ready, notified) = (&mut self.ctx, &mut self.ready, &mut self.notified);
-                loop_event(ctx, ready, notified, self.hires.as_mut(), token, turn);
+                let hires = self.hires.as_mut();
+                loop_event(
+                    &mut self.ctx,
+                    &mut self.ready,
+                    &mut self.notified,
+                    hires,
+                    token,
+                    turn,
+                );
             }
         }
         // Queued in readiness order; only a mix of priorities needs a sort
