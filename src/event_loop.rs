@@ -178,18 +178,20 @@ struct Pending {
 
 /// Add a source to this turn's dispatch list (at the end: the order in which
 /// sources are queued is the order they became ready), merging duplicates.
-fn queue<S>(sources: &mut Slab<Slot<S>>, ready: &mut ReadyList, turn: u64, id: SourceId, r: Ready) {
+fn queue<S>(sources: &mut Slab<Slot<S>>, ready: &mut ReadyList, id: SourceId, r: Ready) {
     let Some(slot) = sources.get_mut(id.index()) else {
         return;
     };
-    if slot.seq as u32 != id.generation() || slot.state != SlotState::Active {
+    if slot.seq != id.generation() || slot.state != SlotState::Active {
         return; // stale token, or closed/paused since
     }
-    if slot.queued_turn == turn {
-        ready.list[slot.queued_pos as usize].ready |= r;
+    let pos = slot.queued_pos as usize;
+    if let Some(queued) = ready.list.get_mut(pos).filter(|p| p.index == id.index) {
+        // Already in this turn's list: each slot has at most one entry in
+        // it, placed by this function, which noted the place in the slot.
+        queued.ready |= r;
         return;
     }
-    slot.queued_turn = turn;
     slot.queued_pos = ready.list.len() as u32;
     let priority = slot.priority as u64;
     if ready.list.first().is_some_and(|p| p.order >> 32 != priority) {
@@ -211,7 +213,6 @@ fn loop_event<S>(
     notified: &mut Vec<SourceId>,
     hires: Option<&mut HiRes>,
     token: mio::Token,
-    turn: u64,
 ) {
     if token == WAKER_TOKEN {
         // Notified sources take the place where the first of their
@@ -221,7 +222,7 @@ fn loop_event<S>(
             ctx.stop = true;
         }
         for &id in notified.iter() {
-            queue(&mut ctx.sources, ready, turn, id, Ready::READABLE);
+            queue(&mut ctx.sources, ready, id, Ready::READABLE);
         }
         notified.clear();
     } else if token == TIMERFD_TOKEN {
@@ -519,31 +520,18 @@ impl<S> EventLoop<S> {
     /// the place of their wake-up), put higher priorities first, and run
     /// each handler once.
     fn dispatch(&mut self, state: &mut S) -> usize {
-        let turn = self.ctx.turn_no;
         if !self.ctx.scheduled.is_empty() {
-            self.queue_scheduled(turn);
+            self.queue_scheduled();
         }
         for event in self.events.iter() {
             let token = event.token();
             if token.0 < RESERVED_BASE {
                 let ready = Ready::from_mio(event);
-                queue(
-                    &mut self.ctx.sources,
-                    &mut self.ready,
-                    turn,
-                    SourceId::from_token(token),
-                    ready,
-                );
+                let id = SourceId::from_token(token);
+                queue(&mut self.ctx.sources, &mut self.ready, id, ready);
             } else {
                 let hires = self.hires.as_mut();
-                loop_event(
-                    &mut self.ctx,
-                    &mut self.ready,
-                    &mut self.notified,
-                    hires,
-                    token,
-                    turn,
-                );
+                loop_event(&mut self.ctx, &mut self.ready, &mut self.notified, hires, token);
             }
         }
         // Queued in readiness order; only a mix of priorities needs a sort
@@ -585,10 +573,10 @@ impl<S> EventLoop<S> {
     /// Queue the sources scheduled or rescheduled since the last dispatch,
     /// in the order of those calls.
     #[inline(never)]
-    fn queue_scheduled(&mut self, turn: u64) {
+    fn queue_scheduled(&mut self) {
         std::mem::swap(&mut self.scheduled, &mut self.ctx.scheduled);
         for &(id, ready) in &self.scheduled {
-            queue(&mut self.ctx.sources, &mut self.ready, turn, id, ready);
+            queue(&mut self.ctx.sources, &mut self.ready, id, ready);
         }
         self.scheduled.clear();
     }

@@ -36,10 +36,10 @@ pub struct SourceId {
 }
 
 impl SourceId {
-    pub(crate) fn new(index: usize, seq: u64) -> SourceId {
+    pub(crate) fn new(index: usize, generation: u32) -> SourceId {
         SourceId {
             index: index as u32,
-            generation: seq as u32,
+            generation,
         }
     }
 
@@ -83,7 +83,7 @@ mod tests {
 
     #[test]
     fn token_round_trip() {
-        let id = SourceId::new(7, (3u64 << 32) | 0xdead_beef);
+        let id = SourceId::new(7, 0xdead_beef);
         assert_eq!(id.generation(), 0xdead_beef);
         let back = SourceId::from_token(id.token());
         assert_eq!(back, id);
