@@ -6,6 +6,7 @@ mod common;
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
+use std::time::Duration;
 
 use common::{drain, pair, TICK};
 use evloop::{Action, EventLoop, Interest, Priority, Ready};
@@ -247,4 +248,101 @@ fn scheduled_and_kernel_readiness_merge_into_one_dispatch() {
     assert_eq!(t.dispatched, 1);
     assert_eq!(seen.len(), 1);
     assert!(seen[0].is_readable());
+}
+
+#[test]
+fn a_priority_set_by_its_own_handler_orders_the_next_turns() {
+    let mut el = EventLoop::new().unwrap();
+    let (a, mut peer_a) = pair();
+    let (b, mut peer_b) = pair();
+    let a_id = el
+        .register(a, Interest::READABLE, |sock, ev, ctx, order: &mut Vec<usize>| {
+            drain(sock);
+            order.push(0);
+            // Its entry is out of the table while it runs: applied after.
+            ctx.set_priority(ev.id, Priority::Low).unwrap();
+            Action::Keep
+        })
+        .unwrap();
+    let b_id = el
+        .register(
+            b,
+            Interest::READABLE,
+            |sock, _ev, _ctx, order: &mut Vec<usize>| {
+                drain(sock);
+                order.push(1);
+                Action::Keep
+            },
+        )
+        .unwrap();
+    let mut order = Vec::new();
+    peer_a.write_all(b"x").unwrap();
+    el.turn(&mut order, Some(TICK)).unwrap();
+    assert_eq!(order, [0]);
+
+    // A became ready first, but is Low now: B, then A.
+    order.clear();
+    peer_a.write_all(b"x").unwrap();
+    peer_b.write_all(b"x").unwrap();
+    el.turn(&mut order, Some(TICK)).unwrap();
+    assert_eq!(order, [1, 0]);
+
+    // And back, from outside a handler: B Low, A High.
+    el.set_priority(b_id, Priority::Low).unwrap();
+    el.set_priority(a_id, Priority::High).unwrap();
+    order.clear();
+    peer_b.write_all(b"x").unwrap();
+    peer_a.write_all(b"x").unwrap();
+    el.turn(&mut order, Some(TICK)).unwrap();
+    // A's handler made itself Low again, but only after it ran.
+    assert_eq!(order, [0, 1]);
+}
+
+/// A mio source made of two sockets registered under its one token.
+struct TwoSockets(mio::net::UnixStream, mio::net::UnixStream);
+
+impl mio::event::Source for TwoSockets {
+    fn register(&mut self, r: &mio::Registry, t: mio::Token, i: mio::Interest) -> std::io::Result<()> {
+        self.0.register(r, t, i)?;
+        self.1.register(r, t, i)
+    }
+    fn reregister(&mut self, r: &mio::Registry, t: mio::Token, i: mio::Interest) -> std::io::Result<()> {
+        self.0.reregister(r, t, i)?;
+        self.1.reregister(r, t, i)
+    }
+    fn deregister(&mut self, r: &mio::Registry) -> std::io::Result<()> {
+        self.0.deregister(r)?;
+        self.1.deregister(r)
+    }
+}
+
+#[test]
+fn a_source_with_two_ready_fds_runs_once_per_turn_and_loses_nothing() {
+    let mut el = EventLoop::<Vec<(Ready, usize)>>::new().unwrap();
+    let (a, mut peer_a) = pair();
+    let (b, mut peer_b) = pair();
+    el.register(
+        TwoSockets(a, b),
+        Interest::READABLE,
+        |two, ev, _ctx, seen: &mut Vec<(Ready, usize)>| {
+            let n = drain(&mut two.0).unwrap_or(0) + drain(&mut two.1).unwrap_or(0);
+            seen.push((ev.ready, n));
+            Action::Keep
+        },
+    )
+    .unwrap();
+    peer_a.write_all(b"aa").unwrap();
+    peer_b.write_all(b"bbb").unwrap();
+    let mut seen = Vec::new();
+    let t = el.turn(&mut seen, Some(TICK)).unwrap();
+    assert_eq!(t.dispatched, 1, "two events under one token: one dispatch a turn");
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].1, 5);
+    // The second event is carried to the next turn (nothing else is ready:
+    // without the carry this turn would dispatch nothing).
+    let t = el.turn(&mut seen, Some(TICK)).unwrap();
+    assert_eq!(t.dispatched, 1);
+    assert!(seen[1].0.is_readable(), "the carried event keeps its readiness");
+    let t = el.turn(&mut seen, Some(Duration::ZERO)).unwrap();
+    assert_eq!(t.dispatched, 0);
 }
