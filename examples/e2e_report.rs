@@ -185,7 +185,9 @@ fn markdown(t: &Table, settings: &str) -> String {
     let _ = writeln!(
         w,
         "System calls of the server counted by `perf stat -e raw_syscalls:sys_enter,syscalls:sys_enter_*` \
-         over the window; reads = recvfrom + read + readv, writes = sendto + write + writev, \
+         over exactly the measured window (started disabled, enabled and disabled through its \
+         control fifo by the load generator at the window's ends), divided by the messages \
+         echoed in it; reads = recvfrom + read + readv, writes = sendto + write + writev, \
          polls = epoll_wait + epoll_pwait. CPU: on-CPU ns from `/proc/PID/schedstat`. User ns: \
          that on-CPU time times the share of the server's `perf record -e cpu-clock -F 4999` \
          samples taken in user mode: the same timer-interrupt split as `/proc/PID/stat`'s utime, \

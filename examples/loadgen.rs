@@ -273,6 +273,19 @@ impl Gen {
         self.conns.iter().map(|c| c.in_flight.len()).sum()
     }
 
+    /// Send `what` to perf stat's control fifo, keeping the load on until it
+    /// is acknowledged.
+    fn perf_command(&mut self, perf: &mut PerfStat, events: &mut Events, what: &str) {
+        perf.send(what);
+        let deadline = Instant::now() + PATIENCE;
+        while !perf.acked() {
+            if Instant::now() > deadline {
+                fail(format!("perf stat did not acknowledge {what}"));
+            }
+            self.turn(events, Duration::from_millis(1));
+        }
+    }
+
     /// Keep the load on until `child` (a perf run over the window) exits.
     fn wait_for(&mut self, child: &mut Child, events: &mut Events, what: &str) {
         let deadline = Instant::now() + PATIENCE;
@@ -429,23 +442,109 @@ const PERF_EVENTS: [(&str, &str); 10] = [
     ("epoll_ctl", "syscalls:sys_enter_epoll_ctl"),
 ];
 
-fn spawn_perf(pid: u32, window: Duration) -> Child {
-    let events: Vec<&str> = PERF_EVENTS.iter().map(|(_, e)| *e).collect();
-    Command::new("perf")
-        .args([
-            "stat",
-            "-e",
-            &events.join(","),
-            "-p",
-            &pid.to_string(),
-            "--",
-            "sleep",
-        ])
-        .arg(format!("{:.3}", window.as_secs_f64()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| fail(format!("perf: {e}")))
+/// `perf stat` attached to the server, counting only between `enable` and
+/// `disable` sent through its control fifos: its window is the measured
+/// window, not that plus however long perf takes to attach and detach (which
+/// added ~0.5 % to every count).
+struct PerfStat {
+    child: Child,
+    ctl: std::fs::File,
+    ack: std::fs::File,
+    dir: std::path::PathBuf,
+}
+
+impl PerfStat {
+    fn spawn(pid: u32) -> PerfStat {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = std::env::temp_dir().join(format!("loadgen-{}-perf", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| fail(format!("{}: {e}", dir.display())));
+        let (ctl_path, ack_path) = (dir.join("ctl"), dir.join("ack"));
+        for f in [&ctl_path, &ack_path] {
+            let ok = Command::new("mkfifo").arg(f).status().is_ok_and(|s| s.success());
+            if !ok {
+                fail(format!("mkfifo {} failed", f.display()));
+            }
+        }
+        let events: Vec<&str> = PERF_EVENTS.iter().map(|(_, e)| *e).collect();
+        let mut control = std::ffi::OsString::from("fifo:");
+        control.push(&ctl_path);
+        control.push(",");
+        control.push(&ack_path);
+        let mut child = Command::new("perf")
+            .args(["stat", "-D", "-1", "--control"])
+            .arg(control)
+            .args(["-e", &events.join(","), "-p", &pid.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| fail(format!("perf: {e}")));
+        // Non-blocking opens, so a perf that never starts cannot hang us:
+        // the reading end opens at once; the writing end once perf reads.
+        let ack = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&ack_path)
+            .unwrap_or_else(|e| fail(format!("{}: {e}", ack_path.display())));
+        let deadline = Instant::now() + PATIENCE;
+        let ctl = loop {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&ctl_path)
+            {
+                Ok(f) => break f,
+                Err(_) if Instant::now() < deadline && child.try_wait().ok().flatten().is_none() => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) => fail(format!("perf stat did not open its control fifo: {e}")),
+            }
+        };
+        PerfStat { child, ctl, ack, dir }
+    }
+
+    /// Send `enable` or `disable` (then poll [`acked`](Self::acked)).
+    fn send(&mut self, what: &str) {
+        writeln!(self.ctl, "{what}").unwrap_or_else(|e| fail(format!("perf control: {e}")));
+    }
+
+    /// Whether perf has acknowledged the last command (non-blocking).
+    fn acked(&mut self) -> bool {
+        let mut buf = [0u8; 16];
+        match self.ack.read(&mut buf) {
+            Ok(n) if n > 0 => {
+                if !buf[..n].starts_with(b"ack") {
+                    fail(format!(
+                        "perf control answered {:?}",
+                        String::from_utf8_lossy(&buf[..n])
+                    ));
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Stop perf (SIGINT makes it print its counts) and return what it printed.
+    fn finish(mut self) -> String {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + PATIENCE;
+        while self.child.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                fail("perf stat did not stop");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let mut s = String::new();
+        if let Some(mut err) = self.child.stderr.take() {
+            let _ = err.read_to_string(&mut s);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+        s
+    }
 }
 
 /// How often `perf record` samples the server's CPU (an odd rate, so the
@@ -498,23 +597,20 @@ fn user_share(file: &std::path::Path) -> Option<(f64, u64)> {
     (us + sys > 0.0).then(|| (us / (us + sys), samples))
 }
 
-/// Parse `perf stat` output: counts by short name, plus the elapsed seconds.
-fn parse_perf(out: &str) -> (Vec<(&'static str, f64)>, f64) {
+/// Parse `perf stat` output: counts by short name.
+fn parse_perf(out: &str) -> Vec<(&'static str, f64)> {
     let mut counts = Vec::new();
-    let mut elapsed = 0.0;
     for line in out.lines() {
         let mut words = line.split_whitespace();
         let (Some(first), Some(second)) = (words.next(), words.next()) else {
             continue;
         };
-        if second == "seconds" && line.contains("time elapsed") {
-            elapsed = first.parse().unwrap_or(0.0);
-        } else if let Some((name, _)) = PERF_EVENTS.iter().find(|(_, e)| *e == second) {
+        if let Some((name, _)) = PERF_EVENTS.iter().find(|(_, e)| *e == second) {
             let n: f64 = first.replace([',', '.'], "").parse().unwrap_or(f64::NAN);
             counts.push((*name, n));
         }
     }
-    (counts, elapsed)
+    counts
 }
 
 fn main() {
@@ -577,14 +673,17 @@ fn main() {
     }
 
     // The measured window.
+    let mut perf = match (o.perf, o.pid) {
+        (true, Some(pid)) => Some(PerfStat::spawn(pid)),
+        _ => None,
+    };
+    if let Some(p) = perf.as_mut() {
+        g.perf_command(p, &mut events, "enable");
+    }
     g.hist.reset();
     g.count = Count::default();
     let srv0 = proc_sample(o.pid);
     let cpu0 = self_cpu_s();
-    let mut perf = match (o.perf, o.pid) {
-        (true, Some(pid)) => Some(spawn_perf(pid, o.duration)),
-        _ => None,
-    };
     let sample_file = std::env::temp_dir().join(format!("loadgen-{}.perf.data", std::process::id()));
     let mut sampler = match (o.perf, o.pid) {
         (true, Some(pid)) => Some(spawn_sampler(pid, o.duration, &sample_file)),
@@ -595,20 +694,17 @@ fn main() {
     while Instant::now() < end && g.count.msgs < o.max_msgs {
         g.turn(&mut events, Duration::from_millis(10));
     }
+    // Messages echoed while perf takes the disable count, as syscalls made
+    // while it took the enable did not: the two ends roughly cancel.
+    if let Some(p) = perf.as_mut() {
+        g.perf_command(p, &mut events, "disable");
+    }
     let window = t0.elapsed().as_secs_f64();
     let count = g.count;
     let srv1 = proc_sample(o.pid);
     let cpu1 = self_cpu_s();
     let hist = g.hist.clone();
-    // Keep the load on until perf stops counting, so its window is all load.
-    let perf_out = perf.take().map(|mut child| {
-        g.wait_for(&mut child, &mut events, "perf stat");
-        let mut s = String::new();
-        if let Some(mut err) = child.stderr.take() {
-            let _ = err.read_to_string(&mut s);
-        }
-        s
-    });
+    let perf_out = perf.take().map(PerfStat::finish);
     let share = sampler.take().and_then(|mut child| {
         g.wait_for(&mut child, &mut events, "perf record");
         let share = user_share(&sample_file);
@@ -677,20 +773,18 @@ fn main() {
         kv("rss_per_conn_b", format!("{per_conn:.0}"));
     }
     if let Some(text) = perf_out {
-        let (counts, elapsed) = parse_perf(&text);
-        if counts.is_empty() || elapsed <= 0.0 {
+        let counts = parse_perf(&text);
+        if counts.is_empty() {
             fail(format!("could not read perf stat's output:\n{text}"));
         }
-        // perf counted over its own window, all of it under load: scale by
-        // the message rate of the measured window.
-        let perf_msgs = rate * elapsed;
+        // perf counted over the measured window itself.
         let get = |names: &[&str]| -> f64 {
             counts
                 .iter()
                 .filter(|(n, _)| names.contains(n))
                 .map(|(_, c)| c)
                 .sum::<f64>()
-                / perf_msgs
+                / msgs
         };
         kv("syscalls_per_msg", format!("{:.3}", get(&["syscalls"])));
         kv(
