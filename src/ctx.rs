@@ -207,22 +207,7 @@ impl<S> Ctx<S> {
         T: mio::event::Source + Any,
         F: FnMut(&mut T, Event, &mut Ctx<S>, &mut S) -> Action + 'static,
     {
-        self.register_at(source, interest, Priority::Normal, handler)
-    }
-
-    /// [`register`](Self::register) with a priority from the start.
-    pub(crate) fn register_at<T, F>(
-        &mut self,
-        source: T,
-        interest: Interest,
-        priority: Priority,
-        handler: F,
-    ) -> io::Result<SourceId>
-    where
-        T: mio::event::Source + Any,
-        F: FnMut(&mut T, Event, &mut Ctx<S>, &mut S) -> Action + 'static,
-    {
-        self.insert(Box::new(Handled { source, handler }), interest, priority)
+        self.insert(Box::new(Handled { source, handler }), interest, Priority::Normal)
     }
 
     /// Register the receiving end of a [`channel`](crate::channel()):
@@ -252,10 +237,9 @@ impl<S> Ctx<S> {
     {
         let set = crate::Signals::new(signals)?;
         let mut got = Vec::with_capacity(8);
-        self.register_at(
+        let id = self.register(
             set,
             Interest::READABLE,
-            Priority::High,
             move |set: &mut crate::Signals, _ev, ctx, state| {
                 got.clear();
                 if let Err(e) = set.drain(&mut got) {
@@ -266,7 +250,9 @@ impl<S> Ctx<S> {
                 }
                 Action::Keep
             },
-        )
+        )?;
+        self.set_priority(id, Priority::High)?;
+        Ok(id)
     }
 
     fn insert(
@@ -276,7 +262,7 @@ impl<S> Ctx<S> {
         priority: Priority,
     ) -> io::Result<SourceId> {
         let vacant = self.sources.vacant_entry();
-        if vacant.key() >= crate::token::MAX_SOURCES {
+        if vacant.key() >= u32::MAX as usize {
             return Err(io::Error::new(
                 io::ErrorKind::OutOfMemory,
                 "evloop: source table is full",
@@ -287,7 +273,7 @@ impl<S> Ctx<S> {
         entry.attach(
             Attach::Register {
                 registry: self.poll.registry(),
-                token: id.token(priority),
+                token: id.token(),
                 interest,
                 reregister: false,
             },
@@ -344,16 +330,9 @@ impl<S> Ctx<S> {
     /// Where a source comes among others ready in the same turn: every ready
     /// `High` source is dispatched before any `Normal` one, and so on;
     /// within a priority, in the order they became ready.
-    ///
-    /// A change applies from the next poll on (the source's events carry
-    /// its priority, so it is re-registered: one `epoll_ctl`).
     pub fn set_priority(&mut self, id: SourceId, priority: Priority) -> io::Result<()> {
-        let slot = self.slot_mut(id).ok_or_else(|| stale(id))?;
-        if slot.priority == priority {
-            return Ok(());
-        }
-        slot.priority = priority;
-        self.sync(id)
+        self.slot_mut(id).ok_or_else(|| stale(id))?.priority = priority;
+        Ok(())
     }
 
     /// Stop polling a source without closing it; [`resume`](Self::resume)
@@ -391,7 +370,7 @@ impl<S> Ctx<S> {
             (true, false) => Attach::Deregister { registry },
             (registered, true) => Attach::Register {
                 registry,
-                token: id.token(slot.priority),
+                token: id.token(),
                 interest: slot.interest,
                 reregister: registered,
             },

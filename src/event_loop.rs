@@ -23,7 +23,7 @@ use crate::remote::Link;
 use crate::source::{Action, Attach, Event, Ready};
 use crate::timer::hires::HiRes;
 use crate::timer::{wheel, Fired, Repeat, Timers, RUNNING};
-use crate::token::{token_priority, SourceId, RESERVED_BASE, TIMERFD_TOKEN, WAKER_TOKEN};
+use crate::token::{SourceId, RESERVED_BASE, TIMERFD_TOKEN, WAKER_TOKEN};
 
 /// What the loop does when a handler (or timer, deferred or check callback) panics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -169,92 +169,39 @@ type Panic = Box<dyn Any + Send>;
 /// A source queued for this turn's dispatch phase.
 #[derive(Clone, Copy)]
 struct Pending {
-    /// Sort key: priority above `POS_BITS`, place in the list below, so one
+    /// Sort key: priority in the high half, place in the list below, so one
     /// integer sort orders by priority and keeps readiness order inside it.
-    order: u32,
+    order: u64,
     index: u32,
-    generation: u32,
     ready: Ready,
-}
-
-/// Bits of [`Pending::order`] that hold the place in the list (the list
-/// holds each source at most once, and there are fewer than 2^30 sources).
-const POS_BITS: u32 = 30;
-
-/// This turn's dispatch list.
-#[derive(Default)]
-struct ReadyList {
-    list: Vec<Pending>,
-    /// More than one priority is in the list: only then does it need
-    /// sorting (noted as it fills, so no extra pass).
-    mixed: bool,
-    /// Every entry's place is noted in its source's slot (`queue`). Until
-    /// something other than the poll's own events is queued, the list holds
-    /// only those, one per source, and is filled without reading the table.
-    noted: bool,
-}
-
-impl ReadyList {
-    #[inline(always)]
-    fn push(&mut self, id: SourceId, priority: u32, ready: Ready) {
-        if self.list.first().is_some_and(|p| p.order >> POS_BITS != priority) {
-            self.mixed = true;
-        }
-        self.list.push(Pending {
-            order: (priority << POS_BITS) | self.list.len() as u32,
-            index: id.index,
-            generation: id.generation,
-            ready,
-        });
-    }
-
-    /// The entry at `pos`, if it is `id`'s.
-    #[inline]
-    fn entry_of(&mut self, pos: u32, id: SourceId) -> Option<&mut Pending> {
-        let p = self.list.get_mut(pos as usize)?;
-        (p.index == id.index && p.generation == id.generation).then_some(p)
-    }
-
-    fn clear(&mut self) {
-        self.list.clear();
-        self.mixed = false;
-        self.noted = false;
-    }
 }
 
 /// Add a source to this turn's dispatch list (at the end: the order in which
 /// sources are queued is the order they became ready), merging duplicates.
 fn queue<S>(sources: &mut Slab<Slot<S>>, ready: &mut ReadyList, id: SourceId, r: Ready) {
-    if !ready.noted {
-        note_places(sources, ready);
-    }
     let Some(slot) = sources.get_mut(id.index()) else {
         return;
     };
     if slot.seq != id.generation() || slot.state != SlotState::Active {
         return; // stale token, or closed/paused since
     }
-    if let Some(queued) = ready.entry_of(slot.queued_pos, id) {
-        // Already in this turn's list: the list is emptied every turn, and
-        // an entry found at the place this slot noted is its own.
+    let pos = slot.queued_pos as usize;
+    if let Some(queued) = ready.list.get_mut(pos).filter(|p| p.index == id.index) {
+        // Already in this turn's list: each slot has at most one entry in
+        // it, placed by this function, which noted the place in the slot.
         queued.ready |= r;
         return;
     }
     slot.queued_pos = ready.list.len() as u32;
-    ready.push(id, slot.priority as u32, r);
-}
-
-/// Note, in each source's slot, its place among the poll's events already
-/// in the list, so that what is queued after them can merge into them.
-#[inline(never)]
-fn note_places<S>(sources: &mut Slab<Slot<S>>, ready: &mut ReadyList) {
-    for (pos, p) in ready.list.iter().enumerate() {
-        match sources.get_mut(p.index as usize) {
-            Some(slot) if slot.seq == p.generation => slot.queued_pos = pos as u32,
-            _ => {}
-        }
+    let priority = slot.priority as u64;
+    if ready.list.first().is_some_and(|p| p.order >> 32 != priority) {
+        ready.mixed = true;
     }
-    ready.noted = true;
+    ready.list.push(Pending {
+        order: (priority << 32) | ready.list.len() as u64,
+        index: id.index,
+        ready: r,
+    });
 }
 
 /// An event on one of the loop's own fds: the cross-thread waker or the
@@ -283,6 +230,14 @@ fn loop_event<S>(
             h.fired();
         }
     }
+}
+
+/// This turn's dispatch list, and whether it holds more than one priority
+/// (only then does it need sorting: kept as it is filled, so no extra pass).
+#[derive(Default)]
+struct ReadyList {
+    list: Vec<Pending>,
+    mixed: bool,
 }
 
 /// A single-threaded event loop over application state `S`.
@@ -573,14 +528,7 @@ impl<S> EventLoop<S> {
             if token.0 < RESERVED_BASE {
                 let ready = Ready::from_mio(event);
                 let id = SourceId::from_token(token);
-                if self.ready.noted {
-                    queue(&mut self.ctx.sources, &mut self.ready, id, ready);
-                } else {
-                    // The poll lists a source once, and its token carries its
-                    // priority: no need to read its row of the table twice
-                    // (here and to dispatch it). Checked when dispatched.
-                    self.ready.push(id, token_priority(token), ready);
-                }
+                queue(&mut self.ctx.sources, &mut self.ready, id, ready);
             } else {
                 let hires = self.hires.as_mut();
                 loop_event(&mut self.ctx, &mut self.ready, &mut self.notified, hires, token);
@@ -588,7 +536,7 @@ impl<S> EventLoop<S> {
         }
         // Queued in readiness order; only a mix of priorities needs a sort
         // (its keys are unique, so an unstable sort keeps that order).
-        if self.ready.mixed {
+        if std::mem::take(&mut self.ready.mixed) {
             self.sort_ready();
         }
         hot_trace!(
@@ -600,7 +548,7 @@ impl<S> EventLoop<S> {
         let mut dispatched = 0;
         for i in 0..n {
             let p = self.ready.list[i];
-            match self.dispatch_one(p, i, state) {
+            match self.dispatch_one(p, state) {
                 Ok(ran) => dispatched += ran as usize,
                 Err((id, payload)) => {
                     dispatched += 1;
@@ -618,7 +566,7 @@ impl<S> EventLoop<S> {
                 }
             }
         }
-        self.ready.clear();
+        self.ready.list.clear();
         dispatched
     }
 
@@ -644,35 +592,30 @@ impl<S> EventLoop<S> {
     #[inline(never)]
     fn carry_over(&mut self, from: usize) {
         for p in &self.ready.list[from..] {
-            let id = SourceId::new(p.index as usize, p.generation);
-            self.ctx.reschedule(id, p.ready);
+            if let Some(slot) = self.ctx.sources.get(p.index as usize) {
+                let id = SourceId::new(p.index as usize, slot.seq);
+                self.ctx.reschedule(id, p.ready);
+            }
         }
-        self.ready.clear();
+        self.ready.list.clear();
+        self.ready.mixed = false;
     }
 
     /// Run one ready source's handler. `Ok(false)` when it was closed or
     /// paused meanwhile; `Err` when the handler panicked (the source is then
     /// closed).
-    fn dispatch_one(&mut self, p: Pending, pos: usize, state: &mut S) -> Result<bool, (SourceId, Panic)> {
+    fn dispatch_one(&mut self, p: Pending, state: &mut S) -> Result<bool, (SourceId, Panic)> {
         let index = p.index as usize;
-        let id = SourceId::new(index, p.generation);
         let Some(slot) = self.ctx.sources.get_mut(index) else {
             return Ok(false);
         };
-        if slot.seq != p.generation || slot.state != SlotState::Active {
-            return Ok(false); // stale, or closed or paused by an earlier handler this turn
+        if slot.state != SlotState::Active {
+            return Ok(false); // closed or paused by an earlier handler this turn
         }
-        if (slot.queued_pos as usize) < pos && self.ready.entry_of(slot.queued_pos, id).is_some() {
-            // Its handler already ran this turn, from an earlier entry: one
-            // mio source registered several fds under its token, and two
-            // were ready in one poll. Once per turn: the rest waits a turn.
-            self.ctx.reschedule(id, p.ready);
-            return Ok(false);
-        }
-        slot.queued_pos = pos as u32;
         let Some(mut entry) = slot.entry.take() else {
             return Ok(false);
         };
+        let id = SourceId::new(index, slot.seq);
         let event = Event { id, ready: p.ready };
         hot_trace!("evloop: dispatch {id} {:?}", p.ready);
         let t0 = self.stall.start();

@@ -10,17 +10,9 @@
 
 use std::fmt;
 
-use crate::source::Priority;
-
-// A source's mio token: generation (high 32 bits), priority (2 bits), slab
-// index (30 bits). The priority rides in the token so that the dispatch
-// phase can order a kernel event without reading the source's row of the
-// table (see `event_loop::queue_kernel`).
-const INDEX_BITS: u32 = 30;
+/// Bits of a [`mio::Token`] that hold the slab index; the rest hold the generation.
+const INDEX_BITS: u32 = 32;
 const INDEX_MASK: usize = (1 << INDEX_BITS) - 1;
-const GENERATION_SHIFT: u32 = 32;
-/// How many sources a loop can hold at once (slab indexes below this).
-pub(crate) const MAX_SOURCES: usize = 1 << INDEX_BITS;
 
 /// Tokens at or above this value are the loop's own (waker, timerfd), never a source's.
 pub(crate) const RESERVED_BASE: usize = usize::MAX - 8;
@@ -51,19 +43,14 @@ impl SourceId {
         }
     }
 
-    /// The token the source is registered with while it has `priority`.
-    pub(crate) fn token(self, priority: Priority) -> mio::Token {
-        mio::Token(
-            ((self.generation as usize) << GENERATION_SHIFT)
-                | ((priority as usize) << INDEX_BITS)
-                | self.index as usize,
-        )
+    pub(crate) fn token(self) -> mio::Token {
+        mio::Token(((self.generation as usize) << INDEX_BITS) | self.index as usize)
     }
 
     pub(crate) fn from_token(token: mio::Token) -> SourceId {
         SourceId {
             index: (token.0 & INDEX_MASK) as u32,
-            generation: (token.0 >> GENERATION_SHIFT) as u32,
+            generation: (token.0 >> INDEX_BITS) as u32,
         }
     }
 
@@ -76,11 +63,6 @@ impl SourceId {
     pub fn generation(self) -> u32 {
         self.generation
     }
-}
-
-/// The priority a source's token was registered with, as `Priority as u32`.
-pub(crate) fn token_priority(token: mio::Token) -> u32 {
-    (token.0 >> INDEX_BITS) as u32 & 3
 }
 
 impl fmt::Debug for SourceId {
@@ -101,14 +83,10 @@ mod tests {
 
     #[test]
     fn token_round_trip() {
-        for priority in [Priority::High, Priority::Normal, Priority::Low] {
-            for (index, generation) in [(7, 0xdead_beef), (MAX_SOURCES - 1, u32::MAX), (0, 0)] {
-                let id = SourceId::new(index, generation);
-                let token = id.token(priority);
-                assert_eq!(SourceId::from_token(token), id);
-                assert_eq!(token_priority(token), priority as u32);
-                assert!(token.0 < RESERVED_BASE);
-            }
-        }
+        let id = SourceId::new(7, 0xdead_beef);
+        assert_eq!(id.generation(), 0xdead_beef);
+        let back = SourceId::from_token(id.token());
+        assert_eq!(back, id);
+        assert!(id.token().0 < RESERVED_BASE);
     }
 }

@@ -22,7 +22,7 @@
 
 use std::io::{self, Read, Write};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::Interest;
 
@@ -128,14 +128,11 @@ pub trait Handler<S> {
 // (the socket, the flags, the output queue, the config); what only slow
 // paths need (the id, a partial frame, the idle timer, the listener, the
 // close reason) comes after, and the flags mirror the two of those the hot
-// path asks about. Aligned to a cache line, so that the hot half is one line
-// and not, as malloc's 16-byte alignment left it three times in four, two:
-// with 1,000 connections callgrind's simulated L1 misses went from 2.94 to
-// 2.16 per message. The price is glibc's aligned allocation, about 90 bytes
-// of RSS per connection at 10,000 (201 -> 290 B; the mio loop's is 46), paid
-// because at that count the connections no longer fit a core's L2 and each
-// line a message touches is a miss to L3.
-#[repr(C, align(64))]
+// path asks about. With 1,000 connections this took callgrind's simulated L1
+// misses from 4.5 to 4.1 per message. Aligning the struct to a cache line
+// as well took them to 3.4, but glibc's aligned allocations cost ~100 bytes
+// of RSS per connection (206 -> 312 B at 10,000), so it is not done.
+#[repr(C)]
 pub struct Conn {
     stream: Stream,
     /// What the connection is doing, as [`Flags`] bits: one word, so the
@@ -157,9 +154,7 @@ pub struct Conn {
     input: Vec<u8>,
     /// Last read or write; kept only with an idle timeout (the clock is not
     /// read for connections that have none).
-    /// It is in the loop's timer nanoseconds (`Ctx::now_ns`): 8 bytes, not
-    /// an `Instant`'s 16, which keeps `Conn` to two cache lines.
-    last_active: u64,
+    last_active: Instant,
     listener: Option<Rc<ListenShared>>,
     idle_timer: Option<TimerId>,
     /// Set once the connection must close; the driver reports it and closes.
@@ -207,7 +202,7 @@ impl Conn {
         stream: Stream,
         cfg: Rc<ConnConfig>,
         listener: Option<Rc<ListenShared>>,
-        now_ns: u64,
+        now: Instant,
     ) -> Conn {
         Conn {
             stream,
@@ -221,7 +216,7 @@ impl Conn {
             out_pos: 0,
             out_end: 0,
             input: Vec::new(),
-            last_active: now_ns,
+            last_active: now,
             idle_timer: None,
         }
     }
@@ -406,8 +401,8 @@ impl Conn {
 
     /// Note output sent from outside the connection's own handler (which
     /// otherwise only its driver notes), for the idle timeout.
-    pub(super) fn mark_active(&mut self, now_ns: u64) {
-        self.last_active = now_ns;
+    pub(super) fn mark_active(&mut self, now: Instant) {
+        self.last_active = now;
     }
 
     fn fail(&mut self, reason: CloseReason) {
@@ -534,7 +529,7 @@ pub(crate) fn open<S, H>(
 where
     H: Handler<S> + 'static,
 {
-    let conn = Conn::new(stream, cfg.clone(), listener, ctx.now_ns());
+    let conn = Conn::new(stream, cfg.clone(), listener, ctx.now());
     let id = ctx.register(
         conn,
         Interest::READABLE,
@@ -559,13 +554,12 @@ where
 /// The idle timer fired: close the connection if it really was idle, else
 /// move the timer to the end of its quiet period.
 fn idle_check<S>(ctx: &mut Ctx<S>, id: SourceId, timer: TimerId, timeout: Duration) {
-    let now = ctx.now_ns();
+    let now = ctx.now();
     let Some(conn) = ctx.source_mut::<Conn>(id) else {
         ctx.cancel_timer(timer);
         return;
     };
-    let timeout_ns = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
-    let quiet_until = conn.last_active.saturating_add(timeout_ns);
+    let quiet_until = conn.last_active + timeout;
     if now >= quiet_until {
         conn.set(IDLE_EXPIRED);
         let parked = conn.is_parked();
@@ -574,8 +568,7 @@ fn idle_check<S>(ctx: &mut Ctx<S>, id: SourceId, timer: TimerId, timeout: Durati
         // scheduled: kick resumes it first, so the close really happens.
         super::kick(ctx, id, parked);
     } else {
-        let at = ctx.timers.to_instant(quiet_until);
-        ctx.reset_timer(timer, at);
+        ctx.reset_timer(timer, quiet_until);
     }
 }
 
@@ -664,7 +657,7 @@ fn read<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ev: Event, ctx: &mut Ctx<S
             }
         };
         if conn.has(TIMED) {
-            conn.last_active = ctx.now_ns();
+            conn.last_active = ctx.now();
         }
         total += n;
         deliver(conn, h, &scratch[..n], ctx, state);
@@ -762,7 +755,7 @@ fn settle<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ctx: &mut Ctx<S>, state:
     if conn.queued() > 0 {
         conn.flush();
         if conn.has(TIMED) {
-            conn.last_active = ctx.now_ns();
+            conn.last_active = ctx.now();
         }
     }
     if conn.queued() == 0 {
@@ -924,15 +917,15 @@ fn release<S>(conn: &mut Conn, ctx: &mut Ctx<S>) {
 
 #[cfg(test)]
 mod layout_tests {
-    /// The hot fields fill the first cache line and the rest the second
-    /// (see the comment on `Conn`): keep a new field from growing it to a
-    /// third unnoticed. (With debug assertions mio's sockets carry a
-    /// selector id, 16 bytes more: only release builds count.)
+    /// The hot fields fill the first 64 bytes and the rest the next 72 (see
+    /// the comment on `Conn`): keep a new field from growing it unnoticed.
+    /// 136 bytes come from the same 144-byte glibc chunk as 128 would; 137
+    /// would take 160. (With debug assertions mio's sockets carry a selector
+    /// id, 16 bytes more: only release builds count.)
     #[test]
-    fn conn_is_two_cache_lines() {
-        assert_eq!(std::mem::align_of::<super::Conn>(), 64);
+    fn conn_is_136_bytes() {
         if !cfg!(debug_assertions) {
-            assert_eq!(std::mem::size_of::<super::Conn>(), 128);
+            assert_eq!(std::mem::size_of::<super::Conn>(), 136);
         }
     }
 }

@@ -29,7 +29,7 @@ pub fn write<S>(ctx: &mut Ctx<S>, id: SourceId, data: &[u8]) -> bool {
         // Output is activity: a peer that only receives (a subscriber fed
         // from elsewhere) is not idle, even when the kernel took the bytes at
         // once and the connection's driver never runs to notice.
-        let now = ctx.now_ns();
+        let now = ctx.now();
         if let Some(conn) = ctx.source_mut::<Conn>(id) {
             conn.mark_active(now);
         }
