@@ -55,9 +55,9 @@ pub(crate) enum SlotState {
 
 /// One row of the source table.
 // 32 bytes, aligned to 32 (the slab's tag sits in a niche of the flags): a
-// dispatch reads one cache line of the table, never two. At 10,000
-// connections the table no longer fits a core's L2, so each line it spans
-// is a miss paid on every message.
+// dispatch reads one cache line of the table, never two. With thousands of
+// connections, the table and the connections together outgrow a core's L2,
+// and each line a row spans is a miss paid on every message.
 #[repr(C, align(32))]
 pub(crate) struct Slot<S> {
     /// `None` only while its handler runs.
