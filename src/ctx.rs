@@ -255,6 +255,16 @@ impl<S> Ctx<S> {
         Ok(id)
     }
 
+    /// Register a source that implements the table's entry itself (the net
+    /// layer's connections), at normal priority.
+    pub(crate) fn register_entry(
+        &mut self,
+        entry: Box<dyn Entry<S>>,
+        interest: Interest,
+    ) -> io::Result<SourceId> {
+        self.insert(entry, interest, Priority::Normal)
+    }
+
     fn insert(
         &mut self,
         mut entry: Box<dyn Entry<S>>,

@@ -345,3 +345,67 @@ fn a_source_with_two_ready_fds_runs_once_per_turn_and_loses_nothing() {
     let t = el.turn(&mut seen, Some(Duration::ZERO)).unwrap();
     assert_eq!(t.dispatched, 0);
 }
+
+#[test]
+fn a_large_table_keeps_the_order_and_the_closes_made_during_the_turn() {
+    // Past the table size from which dispatch loads sources ahead of their
+    // turn (256): what an earlier handler does to a later source must still
+    // hold when that source's turn comes.
+    const N: usize = 300;
+    struct State {
+        order: Vec<usize>,
+        ids: Vec<evloop::SourceId>,
+    }
+    let mut el: EventLoop<State> = EventLoop::new().unwrap();
+    let mut peers = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..N {
+        let (a, peer) = pair();
+        let id = el
+            .register(a, Interest::READABLE, move |sock, _ev, ctx, st: &mut State| {
+                drain(sock);
+                st.order.push(i);
+                // Every third source closes the next one, which may or may
+                // not have run already this turn.
+                if i % 3 == 0 {
+                    ctx.close(st.ids[(i + 1) % N]);
+                }
+                Action::Keep
+            })
+            .unwrap();
+        ids.push(id);
+        peers.push(peer);
+    }
+    let mut st = State {
+        order: Vec::new(),
+        ids,
+    };
+    let scrambled: Vec<usize> = (0..N).map(|k| (k * 7 + 3) % N).collect();
+    for &i in &scrambled {
+        peers[i].write_all(b"x").unwrap();
+    }
+    let mut closed = vec![false; N];
+    let mut expected = Vec::new();
+    for &i in &scrambled {
+        if !closed[i] {
+            expected.push(i);
+            if i % 3 == 0 {
+                closed[(i + 1) % N] = true;
+            }
+        }
+    }
+    let turn = el.turn(&mut st, Some(TICK)).unwrap();
+    assert_eq!(turn.dispatched, expected.len());
+    assert_eq!(st.order, expected);
+
+    // Next turn: every source still open runs once more, in the new order;
+    // the closed ones never again.
+    st.order.clear();
+    for peer in peers.iter_mut().rev() {
+        // A closed source's peer may see EPIPE; that is fine.
+        let _ = peer.write_all(b"y");
+    }
+    el.turn(&mut st, Some(TICK)).unwrap();
+    let open: Vec<usize> = (0..N).rev().filter(|&i| !closed[i]).collect();
+    assert_eq!(st.order, open);
+}
