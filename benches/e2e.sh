@@ -3,7 +3,7 @@
 # loop, tokio (current-thread, a task per connection) and calloop, all fed by
 # examples/loadgen.rs. Regenerates docs/bench/e2e.md and docs/bench/e2e.svg.
 #
-#   benches/e2e.sh            full run, 5 interleaved runs (about 15 minutes)
+#   benches/e2e.sh            full run, 9 interleaved runs (about 25 minutes)
 #   QUICK=1 benches/e2e.sh    smoke run: 1 run, short windows (about 2 minutes)
 #
 # Knobs (environment): RUNS, DURATION and WARMUP (seconds per measurement),
@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 if [[ "${QUICK:-0}" == 1 ]]; then
     RUNS=${RUNS:-1} DURATION=${DURATION:-1} WARMUP=${WARMUP:-0.3}
 else
-    RUNS=${RUNS:-5} DURATION=${DURATION:-4} WARMUP=${WARMUP:-1}
+    RUNS=${RUNS:-9} DURATION=${DURATION:-4} WARMUP=${WARMUP:-1}
 fi
 SERVERS=${SERVERS:-"evloop mio tokio calloop"}
 SCENARIOS=${SCENARIOS:-"pingpong c50_d1 c50_d16 c10_16k_d4 c1000_d1 c10000_d1"}

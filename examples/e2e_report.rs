@@ -132,7 +132,7 @@ fn markdown(t: &Table, settings: &str) -> String {
     let _ = writeln!(w, "# End-to-end echo benchmark\n");
     let _ = writeln!(
         w,
-        "Regenerate this page and `e2e.svg` with **`benches/e2e.sh`** (about 15 minutes; \
+        "Regenerate this page and `e2e.svg` with **`benches/e2e.sh`** (about 25 minutes; \
          `QUICK=1 benches/e2e.sh` is a two-minute smoke run; `RUNS`, `DURATION`, `WARMUP`, \
          `SERVERS`, `SCENARIOS`, `PERF=0` are the knobs).\n"
     );

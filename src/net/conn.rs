@@ -949,6 +949,7 @@ fn release<S>(conn: &mut Conn, ctx: &mut Ctx<S>) {
 mod layout_tests {
     /// The hot fields fill the first 64 bytes and the rest the next 72 (see
     /// the comment on `Conn`): keep a new field from growing it unnoticed.
+    /// `.ci/run` runs these in a release build too.
     /// 136 bytes come from the same 144-byte glibc chunk as 128 would; 137
     /// would take 160. (With debug assertions mio's sockets carry a selector
     /// id, 16 bytes more: only release builds count.)
@@ -957,6 +958,29 @@ mod layout_tests {
         if !cfg!(debug_assertions) {
             assert_eq!(std::mem::size_of::<super::Conn>(), 136);
         }
+    }
+
+    /// `Driven::touch` loads the flags and the config pointer to bring in
+    /// the connection's hot 64 bytes wherever the box starts: one must lie
+    /// in its first 16 bytes and the other in its last 16, or a 64 bytes
+    /// that straddle two cache lines could keep one of them cold.
+    #[test]
+    fn touch_brackets_the_hot_64_bytes() {
+        if cfg!(debug_assertions) {
+            return; // the socket is 16 bytes longer: release builds count
+        }
+        let (a, _b) = mio::net::UnixStream::pair().unwrap();
+        let conn = super::Conn::new(
+            super::Stream::Unix(a),
+            std::rc::Rc::new(super::ConnConfig::default()),
+            None,
+            std::time::Instant::now(),
+        );
+        let base = &conn as *const super::Conn as usize;
+        let flags = &conn.flags as *const super::Flags as usize - base;
+        let cfg = &conn.cfg as *const std::rc::Rc<super::ConnConfig> as usize - base;
+        assert!(flags < 16, "flags at {flags}");
+        assert!((48..64).contains(&cfg), "cfg at {cfg}");
     }
 }
 
