@@ -39,7 +39,8 @@ DIR=target/e2e/stalls
 mkdir -p "$DIR"
 ulimit -n "$(ulimit -Hn)"
 SERVER_PID=""
-trap '[[ -n "$SERVER_PID" ]] && kill "$SERVER_PID" 2>/dev/null; true' EXIT
+SAMPLER_PID=""
+trap stop_sampled_run EXIT
 
 port=$((20000 + RANDOM % 8000))
 for srv in $SERVERS; do

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Why a server's messages/s in one scenario can halve from one run to the
 # next. Runs the load generator RUNS times, each against a fresh server
-# process, and prints per run the messages/s, the server's CPU ns per message
-# and where that CPU went (`perf record -e cpu-clock`, kernel and user);
-# then the kernel functions of the fastest and the slowest run side by side.
+# process sampled by `perf record -e cpu-clock` (kernel and user), and prints
+# per run the messages/s and the server's CPU ns per message; then where the
+# CPU went in the fastest run and in the slowest, one after the other.
 #
 #   benches/e2e-states.sh                            (evloop, 10 x 16 KiB x depth 4, 8 runs; ~1 minute)
 #   SERVER=mio RUNS=12 benches/e2e-states.sh
@@ -41,8 +41,10 @@ cargo build --release --quiet --example loadgen --example "${BIN[$SERVER]}"
 EX=target/release/examples
 DIR=target/e2e/states
 mkdir -p "$DIR"
+ulimit -n "$(ulimit -Hn)"
 SERVER_PID=""
-trap '[[ -n "$SERVER_PID" ]] && kill "$SERVER_PID" 2>/dev/null; true' EXIT
+SAMPLER_PID=""
+trap stop_sampled_run EXIT
 
 port=$((20000 + RANDOM % 8000))
 : >"$DIR/runs.txt"
@@ -53,6 +55,10 @@ for run in $(seq 1 "$RUNS"); do
         -- --size "$SIZE" --depth "$DEPTH"
     msgs=$(tr ' ' '\n' <<<"$LINE" | sed -n 's/^msgs_per_s=//p')
     cpu=$(tr ' ' '\n' <<<"$LINE" | sed -n 's/^cpu_ns_per_msg=//p')
+    if [[ -z "$msgs" || -z "$cpu" ]]; then
+        echo "e2e-states: run $run: no msgs_per_s or cpu_ns_per_msg in the load generator's result: $LINE" >&2
+        exit 1
+    fi
     echo "$run $msgs $cpu" >>"$DIR/runs.txt"
 done
 

@@ -584,12 +584,15 @@ impl<S> EventLoop<S> {
         dispatched
     }
 
-    /// Load the table rows and entries of ready sources `from..to` before
-    /// dispatching them. With more sources than the cache holds, each
-    /// dispatch otherwise waits on two misses in a row (the row, then the
-    /// entry it points to), with the kernel's work for the previous
-    /// dispatch in between evicting the next one's lines; loaded together,
-    /// a batch's misses overlap.
+    /// Load the table rows of ready sources `from..to`, and through
+    /// [`Entry::touch`] what their entries will read first (a connection's
+    /// hot fields; other entries load nothing more), before dispatching
+    /// them. With more sources than the cache holds, each dispatch otherwise
+    /// waits on misses in a row (the row, then the entry it points to), with
+    /// the kernel's work for the previous dispatch in between evicting the
+    /// next one's lines; loaded together, a batch's misses overlap.
+    ///
+    /// [`Entry::touch`]: crate::source::Entry::touch
     #[inline(never)]
     fn warm(&self, from: usize, to: usize) {
         let mut any = 0u8;

@@ -349,9 +349,11 @@ fn a_source_with_two_ready_fds_runs_once_per_turn_and_loses_nothing() {
 #[test]
 fn a_large_table_keeps_the_order_and_the_closes_made_during_the_turn() {
     // Past the table size from which dispatch loads sources ahead of their
-    // turn (256): what an earlier handler does to a later source must still
-    // hold when that source's turn comes.
-    const N: usize = 300;
+    // turn (256), in both turns (a third are closed in the first): what an
+    // earlier handler does to a later source must still hold when that
+    // source's turn comes. N is not a multiple of the batch of 8, so the
+    // last batch is a short one.
+    const N: usize = 401;
     struct State {
         order: Vec<usize>,
         ids: Vec<evloop::SourceId>,
@@ -380,7 +382,7 @@ fn a_large_table_keeps_the_order_and_the_closes_made_during_the_turn() {
         order: Vec::new(),
         ids,
     };
-    let scrambled: Vec<usize> = (0..N).map(|k| (k * 7 + 3) % N).collect();
+    let scrambled: Vec<usize> = (0..N).map(|k| (k * 7 + 3) % N).collect(); // 401 is prime: every index once
     for &i in &scrambled {
         peers[i].write_all(b"x").unwrap();
     }
@@ -394,6 +396,7 @@ fn a_large_table_keeps_the_order_and_the_closes_made_during_the_turn() {
             }
         }
     }
+    assert!(el.source_count() >= 256);
     let turn = el.turn(&mut st, Some(TICK)).unwrap();
     assert_eq!(turn.dispatched, expected.len());
     assert_eq!(st.order, expected);
@@ -405,6 +408,7 @@ fn a_large_table_keeps_the_order_and_the_closes_made_during_the_turn() {
         // A closed source's peer may see EPIPE; that is fine.
         let _ = peer.write_all(b"y");
     }
+    assert!(el.source_count() >= 256);
     el.turn(&mut st, Some(TICK)).unwrap();
     let open: Vec<usize> = (0..N).rev().filter(|&i| !closed[i]).collect();
     assert_eq!(st.order, open);

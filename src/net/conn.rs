@@ -544,8 +544,9 @@ impl<S, H: Handler<S>> Entry<S> for Driven<H> {
     }
 
     /// The flags (at the start) and the config pointer (the last hot field):
-    /// however the box falls across cache lines, these two loads bring in
-    /// both lines of the connection's hot 64 bytes.
+    /// the allocator aligns the box to 16 bytes (glibc's malloc does), so
+    /// however it falls across cache lines, these two loads bring in both
+    /// lines of the connection's hot 64 bytes.
     fn touch(&self) -> u8 {
         self.conn.flags as u8 ^ Rc::as_ptr(&self.conn.cfg) as usize as u8
     }
@@ -961,9 +962,9 @@ mod layout_tests {
     }
 
     /// `Driven::touch` loads the flags and the config pointer to bring in
-    /// the connection's hot 64 bytes wherever the box starts: one must lie
-    /// in its first 16 bytes and the other in its last 16, or a 64 bytes
-    /// that straddle two cache lines could keep one of them cold.
+    /// the connection's hot 64 bytes wherever its 16-byte-aligned box
+    /// starts: one must lie in its first 16 bytes and the other in its last
+    /// 16, or 64 bytes that straddle two cache lines could keep one cold.
     #[test]
     fn touch_brackets_the_hot_64_bytes() {
         if cfg!(debug_assertions) {
