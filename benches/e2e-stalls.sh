@@ -29,18 +29,8 @@ WARMUP=${WARMUP:-1}
 TOP=${TOP:-14}
 declare -A BIN=([evloop]=echo [mio]=bench_mio_echo [tokio]=bench_tokio_echo [calloop]=bench_calloop_echo)
 
-if ! perf record -q -e cpu-clock:u -o /dev/null true >/dev/null 2>&1; then
-    echo "e2e-stalls: perf cannot sample here (apt-get install -y linux-perf; run as root)" >&2
-    exit 1
-fi
-cargo build --release --quiet --example loadgen $(for s in $SERVERS; do echo --example "${BIN[$s]}"; done)
-EX=target/release/examples
 DIR=target/e2e/stalls
-mkdir -p "$DIR"
-ulimit -n "$(ulimit -Hn)"
-SERVER_PID=""
-SAMPLER_PID=""
-trap stop_sampled_run EXIT
+sampled_setup e2e-stalls cpu-clock:u "$DIR" $(for s in $SERVERS; do echo "${BIN[$s]}"; done)
 
 port=$((20000 + RANDOM % 8000))
 for srv in $SERVERS; do

@@ -33,18 +33,8 @@ WARMUP=${WARMUP:-0.5}
 TOP=${TOP:-8}
 declare -A BIN=([evloop]=echo [mio]=bench_mio_echo [tokio]=bench_tokio_echo [calloop]=bench_calloop_echo)
 
-if ! perf record -q -e cpu-clock -o /dev/null true >/dev/null 2>&1; then
-    echo "e2e-states: perf cannot sample here (apt-get install -y linux-perf; run as root)" >&2
-    exit 1
-fi
-cargo build --release --quiet --example loadgen --example "${BIN[$SERVER]}"
-EX=target/release/examples
 DIR=target/e2e/states
-mkdir -p "$DIR"
-ulimit -n "$(ulimit -Hn)"
-SERVER_PID=""
-SAMPLER_PID=""
-trap stop_sampled_run EXIT
+sampled_setup e2e-states cpu-clock "$DIR" "${BIN[$SERVER]}"
 
 port=$((20000 + RANDOM % 8000))
 : >"$DIR/runs.txt"

@@ -34,6 +34,27 @@ sampled_run() {
     SERVER_PID=""
 }
 
+# The scripts' common start: check that perf can sample EVENT, build the load
+# generator and the given examples, make DIR, raise the fd limit and set the
+# EXIT trap. Sets EX.
+#
+#   sampled_setup NAME EVENT DIR EXAMPLE...
+sampled_setup() {
+    local name=$1 event=$2 dir=$3
+    shift 3
+    if ! perf record -q -e "$event" -o /dev/null true >/dev/null 2>&1; then
+        echo "$name: perf cannot sample here (apt-get install -y linux-perf; run as root)" >&2
+        exit 1
+    fi
+    cargo build --release --quiet --example loadgen $(for ex in "$@"; do echo --example "$ex"; done)
+    EX=target/release/examples
+    mkdir -p "$dir"
+    ulimit -n "$(ulimit -Hn)"
+    SERVER_PID=""
+    SAMPLER_PID=""
+    trap stop_sampled_run EXIT
+}
+
 # For the caller's EXIT trap: stop whatever a failed sampled_run left behind.
 stop_sampled_run() {
     [[ -n "${SAMPLER_PID-}" ]] && kill "$SAMPLER_PID" 2>/dev/null
