@@ -20,8 +20,7 @@
 //!   keep writing; ECONNRESET/EPIPE close the connection and the reason reaches
 //!   the handler; an optional idle timeout closes silent peers.
 
-use std::any::Any;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -29,9 +28,7 @@ use mio::Interest;
 
 use super::listener::ListenShared;
 use super::stream::Stream;
-use crate::ctx::OUT_BUF_SIZE;
-use crate::source::{attach_source, Attach, Entry};
-use crate::{Action, Ctx, Event, SourceId, TimerId};
+use crate::{Ctx, SourceId, TimerId};
 
 /// A write at least this big into an empty queue bypasses the cork.
 const DIRECT_WRITE_MIN: usize = 8 * 1024;
@@ -138,68 +135,68 @@ pub trait Handler<S> {
 // went *up* by 15-20 % in alternated runs while the simulated misses fell.)
 #[repr(C)]
 pub struct Conn {
-    stream: Stream,
+    pub(super) stream: Stream,
     /// What the connection is doing, as [`Flags`] bits: one word, so the
     /// driver's questions ("may it read?", "anything unusual to settle?")
     /// are one mask test each on every message.
-    flags: Flags,
+    pub(super) flags: Flags,
     /// What the poller currently watches (None: deregistered).
-    polled: Option<Interest>,
+    pub(super) polled: Option<Interest>,
     /// Output not yet taken by the kernel: `out[out_pos..out_end]`. Every
     /// byte of `out` up to its length is initialized, so a small write is
     /// copied into place without growing the vector (see [`copy_small`]).
-    out_pos: usize,
-    out_end: usize,
-    out: Vec<u8>,
-    cfg: Rc<ConnConfig>,
+    pub(super) out_pos: usize,
+    pub(super) out_end: usize,
+    pub(super) out: Vec<u8>,
+    pub(super) cfg: Rc<ConnConfig>,
     // ---- past the first 64 bytes ----
-    id: SourceId,
+    pub(super) id: SourceId,
     /// Unconsumed input (a partial frame); empty for an idle connection.
-    input: Vec<u8>,
+    pub(super) input: Vec<u8>,
     /// Last read or write; kept only with an idle timeout (the clock is not
     /// read for connections that have none).
-    last_active: Instant,
-    listener: Option<Rc<ListenShared>>,
-    idle_timer: Option<TimerId>,
+    pub(super) last_active: Instant,
+    pub(super) listener: Option<Rc<ListenShared>>,
+    pub(super) idle_timer: Option<TimerId>,
     /// Set once the connection must close; the driver reports it and closes.
-    closed: Option<CloseReason>,
+    pub(super) closed: Option<CloseReason>,
 }
 
 /// The connection's state bits (see [`Conn::flags`]).
-type Flags = u16;
+pub(super) type Flags = u32;
 /// The owner's handler runs: writes are buffered and flushed afterwards.
-const CORKED: Flags = 1;
+pub(super) const CORKED: Flags = 1;
 /// `on_open` has run.
-const OPENED: Flags = 1 << 1;
+pub(super) const OPENED: Flags = 1 << 1;
 /// The peer closed its writing half.
-const PEER_EOF: Flags = 1 << 2;
+pub(super) const PEER_EOF: Flags = 1 << 2;
 /// close() was asked: finish writing, then close.
-const CLOSING: Flags = 1 << 3;
+pub(super) const CLOSING: Flags = 1 << 3;
 /// shutdown_write() was asked: shut the write half once the queue is empty.
-const SHUT_REQUESTED: Flags = 1 << 4;
-const WRITE_SHUT: Flags = 1 << 5;
+pub(super) const SHUT_REQUESTED: Flags = 1 << 4;
+pub(super) const WRITE_SHUT: Flags = 1 << 5;
 /// Reading paused by backpressure (queue above high water).
-const THROTTLED: Flags = 1 << 6;
+pub(super) const THROTTLED: Flags = 1 << 6;
 /// Reading paused by the handler.
-const PAUSED: Flags = 1 << 7;
-const IDLE_EXPIRED: Flags = 1 << 8;
+pub(super) const PAUSED: Flags = 1 << 7;
+pub(super) const IDLE_EXPIRED: Flags = 1 << 8;
 /// Reading was paused and is allowed again: data may be waiting with no
 /// edge left to announce it, so the next dispatch must look.
-const PROBE_READ: Flags = 1 << 9;
+pub(super) const PROBE_READ: Flags = 1 << 9;
 /// The kernel refused part of the output: `on_drained` is owed once the
 /// queue empties (corked replies that leave in one write do not count).
-const BACKLOGGED: Flags = 1 << 10;
+pub(super) const BACKLOGGED: Flags = 1 << 10;
 /// `closed` holds a reason (mirrored here so the masks below see it).
-const CLOSED: Flags = 1 << 11;
+pub(super) const CLOSED: Flags = 1 << 11;
 /// `input` holds a partial frame (mirrored: `input` is in the cold line).
-const INPUT: Flags = 1 << 12;
+pub(super) const INPUT: Flags = 1 << 12;
 /// An idle timer watches the connection, so reads and writes are timed.
-const TIMED: Flags = 1 << 13;
+pub(super) const TIMED: Flags = 1 << 13;
 
 /// Any of these and the connection does not read.
-const NOT_READING: Flags = THROTTLED | PAUSED | PEER_EOF | CLOSING | CLOSED;
+pub(super) const NOT_READING: Flags = THROTTLED | PAUSED | PEER_EOF | CLOSING | CLOSED;
 /// Any of these and writes are refused.
-const NOT_WRITING: Flags = CLOSING | CLOSED | SHUT_REQUESTED | WRITE_SHUT;
+pub(super) const NOT_WRITING: Flags = CLOSING | CLOSED | SHUT_REQUESTED | WRITE_SHUT;
 
 impl Conn {
     pub(crate) fn new(
@@ -225,20 +222,20 @@ impl Conn {
         }
     }
 
-    fn has(&self, bits: Flags) -> bool {
+    pub(super) fn has(&self, bits: Flags) -> bool {
         self.flags & bits != 0
     }
 
-    fn set(&mut self, bits: Flags) {
+    pub(super) fn set(&mut self, bits: Flags) {
         self.flags |= bits;
     }
 
-    fn clear(&mut self, bits: Flags) {
+    pub(super) fn clear(&mut self, bits: Flags) {
         self.flags &= !bits;
     }
 
     /// Clear `bits`, saying whether any was set.
-    fn take(&mut self, bits: Flags) -> bool {
+    pub(super) fn take(&mut self, bits: Flags) -> bool {
         let had = self.has(bits);
         self.clear(bits);
         had
@@ -409,19 +406,19 @@ impl Conn {
         self.last_active = now;
     }
 
-    fn fail(&mut self, reason: CloseReason) {
+    pub(super) fn fail(&mut self, reason: CloseReason) {
         if self.closed.is_none() {
             self.closed = Some(reason);
             self.set(CLOSED);
         }
     }
 
-    fn reading(&self) -> bool {
+    pub(super) fn reading(&self) -> bool {
         !self.has(NOT_READING)
     }
 
     /// Write as much of the queue as the kernel takes.
-    fn flush(&mut self) {
+    pub(super) fn flush(&mut self) {
         while self.queued() > 0 && !self.has(CLOSED) {
             match write_some(&mut self.stream, &self.out[self.out_pos..self.out_end]) {
                 Ok(0) => break,
@@ -489,7 +486,7 @@ fn copy_small(dst: &mut [u8], src: &[u8]) {
 // Inlined: called once per message, and as a call it cost more in register
 // saves than its own body.
 #[inline]
-fn write_some(stream: &mut Stream, data: &[u8]) -> Result<usize, CloseReason> {
+pub(super) fn write_some(stream: &mut Stream, data: &[u8]) -> Result<usize, CloseReason> {
     loop {
         match stream.write(data) {
             Ok(n) => return Ok(n),
@@ -500,7 +497,7 @@ fn write_some(stream: &mut Stream, data: &[u8]) -> Result<usize, CloseReason> {
     }
 }
 
-fn reason_of(e: &io::Error) -> CloseReason {
+pub(super) fn reason_of(e: &io::Error) -> CloseReason {
     match e.kind() {
         io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionAborted => {
             CloseReason::Reset
@@ -518,431 +515,6 @@ impl mio::event::Source for Conn {
     }
     fn deregister(&mut self, r: &mio::Registry) -> io::Result<()> {
         self.stream.deregister(r)
-    }
-}
-
-/// A connection and its handler: the source table's entry for it.
-// `repr(C)` keeps the connection at the start of the box, where `touch`
-// expects its first 64 bytes.
-#[repr(C)]
-struct Driven<H> {
-    conn: Conn,
-    handler: H,
-}
-
-impl<S, H: Handler<S>> Entry<S> for Driven<H> {
-    fn attach(&mut self, how: Attach<'_>, _link: &crate::remote::Link) -> io::Result<()> {
-        attach_source(&mut self.conn, how)
-    }
-
-    fn dispatch(&mut self, event: Event, ctx: &mut Ctx<S>, state: &mut S) -> Action {
-        drive(&mut self.conn, &mut self.handler, event, ctx, state)
-    }
-
-    fn source_any(&mut self) -> Option<&mut dyn Any> {
-        Some(&mut self.conn)
-    }
-
-    /// The flags (at the start) and the config pointer (the last hot field):
-    /// the allocator aligns the box to 16 bytes (glibc's malloc does), so
-    /// however it falls across cache lines, these two loads bring in both
-    /// lines of the connection's hot 64 bytes.
-    fn touch(&self) -> u8 {
-        self.conn.flags as u8 ^ Rc::as_ptr(&self.conn.cfg) as usize as u8
-    }
-}
-
-/// Register `stream` as a connection driven by `handler`; its `on_open` runs
-/// in the next dispatch phase.
-pub(crate) fn open<S, H>(
-    ctx: &mut Ctx<S>,
-    stream: Stream,
-    cfg: Rc<ConnConfig>,
-    listener: Option<Rc<ListenShared>>,
-    handler: H,
-) -> io::Result<SourceId>
-where
-    H: Handler<S> + 'static,
-{
-    let conn = Conn::new(stream, cfg.clone(), listener, ctx.now());
-    let id = ctx.register_entry(Box::new(Driven { conn, handler }), Interest::READABLE)?;
-    if let Some(conn) = ctx.source_mut::<Conn>(id) {
-        conn.id = id;
-    }
-    if let Some(timeout) = cfg.idle_timeout {
-        let timer = ctx.timer_every_delay(timeout, move |fired, ctx, _| {
-            idle_check(ctx, id, fired.id, timeout)
-        });
-        if let Some(conn) = ctx.source_mut::<Conn>(id) {
-            conn.idle_timer = Some(timer);
-            conn.set(TIMED);
-        }
-    }
-    ctx.schedule(id);
-    Ok(id)
-}
-
-/// The idle timer fired: close the connection if it really was idle, else
-/// move the timer to the end of its quiet period.
-fn idle_check<S>(ctx: &mut Ctx<S>, id: SourceId, timer: TimerId, timeout: Duration) {
-    let now = ctx.now();
-    let Some(conn) = ctx.source_mut::<Conn>(id) else {
-        ctx.cancel_timer(timer);
-        return;
-    };
-    let quiet_until = conn.last_active + timeout;
-    if now >= quiet_until {
-        conn.set(IDLE_EXPIRED);
-        let parked = conn.is_parked();
-        ctx.cancel_timer(timer);
-        // A connection paused in the loop is not dispatched even when
-        // scheduled: kick resumes it first, so the close really happens.
-        super::kick(ctx, id, parked);
-    } else {
-        ctx.reset_timer(timer, quiet_until);
-    }
-}
-
-/// Run one dispatch of a connection: open, read, flush, and settle its
-/// interest and fate.
-///
-/// A panic in a handler method simply unwinds: the loop closes the source,
-/// and dropping the `Conn` gives back its place under `max_connections`
-/// (see its `Drop`); its idle timer finds it gone and cancels itself.
-fn drive<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ev: Event, ctx: &mut Ctx<S>, state: &mut S) -> Action {
-    conn.set(CORKED);
-    if conn.out.capacity() == 0 {
-        // Borrow the loop's spare output buffer: no allocation per message,
-        // and nothing held once the queue drains.
-        conn.out = ctx.take_out_buf();
-    }
-    if conn.flags & (OPENED | IDLE_EXPIRED) != OPENED {
-        open_or_expire(conn, h, ctx, state);
-    }
-    let mut action = Action::Keep;
-    // A kernel edge, or a pause just lifted, means there may be bytes; a
-    // plain scheduled dispatch (open, a write from elsewhere) does not read.
-    let readable = ev.ready.is_readable() || ev.ready.is_read_closed() || ev.ready.is_error();
-    if !conn.reading() && !conn.has(CLOSED) && (ev.ready.is_error() || ev.ready.is_write_closed()) {
-        hung_up(conn, ev);
-    }
-    if conn.reading() && (readable || conn.take(PROBE_READ)) {
-        action = read(conn, h, ev, ctx, state);
-    }
-    conn.clear(CORKED);
-    settle(conn, h, ctx, state);
-    if conn.has(CLOSED) {
-        return Action::Close;
-    }
-    action
-}
-
-// The driver's rare cases, out of line so that the common dispatch (read,
-// reply, flush) runs on few cache lines of code.
-
-/// First dispatch (greet the peer), or the idle timer expired.
-#[inline(never)]
-fn open_or_expire<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ctx: &mut Ctx<S>, state: &mut S) {
-    if !conn.has(OPENED) {
-        conn.set(OPENED);
-        h.on_open(conn, ctx, state);
-    }
-    if conn.has(IDLE_EXPIRED) {
-        conn.fail(CloseReason::Idle);
-    }
-}
-
-/// Not reading (after EOF, or paused), so no read will surface what this
-/// event says: a reset or hang-up. Ask the socket directly, or the
-/// connection would sit half-dead until the server next writes.
-#[cold]
-#[inline(never)]
-fn hung_up(conn: &mut Conn, ev: Event) {
-    match conn.stream.take_error() {
-        Ok(Some(e)) | Err(e) => conn.fail(reason_of(&e)),
-        Ok(None) if ev.ready.is_write_closed() => conn.fail(CloseReason::Reset),
-        Ok(None) => {}
-    }
-}
-
-/// Read until a short read, EOF, the budget, or the handler stops us.
-fn read<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ev: Event, ctx: &mut Ctx<S>, state: &mut S) -> Action {
-    let mut scratch = ctx.take_scratch();
-    let mut total = 0;
-    let mut action = Action::Keep;
-    while conn.reading() {
-        let n = match conn.stream.read(&mut scratch) {
-            Ok(0) => {
-                peer_eof(conn, h, ctx, state);
-                break;
-            }
-            Ok(n) => {
-                hot_trace!("evloop: {} read {n} bytes", conn.id);
-                n
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                conn.fail(reason_of(&e));
-                break;
-            }
-        };
-        if conn.has(TIMED) {
-            conn.last_active = ctx.now();
-        }
-        total += n;
-        deliver(conn, h, &scratch[..n], ctx, state);
-        // A short read drained the socket; the next edge will tell us about
-        // more. Unless the peer already hung up: then read on to the EOF.
-        if n < scratch.len() && !ev.ready.is_read_closed() {
-            break;
-        }
-        if total >= conn.cfg.read_budget {
-            action = Action::Reschedule;
-            break;
-        }
-    }
-    ctx.put_scratch(scratch);
-    action
-}
-
-/// The peer closed its writing half.
-#[cold]
-#[inline(never)]
-fn peer_eof<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ctx: &mut Ctx<S>, state: &mut S) {
-    conn.set(PEER_EOF);
-    log::debug!("evloop: connection {} peer EOF", conn.id);
-    h.on_eof(conn, ctx, state);
-}
-
-/// Hand new bytes (after any unconsumed tail) to the handler; keep what it
-/// did not consume.
-fn deliver<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, new: &[u8], ctx: &mut Ctx<S>, state: &mut S) {
-    if conn.has(INPUT) {
-        deliver_after_tail(conn, h, new, ctx, state);
-        return;
-    }
-    let used = h.on_data(conn, new, ctx, state).min(new.len());
-    if used < new.len() {
-        keep_tail(conn, &new[used..]);
-    }
-    // else the common case: every byte consumed, nothing kept
-}
-
-/// The handler left `tail` unconsumed: keep it for the next delivery.
-#[inline(never)]
-fn keep_tail(conn: &mut Conn, tail: &[u8]) {
-    conn.input.extend_from_slice(tail);
-    check_input(conn);
-}
-
-/// Deliver an earlier unconsumed tail followed by `new`.
-#[inline(never)]
-fn deliver_after_tail<S, H: Handler<S>>(
-    conn: &mut Conn,
-    h: &mut H,
-    new: &[u8],
-    ctx: &mut Ctx<S>,
-    state: &mut S,
-) {
-    let mut input = std::mem::take(&mut conn.input);
-    input.extend_from_slice(new);
-    let used = h.on_data(conn, &input, ctx, state).min(input.len());
-    input.drain(..used);
-    if input.is_empty() {
-        // The frame is complete: an idle connection holds no read buffer.
-        input = Vec::new();
-    }
-    conn.input = input;
-    check_input(conn);
-}
-
-/// Mirror whether input is kept in the flags, and apply its cap.
-fn check_input(conn: &mut Conn) {
-    if conn.input.is_empty() {
-        conn.clear(INPUT);
-    } else {
-        conn.set(INPUT);
-    }
-    if conn.input.len() > conn.cfg.max_input {
-        log::warn!(
-            "evloop: connection {} has {} unconsumed bytes, over its cap of {}; closing it",
-            conn.id,
-            conn.input.len(),
-            conn.cfg.max_input
-        );
-        conn.fail(CloseReason::InputTooLarge);
-    }
-}
-
-/// Flags that send [`settle`] past its quick exit: something to pace, owe,
-/// close or shut.
-const UNSETTLED: Flags = THROTTLED | BACKLOGGED | CLOSING | SHUT_REQUESTED | PROBE_READ | NOT_READING;
-
-/// After the handler ran: flush, apply backpressure, half-close and close
-/// requests, and make the poller watch what the connection now needs.
-fn settle<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ctx: &mut Ctx<S>, state: &mut S) {
-    let had_backlog = conn.take(BACKLOGGED);
-    if conn.queued() > 0 {
-        conn.flush();
-        if conn.has(TIMED) {
-            conn.last_active = ctx.now();
-        }
-    }
-    if conn.queued() == 0 {
-        give_back_out(conn, ctx);
-        // Everything written, nothing unusual, already watching for reads:
-        // what nearly every dispatch of a busy server ends with.
-        if conn.flags & UNSETTLED == 0 && !had_backlog && conn.polled == Some(Interest::READABLE) {
-            return;
-        }
-    }
-    settle_rest(conn, h, had_backlog, ctx, state);
-}
-
-/// The rest of [`settle`], for a dispatch that left something to pace, owe,
-/// close, shut or re-register.
-#[inline(never)]
-fn settle_rest<S, H: Handler<S>>(
-    conn: &mut Conn,
-    h: &mut H,
-    had_backlog: bool,
-    ctx: &mut Ctx<S>,
-    state: &mut S,
-) {
-    if conn.queued() == 0 {
-        if conn.take(THROTTLED) {
-            // Under edge triggering data may already be waiting: look now.
-            conn.set(PROBE_READ);
-            ctx.schedule(conn.id);
-        }
-        if had_backlog && !conn.has(CLOSED) {
-            h.on_drained(conn, ctx, state);
-            conn.flush();
-            if conn.queued() > 0 {
-                conn.set(BACKLOGGED);
-            } else {
-                give_back_out(conn, ctx);
-            }
-        }
-    } else {
-        conn.set(BACKLOGGED);
-        keep_only_the_backlog(conn, ctx);
-        if conn.queued() > conn.cfg.high_water && !conn.has(THROTTLED) {
-            log::debug!(
-                "evloop: connection {} over high water ({} queued); pausing reads",
-                conn.id,
-                conn.queued()
-            );
-            conn.set(THROTTLED);
-        } else if conn.has(THROTTLED) && conn.queued() < conn.cfg.low_water {
-            conn.clear(THROTTLED);
-            conn.set(PROBE_READ);
-            ctx.schedule(conn.id);
-        }
-    }
-    if conn.queued() == 0 && !conn.has(CLOSED) {
-        if conn.has(CLOSING) {
-            conn.fail(if conn.has(PEER_EOF) {
-                CloseReason::PeerClosed
-            } else {
-                CloseReason::Local
-            });
-        } else if conn.flags & (SHUT_REQUESTED | WRITE_SHUT) == SHUT_REQUESTED {
-            conn.set(WRITE_SHUT);
-            if let Err(e) = conn.stream.shutdown(std::net::Shutdown::Write) {
-                conn.fail(reason_of(&e));
-            }
-        }
-        if conn.flags & (WRITE_SHUT | PEER_EOF) == WRITE_SHUT | PEER_EOF {
-            conn.fail(CloseReason::PeerClosed);
-        }
-    }
-    if let Some(reason) = conn.closed {
-        finish(conn, h, reason, ctx, state);
-        return;
-    }
-    if conn.has(PROBE_READ) && conn.reading() {
-        ctx.schedule(conn.id);
-    }
-    let want = if conn.queued() > 0 {
-        Some(if conn.reading() {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::WRITABLE
-        })
-    } else if conn.reading() || conn.has(PEER_EOF) {
-        // After EOF keep READABLE so a reset or error still reaches us.
-        Some(Interest::READABLE)
-    } else {
-        // Paused by the handler with nothing to write: nothing to poll for.
-        None
-    };
-    if want != conn.polled {
-        let result = match want {
-            Some(i) if conn.polled.is_none() => {
-                ctx.set_interest(conn.id, i).and_then(|_| ctx.resume(conn.id))
-            }
-            Some(i) => ctx.set_interest(conn.id, i),
-            None => ctx.pause(conn.id),
-        };
-        match result {
-            Ok(()) => conn.polled = want,
-            Err(e) => {
-                conn.fail(reason_of(&e));
-                finish(conn, h, reason_of(&e), ctx, state);
-            }
-        }
-    }
-}
-
-/// An empty queue holds no buffer: lend it back to the loop.
-fn give_back_out<S>(conn: &mut Conn, ctx: &mut Ctx<S>) {
-    if conn.out.capacity() > 0 {
-        ctx.give_out_buf(std::mem::take(&mut conn.out));
-        conn.out_pos = 0;
-        conn.out_end = 0;
-    }
-}
-
-/// The kernel left part of the output queued: if it sits in the loop's
-/// spare buffer, move it to one of its own size and give the spare back, so
-/// that a server with many slow peers does not pin a spare for each.
-fn keep_only_the_backlog<S>(conn: &mut Conn, ctx: &mut Ctx<S>) {
-    if conn.out.len() >= OUT_BUF_SIZE && conn.queued() <= OUT_BUF_SIZE / 2 {
-        let rest = conn.out[conn.out_pos..conn.out_end].to_vec();
-        conn.out_pos = 0;
-        conn.out_end = rest.len();
-        ctx.give_out_buf(std::mem::replace(&mut conn.out, rest));
-    }
-}
-
-/// Report the close once, and release what the connection held.
-fn finish<S, H: Handler<S>>(
-    conn: &mut Conn,
-    h: &mut H,
-    reason: CloseReason,
-    ctx: &mut Ctx<S>,
-    state: &mut S,
-) {
-    log::debug!("evloop: connection {} closed: {reason:?}", conn.id);
-    h.on_close(conn, reason, ctx, state);
-    release(conn, ctx);
-}
-
-/// Give back what a closed connection holds: its idle timer, its buffers,
-/// its place under the listener's connection limit.
-fn release<S>(conn: &mut Conn, ctx: &mut Ctx<S>) {
-    if let Some(t) = conn.idle_timer.take() {
-        ctx.cancel_timer(t);
-    }
-    ctx.give_out_buf(std::mem::take(&mut conn.out));
-    conn.out_pos = 0;
-    conn.out_end = 0;
-    conn.input = Vec::new();
-    conn.clear(INPUT | TIMED);
-    if let Some(l) = conn.listener.take() {
-        l.connection_closed(ctx);
     }
 }
 

@@ -11,7 +11,8 @@ use std::time::Duration;
 use mio::Interest;
 use socket2::{Domain, SockAddr, Socket, Type};
 
-use super::conn::{self, ConnConfig, Handler};
+use super::conn::{ConnConfig, Handler};
+use super::driver;
 use super::stream::{Addr, Stream};
 use crate::{Action, Ctx, SourceId};
 
@@ -256,7 +257,7 @@ where
                         // Counted before it exists: if registering fails, the
                         // connection's Drop gives the place back.
                         shared.live.set(shared.live.get() + 1);
-                        match conn::open(ctx, stream, conn_cfg.clone(), Some(shared.clone()), handler) {
+                        match driver::open(ctx, stream, conn_cfg.clone(), Some(shared.clone()), handler) {
                             Ok(id) => log::debug!("evloop: accepted {peer:?} as {id}"),
                             Err(e) => {
                                 log::warn!("evloop: registering a connection from {peer:?} failed: {e}")

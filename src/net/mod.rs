@@ -3,6 +3,7 @@
 //! the public [`Ctx`] API (sources, timers, scheduling).
 
 mod conn;
+mod driver;
 mod listener;
 mod stream;
 mod udp;
