@@ -267,10 +267,21 @@ impl<S> Ctx<S> {
 
     fn insert(
         &mut self,
-        mut entry: Box<dyn Entry<S>>,
+        entry: Box<dyn Entry<S>>,
         interest: Interest,
         priority: Priority,
     ) -> io::Result<SourceId> {
+        let id = self.reserve(priority)?;
+        self.fill_reserved(id, entry, interest)?;
+        Ok(id)
+    }
+
+    /// Take a slot and its id for a source that does not exist yet (an
+    /// accepted connection whose handler the accept callback is about to
+    /// make, knowing its id). Until [`fill_reserved`](Self::fill_reserved)
+    /// the slot holds no entry: it is open, but dispatching it or reaching
+    /// its source finds nothing, as for a source whose handler is running.
+    pub(crate) fn reserve(&mut self, priority: Priority) -> io::Result<SourceId> {
         let vacant = self.sources.vacant_entry();
         if vacant.key() >= u32::MAX as usize {
             return Err(io::Error::new(
@@ -280,28 +291,51 @@ impl<S> Ctx<S> {
         }
         let seq = self.next_seq as u32;
         let id = SourceId::new(vacant.key(), seq);
-        entry.attach(
-            Attach::Register {
-                registry: self.poll.registry(),
-                token: id.token(),
-                interest,
-                reregister: false,
-            },
-            &self.link,
-        )?;
         self.next_seq += 1;
         vacant.insert(Slot {
             seq,
             priority,
-            interest,
+            interest: Interest::READABLE,
             state: SlotState::Active,
-            registered: true,
+            registered: false,
             dirty: false,
             queued_pos: u32::MAX,
-            entry: Some(entry),
+            entry: None,
         });
-        log::trace!("evloop: register {id} {interest:?}");
         Ok(id)
+    }
+
+    /// Put `entry` into the slot reserved as `id` and register it. If the
+    /// slot was closed meanwhile, or registering fails, the entry is dropped
+    /// and the slot given back.
+    pub(crate) fn fill_reserved(
+        &mut self,
+        id: SourceId,
+        mut entry: Box<dyn Entry<S>>,
+        interest: Interest,
+    ) -> io::Result<()> {
+        let registry = self.poll.registry();
+        let Some(slot) = self.sources.get_mut(id.index()).filter(|slot| slot.is_open(id)) else {
+            // Closed while reserved: its index is already queued for reclaim.
+            return Err(stale(id));
+        };
+        if slot.state == SlotState::Active {
+            let how = Attach::Register {
+                registry,
+                token: id.token(),
+                interest,
+                reregister: false,
+            };
+            if let Err(e) = entry.attach(how, &self.link) {
+                self.sources.remove(id.index());
+                return Err(e);
+            }
+            slot.registered = true;
+        }
+        slot.interest = interest;
+        slot.entry = Some(entry);
+        log::trace!("evloop: register {id} {interest:?}");
+        Ok(())
     }
 
     fn slot_mut(&mut self, id: SourceId) -> Option<&mut Slot<S>> {

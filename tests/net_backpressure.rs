@@ -71,7 +71,7 @@ fn peer_that_never_reads_stays_bounded_while_others_are_served() {
     let high_water = cfg.conn.high_water;
     let seen = hogs.clone();
     let server = Server::start((), move |el| {
-        let l = net::listen(el, &"127.0.0.1:0".parse()?, cfg, move |_, _, _| {
+        let l = net::listen(el, &"127.0.0.1:0".parse()?, cfg, move |_, _, _, _| {
             Some(BigReplies { hogs: seen.clone() })
         })?;
         Ok(l.addr)
@@ -190,7 +190,7 @@ fn reader_that_pauses_then_resumes_gets_everything() {
     };
     let watch = max_queued.clone();
     let server = Server::start((), move |el| {
-        let l = net::listen(el, &"127.0.0.1:0".parse()?, cfg, move |_, _, _| {
+        let l = net::listen(el, &"127.0.0.1:0".parse()?, cfg, move |_, _, _, _| {
             Some(WatchQueue(watch.clone()))
         })?;
         Ok(l.addr)
@@ -238,7 +238,7 @@ impl Handler<()> for Pauser {
 
 fn pauser_server(id: Arc<Mutex<Option<SourceId>>>, cfg: ListenConfig) -> Server<()> {
     Server::start((), move |el| {
-        let l = net::listen(el, &"127.0.0.1:0".parse()?, cfg, move |_, _, _| {
+        let l = net::listen(el, &"127.0.0.1:0".parse()?, cfg, move |_, _, _, _| {
             Some(Pauser(id.clone()))
         })?;
         Ok(l.addr)
@@ -335,7 +335,7 @@ fn on_drained_only_after_a_backlog() {
             },
             ..ListenConfig::default()
         };
-        let l = net::listen(el, &"127.0.0.1:0".parse()?, cfg, move |_, _, _| {
+        let l = net::listen(el, &"127.0.0.1:0".parse()?, cfg, move |_, _, _, _| {
             Some(Drains(count.clone()))
         })?;
         Ok(l.addr)
@@ -389,7 +389,7 @@ fn corked_small_writes_stop_at_the_cap() {
             },
             ..ListenConfig::default()
         };
-        let l = net::listen(el, &"127.0.0.1:0".parse()?, cfg, move |_, _, _| {
+        let l = net::listen(el, &"127.0.0.1:0".parse()?, cfg, move |_, _, _, _| {
             Some(Chatty(record.clone()))
         })?;
         Ok(l.addr)
@@ -445,7 +445,7 @@ fn a_small_backlog_does_not_keep_the_shared_buffer() {
             el,
             &"127.0.0.1:0".parse()?,
             ListenConfig::default(),
-            move |_, _, _| Some(SlowPeer(record.clone())),
+            move |_, _, _, _| Some(SlowPeer(record.clone())),
         )?;
         Ok(l.addr)
     });

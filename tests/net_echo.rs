@@ -71,7 +71,7 @@ fn unix_socket_echo() {
     let _ = std::fs::remove_file(&path);
     let bind = Addr::Unix(path.clone());
     let server = Server::start((), move |el| {
-        Ok(net::listen(el, &bind, ListenConfig::default(), |_, _, _| Some(Echo))?.addr)
+        Ok(net::listen(el, &bind, ListenConfig::default(), |_, _, _, _| Some(Echo))?.addr)
     });
     assert_eq!(server.addr, Addr::Unix(path.clone()));
     let result = std::panic::catch_unwind(|| {

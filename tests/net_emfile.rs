@@ -39,7 +39,7 @@ fn emfile_server_child() {
         &mut el,
         &"127.0.0.1:0".parse().unwrap(),
         ListenConfig::default(),
-        |_, _, _| Some(Echo),
+        |_, _, _, _| Some(Echo),
     )
     .unwrap();
     println!("EVLOOP_ADDR {}", l.addr);

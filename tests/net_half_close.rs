@@ -50,7 +50,7 @@ impl Handler<()> for Recorder {
 /// `sndbuf`: a fixed kernel send buffer for accepted sockets (no autotuning).
 fn recording_server(seen: Arc<Mutex<Vec<Seen>>>, cfg: ListenConfig, sndbuf: Option<usize>) -> Server<()> {
     Server::start((), move |el| {
-        let l = net::listen(el, &"127.0.0.1:0".parse()?, cfg, move |stream, _, _| {
+        let l = net::listen(el, &"127.0.0.1:0".parse()?, cfg, move |stream, _, _, _| {
             if let (Some(size), Stream::Tcp(s)) = (sndbuf, stream) {
                 socket2::SockRef::from(s).set_send_buffer_size(size).unwrap();
             }
@@ -250,7 +250,7 @@ fn server_half_closes_first() {
             el,
             &"127.0.0.1:0".parse()?,
             ListenConfig::default(),
-            move |_, _, _| Some(Farewell(log.clone())),
+            move |_, _, _, _| Some(Farewell(log.clone())),
         )?;
         Ok(l.addr)
     });

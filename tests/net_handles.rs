@@ -63,7 +63,7 @@ fn write_close_abort_by_id() {
         // Room to queue more than the kernel's socket buffers hold (see the abort).
         let mut cfg = ListenConfig::default();
         cfg.conn.max_queued = 64 << 20;
-        let l = net::listen(el, &"127.0.0.1:0".parse()?, cfg, |_, _, _| Some(Relay))?;
+        let l = net::listen(el, &"127.0.0.1:0".parse()?, cfg, |_, _, _, _| Some(Relay))?;
         *lid.lock().unwrap() = Some(l.id);
         Ok(l.addr)
     });

@@ -46,7 +46,7 @@ fn logged_server(idle_timeout: Option<Duration>) -> (Server<()>, ManualClock, Ar
         EventLoop::builder().clock(Clock::Manual(clock.clone())),
         (),
         move |el| {
-            Ok(net::listen(el, &"127.0.0.1:0".parse()?, cfg, move |_, _, _| {
+            Ok(net::listen(el, &"127.0.0.1:0".parse()?, cfg, move |_, _, _, _| {
                 Some(Logged(seen.clone()))
             })?
             .addr)

@@ -34,7 +34,7 @@ fn third_client_waits_until_one_leaves() {
             max_connections: Some(2),
             ..ListenConfig::default()
         };
-        let l = net::listen(el, &"127.0.0.1:0".parse()?, cfg, move |_, _, _| {
+        let l = net::listen(el, &"127.0.0.1:0".parse()?, cfg, move |_, _, _, _| {
             count.fetch_add(1, Ordering::SeqCst);
             Some(Echo)
         })?;
@@ -88,7 +88,7 @@ fn unconsumed_input_over_cap_closes() {
     let server = Server::start((), move |el| {
         let mut cfg = ListenConfig::default();
         cfg.conn.max_input = 64 * 1024;
-        let l = net::listen(el, &"127.0.0.1:0".parse()?, cfg, move |_, _, _| {
+        let l = net::listen(el, &"127.0.0.1:0".parse()?, cfg, move |_, _, _, _| {
             Some(Hoarder(seen.clone()))
         })?;
         Ok(l.addr)
@@ -124,7 +124,7 @@ fn panicking_handler_frees_its_place() {
             max_connections: Some(1),
             ..ListenConfig::default()
         };
-        Ok(net::listen(el, &"127.0.0.1:0".parse()?, cfg, |_, _, _| Some(Touchy))?.addr)
+        Ok(net::listen(el, &"127.0.0.1:0".parse()?, cfg, |_, _, _, _| Some(Touchy))?.addr)
     });
     let addr = server.tcp();
     for i in 0..3 {
@@ -163,7 +163,7 @@ fn place_freed_by_ctx_close_is_given_back() {
             max_connections: Some(1),
             ..ListenConfig::default()
         };
-        let l = net::listen(el, &"127.0.0.1:0".parse()?, cfg, move |_, _, _| {
+        let l = net::listen(el, &"127.0.0.1:0".parse()?, cfg, move |_, _, _, _| {
             Some(Recorded(seen.clone()))
         })?;
         Ok(l.addr)

@@ -109,7 +109,7 @@ fn idle_connection_heap_bytes() {
         backlog: 4096,
         ..ListenConfig::default()
     };
-    let l = net::listen(&mut el, &"127.0.0.1:0".parse().unwrap(), cfg, |_, _, _| {
+    let l = net::listen(&mut el, &"127.0.0.1:0".parse().unwrap(), cfg, |_, _, _, _| {
         Some(Counted)
     })
     .unwrap();

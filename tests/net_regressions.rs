@@ -50,7 +50,7 @@ fn serve(
         el,
         &"127.0.0.1:0".parse().unwrap(),
         cfg,
-        move |_, _, accepted: &mut u32| {
+        move |_, _, _, accepted: &mut u32| {
             *accepted += 1;
             Some(Recorder {
                 log: log.clone(),

@@ -50,7 +50,7 @@ fn amplifier_server(closes: Arc<Mutex<Vec<(CloseReason, usize)>>>) -> Server<()>
             el,
             &"127.0.0.1:0".parse()?,
             ListenConfig::default(),
-            move |_, _, _| {
+            move |_, _, _, _| {
                 Some(Amplifier {
                     closes: closes.clone(),
                 })

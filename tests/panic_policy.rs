@@ -230,7 +230,7 @@ fn a_propagated_handler_panic_releases_what_the_source_held() {
         max_connections: Some(1),
         ..ListenConfig::default()
     };
-    let l = net::listen(&mut el, &"127.0.0.1:0".parse().unwrap(), cfg, |_, _, _| {
+    let l = net::listen(&mut el, &"127.0.0.1:0".parse().unwrap(), cfg, |_, _, _, _| {
         Some(Touchy)
     })
     .unwrap();

@@ -48,8 +48,32 @@ pub struct ConnConfig {
     pub max_input: usize,
     /// Bytes read per dispatch before yielding to other sources (default 256 KiB).
     pub read_budget: usize,
-    /// Close a connection that has neither read nor written for this long.
+    /// How long a connection may stay idle (see [`idle_mode`](Self::idle_mode))
+    /// before its handler's [`on_idle`](Handler::on_idle) runs, which by
+    /// default closes it with [`CloseReason::Idle`].
     pub idle_timeout: Option<Duration>,
+    /// What counts as activity for the idle timeout (default: reads and writes).
+    pub idle_mode: IdleMode,
+    /// Stop reading from the peer while this connection's own output is above
+    /// [`high_water`](Self::high_water), until it falls below
+    /// [`low_water`](Self::low_water) (default on): the right rule for a
+    /// server, whose replies are what fills the queue. A forwarder turns it
+    /// off and throttles the *other* side instead (see
+    /// [`Conn::has_room`] and [`Handler::on_room`]): a relay that stopped
+    /// reading its upstream because the upstream reads slowly could deadlock
+    /// with an upstream that applies the same rule.
+    pub read_backpressure: bool,
+}
+
+/// What keeps a connection from being idle (see [`ConnConfig::idle_timeout`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IdleMode {
+    /// Bytes read or written: a peer we keep sending to is not idle.
+    #[default]
+    ReadOrWrite,
+    /// Bytes read only: a peer that only receives (a subscriber fed from
+    /// elsewhere, a stalled client we keep writing to) still times out.
+    Read,
 }
 
 impl Default for ConnConfig {
@@ -61,9 +85,31 @@ impl Default for ConnConfig {
             max_input: 1024 * 1024,
             read_budget: 256 * 1024,
             idle_timeout: None,
+            idle_mode: IdleMode::ReadOrWrite,
+            read_backpressure: true,
         }
     }
 }
+
+/// Why [`Conn::try_write`] sent nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteError {
+    /// The queue has no room for it; [`Handler::on_room`] follows.
+    Full,
+    /// The connection is closing or closed, or its write half is shut.
+    Closed,
+}
+
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            WriteError::Full => "the connection's output queue is full",
+            WriteError::Closed => "the connection is closing or its write half is shut",
+        })
+    }
+}
+
+impl std::error::Error for WriteError {}
 
 /// Why a connection closed, as reported to [`Handler::on_close`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +128,11 @@ pub enum CloseReason {
     InputTooLarge,
     /// Some other I/O error.
     Error(io::ErrorKind),
+    /// An outbound connection was never established: refused, unreachable,
+    /// timed out (`TimedOut`: [`ConnectConfig::timeout`](super::ConnectConfig::timeout)),
+    /// reset during the handshake, or its name did not resolve. The kind is
+    /// the last attempt's OS error.
+    ConnectFailed(io::ErrorKind),
 }
 
 /// What a connection's owner implements. Only [`on_data`](Handler::on_data)
@@ -110,7 +161,29 @@ pub trait Handler<S> {
         conn.close();
     }
 
-    /// The connection is closed (called exactly once) and will be dropped
+    /// The output queue, after [`Conn::has_room`] said no (or
+    /// [`Conn::try_write`] was refused for room), fell below
+    /// [`ConnConfig::low_water`]: write more. Lets a writer stream a large
+    /// answer, or a forwarder resume reading the other side, without
+    /// waiting for the queue to empty completely.
+    fn on_room(&mut self, conn: &mut Conn, ctx: &mut Ctx<S>, state: &mut S) {
+        let _ = (conn, ctx, state);
+    }
+
+    /// Nothing happened for [`ConnConfig::idle_timeout`]. The default closes
+    /// the connection gracefully (what is queued is written first) with
+    /// [`CloseReason::Idle`]; a handler may write a last line before calling
+    /// [`Conn::close`], or not close at all, in which case the connection
+    /// counts as active from now on. A connection that is still idle one
+    /// timeout after its idle close began (a peer that does not read the
+    /// goodbye) is dropped at once.
+    fn on_idle(&mut self, conn: &mut Conn, ctx: &mut Ctx<S>, state: &mut S) {
+        let _ = (ctx, state);
+        conn.close();
+    }
+
+    /// The connection is closed (called exactly once, also for an outbound
+    /// connection that never opened: see [`CloseReason::ConnectFailed`]) and will be dropped
     /// at the end of the turn. Not called when one of this handler's methods
     /// panicked: the loop's [`PanicPolicy`](crate::PanicPolicy) applies.
     fn on_close(&mut self, conn: &mut Conn, reason: CloseReason, ctx: &mut Ctx<S>, state: &mut S) {
@@ -190,11 +263,20 @@ pub(super) const BACKLOGGED: Flags = 1 << 10;
 pub(super) const CLOSED: Flags = 1 << 11;
 /// `input` holds a partial frame (mirrored: `input` is in the cold line).
 pub(super) const INPUT: Flags = 1 << 12;
-/// An idle timer watches the connection, so reads and writes are timed.
+/// An idle timer watches the connection, so reads (and, with TIME_WRITES,
+/// writes) are timed.
 pub(super) const TIMED: Flags = 1 << 13;
+/// Writes count as activity for the idle timeout.
+pub(super) const TIME_WRITES: Flags = 1 << 14;
+/// An outbound connect is in progress: output is queued, nothing is read.
+pub(super) const CONNECTING: Flags = 1 << 15;
+/// `on_room` is owed once the queue falls below the low-water mark.
+pub(super) const ROOM_OWED: Flags = 1 << 16;
+/// The close under way began with the idle timeout: report it as Idle.
+pub(super) const IDLE_CLOSE: Flags = 1 << 17;
 
 /// Any of these and the connection does not read.
-pub(super) const NOT_READING: Flags = THROTTLED | PAUSED | PEER_EOF | CLOSING | CLOSED;
+pub(super) const NOT_READING: Flags = THROTTLED | PAUSED | PEER_EOF | CLOSING | CLOSED | CONNECTING;
 /// Any of these and writes are refused.
 pub(super) const NOT_WRITING: Flags = CLOSING | CLOSED | SHUT_REQUESTED | WRITE_SHUT;
 
@@ -311,7 +393,11 @@ impl Conn {
         let mut data = data;
         // Corking saves system calls on small writes; a big one would cost a
         // copy into the queue larger than the call it saves: send it now.
-        if (!self.has(CORKED) || data.len() >= DIRECT_WRITE_MIN) && self.queued() == 0 {
+        // (Not while connecting: the first write after the connect sends it.)
+        if (!self.has(CORKED) || data.len() >= DIRECT_WRITE_MIN)
+            && self.queued() == 0
+            && !self.has(CONNECTING)
+        {
             match write_some(&mut self.stream, data) {
                 Ok(n) => {
                     hot_trace!("evloop: {} wrote {n} bytes", self.id);
@@ -357,6 +443,46 @@ impl Conn {
         true
     }
 
+    /// Like [`write`](Self::write), except that a write the queue has no
+    /// room for is refused without closing the connection: it sends nothing,
+    /// returns [`WriteError::Full`], and [`Handler::on_room`] runs once the
+    /// queue has fallen below [`ConnConfig::low_water`]. Room means the
+    /// queue stays within [`ConnConfig::max_queued`] (so one write larger
+    /// than that is always refused).
+    pub fn try_write(&mut self, data: &[u8]) -> Result<(), WriteError> {
+        if self.has(NOT_WRITING) {
+            return Err(WriteError::Closed);
+        }
+        if self.queued() + data.len() > self.cfg.max_queued {
+            self.set(ROOM_OWED);
+            return Err(WriteError::Full);
+        }
+        if self.write(data) {
+            Ok(())
+        } else {
+            Err(WriteError::Closed)
+        }
+    }
+
+    /// True while the output queue is at or below [`ConnConfig::high_water`].
+    /// When it says no, [`Handler::on_room`] runs once the queue has fallen
+    /// below [`ConnConfig::low_water`]: a forwarder writes what it read,
+    /// asks this, and pauses reading its source until then.
+    pub fn has_room(&mut self) -> bool {
+        if self.queued() > self.cfg.high_water {
+            self.set(ROOM_OWED);
+            false
+        } else {
+            true
+        }
+    }
+
+    /// True while an outbound connection is still connecting: what is
+    /// written meanwhile is queued, and goes out when it opens.
+    pub fn is_connecting(&self) -> bool {
+        self.has(CONNECTING)
+    }
+
     /// Close after everything queued is written. No more reads are delivered.
     pub fn close(&mut self) {
         self.set(CLOSING);
@@ -394,10 +520,10 @@ impl Conn {
         self.polled.is_none()
     }
 
-    /// True when an idle timeout watches this connection (only then is its
-    /// activity timed).
-    pub(super) fn has_idle_timeout(&self) -> bool {
-        self.has(TIMED)
+    /// True when an idle timeout watches this connection and counts writes
+    /// as activity (only then is its output timed).
+    pub(super) fn times_writes(&self) -> bool {
+        self.has(TIME_WRITES)
     }
 
     /// Note output sent from outside the connection's own handler (which
@@ -415,6 +541,14 @@ impl Conn {
 
     pub(super) fn reading(&self) -> bool {
         !self.has(NOT_READING)
+    }
+
+    /// Load the connection's hot 64 bytes (for `Entry::touch`): the flags
+    /// (near the start) and the config pointer (the last hot field). The
+    /// allocator aligns the entry's box to 16 bytes (glibc's malloc does), so
+    /// however it falls across cache lines, these two loads bring in both.
+    pub(super) fn touch(&self) -> u8 {
+        self.flags as u8 ^ Rc::as_ptr(&self.cfg) as usize as u8
     }
 
     /// Write as much of the queue as the kernel takes.

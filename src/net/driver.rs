@@ -43,47 +43,55 @@ impl<S, H: Handler<S>> Entry<S> for Driven<H> {
         Some(&mut self.conn)
     }
 
-    /// The flags (at the start) and the config pointer (the last hot field):
-    /// the allocator aligns the box to 16 bytes (glibc's malloc does), so
-    /// however it falls across cache lines, these two loads bring in both
-    /// lines of the connection's hot 64 bytes.
     fn touch(&self) -> u8 {
-        self.conn.flags as u8 ^ Rc::as_ptr(&self.conn.cfg) as usize as u8
+        self.conn.touch()
     }
 }
 
-/// Register `stream` as a connection driven by `handler`; its `on_open` runs
-/// in the next dispatch phase.
-pub(crate) fn open<S, H>(
+/// Register `stream` in the slot reserved as `id` (see `Ctx::reserve`), as
+/// a connection driven by `handler`. On failure the slot is given back.
+pub(crate) fn open_reserved<S, H>(
     ctx: &mut Ctx<S>,
+    id: SourceId,
     stream: Stream,
     cfg: Rc<ConnConfig>,
     listener: Option<Rc<ListenShared>>,
     handler: H,
-) -> io::Result<SourceId>
+) -> io::Result<()>
 where
     H: Handler<S> + 'static,
 {
-    let conn = Conn::new(stream, cfg.clone(), listener, ctx.now());
-    let id = ctx.register_entry(Box::new(Driven { conn, handler }), Interest::READABLE)?;
-    if let Some(conn) = ctx.source_mut::<Conn>(id) {
-        conn.id = id;
-    }
-    if let Some(timeout) = cfg.idle_timeout {
-        let timer = ctx.timer_every_delay(timeout, move |fired, ctx, _| {
-            idle_check(ctx, id, fired.id, timeout)
-        });
-        if let Some(conn) = ctx.source_mut::<Conn>(id) {
-            conn.idle_timer = Some(timer);
-            conn.set(TIMED);
-        }
-    }
+    let mut conn = Conn::new(stream, cfg, listener, ctx.now());
+    conn.id = id;
+    arm_idle(&mut conn, id, ctx);
+    ctx.fill_reserved(id, Box::new(Driven { conn, handler }), Interest::READABLE)?;
+    // `on_open` runs in the next dispatch phase.
     ctx.schedule(id);
-    Ok(id)
+    Ok(())
 }
 
-/// The idle timer fired: close the connection if it really was idle, else
-/// move the timer to the end of its quiet period.
+/// The connection `id` is established (accepted, or connected out): its
+/// idle time counts from now, and its idle timer starts. (If the connection
+/// never makes it into the table, the timer finds it gone and cancels itself.)
+pub(super) fn arm_idle<S>(conn: &mut Conn, id: SourceId, ctx: &mut Ctx<S>) {
+    conn.last_active = ctx.now();
+    let Some(timeout) = conn.cfg.idle_timeout else {
+        return;
+    };
+    let timer = ctx.timer_every_delay(timeout, move |fired, ctx, _| {
+        idle_check(ctx, id, fired.id, timeout)
+    });
+    conn.idle_timer = Some(timer);
+    conn.set(TIMED);
+    if conn.cfg.idle_mode == IdleMode::ReadOrWrite {
+        conn.set(TIME_WRITES);
+    }
+}
+
+/// The idle timer fired: have the connection's driver report it if the
+/// connection really was idle (the timer repeats, so a handler that keeps
+/// the connection gets another period), else move the timer to the end of
+/// its quiet period.
 fn idle_check<S>(ctx: &mut Ctx<S>, id: SourceId, timer: TimerId, timeout: Duration) {
     let now = ctx.now();
     let Some(conn) = ctx.source_mut::<Conn>(id) else {
@@ -94,7 +102,6 @@ fn idle_check<S>(ctx: &mut Ctx<S>, id: SourceId, timer: TimerId, timeout: Durati
     if now >= quiet_until {
         conn.set(IDLE_EXPIRED);
         let parked = conn.is_parked();
-        ctx.cancel_timer(timer);
         // A connection paused in the loop is not dispatched even when
         // scheduled: kick resumes it first, so the close really happens.
         super::kick(ctx, id, parked);
@@ -109,7 +116,13 @@ fn idle_check<S>(ctx: &mut Ctx<S>, id: SourceId, timer: TimerId, timeout: Durati
 /// A panic in a handler method simply unwinds: the loop closes the source,
 /// and dropping the `Conn` gives back its place under `max_connections`
 /// (see its `Drop`); its idle timer finds it gone and cancels itself.
-fn drive<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ev: Event, ctx: &mut Ctx<S>, state: &mut S) -> Action {
+pub(super) fn drive<S, H: Handler<S>>(
+    conn: &mut Conn,
+    h: &mut H,
+    ev: Event,
+    ctx: &mut Ctx<S>,
+    state: &mut S,
+) -> Action {
     conn.set(CORKED);
     if conn.out.capacity() == 0 {
         // Borrow the loop's spare output buffer: no allocation per message,
@@ -147,8 +160,19 @@ fn open_or_expire<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ctx: &mut Ctx<S>
         conn.set(OPENED);
         h.on_open(conn, ctx, state);
     }
-    if conn.has(IDLE_EXPIRED) {
-        conn.fail(CloseReason::Idle);
+    if conn.take(IDLE_EXPIRED) {
+        if conn.is_closing() {
+            // Still idle a whole timeout after its (idle or other) close
+            // began: the peer is not reading what we owe it. Drop it.
+            conn.fail(CloseReason::Idle);
+            return;
+        }
+        h.on_idle(conn, ctx, state);
+        if conn.is_closing() {
+            conn.set(IDLE_CLOSE);
+        } else {
+            conn.last_active = ctx.now();
+        }
     }
 }
 
@@ -277,7 +301,8 @@ fn check_input(conn: &mut Conn) {
 
 /// Flags that send [`settle`] past its quick exit: something to pace, owe,
 /// close or shut.
-const UNSETTLED: Flags = THROTTLED | BACKLOGGED | CLOSING | SHUT_REQUESTED | PROBE_READ | NOT_READING;
+const UNSETTLED: Flags =
+    THROTTLED | BACKLOGGED | CLOSING | SHUT_REQUESTED | PROBE_READ | NOT_READING | ROOM_OWED;
 
 /// After the handler ran: flush, apply backpressure, half-close and close
 /// requests, and make the poller watch what the connection now needs.
@@ -285,7 +310,7 @@ fn settle<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ctx: &mut Ctx<S>, state:
     let had_backlog = conn.take(BACKLOGGED);
     if conn.queued() > 0 {
         conn.flush();
-        if conn.has(TIMED) {
+        if conn.has(TIME_WRITES) {
             conn.last_active = ctx.now();
         }
     }
@@ -310,6 +335,11 @@ fn settle_rest<S, H: Handler<S>>(
     ctx: &mut Ctx<S>,
     state: &mut S,
 ) {
+    if conn.has(ROOM_OWED) && conn.queued() < conn.cfg.low_water && !conn.has(CLOSED) {
+        conn.clear(ROOM_OWED);
+        h.on_room(conn, ctx, state);
+        conn.flush();
+    }
     if conn.queued() == 0 {
         if conn.take(THROTTLED) {
             // Under edge triggering data may already be waiting: look now.
@@ -328,7 +358,7 @@ fn settle_rest<S, H: Handler<S>>(
     } else {
         conn.set(BACKLOGGED);
         keep_only_the_backlog(conn, ctx);
-        if conn.queued() > conn.cfg.high_water && !conn.has(THROTTLED) {
+        if conn.queued() > conn.cfg.high_water && !conn.has(THROTTLED) && conn.cfg.read_backpressure {
             log::debug!(
                 "evloop: connection {} over high water ({} queued); pausing reads",
                 conn.id,
@@ -343,7 +373,9 @@ fn settle_rest<S, H: Handler<S>>(
     }
     if conn.queued() == 0 && !conn.has(CLOSED) {
         if conn.has(CLOSING) {
-            conn.fail(if conn.has(PEER_EOF) {
+            conn.fail(if conn.has(IDLE_CLOSE) {
+                CloseReason::Idle
+            } else if conn.has(PEER_EOF) {
                 CloseReason::PeerClosed
             } else {
                 CloseReason::Local
@@ -418,7 +450,7 @@ fn keep_only_the_backlog<S>(conn: &mut Conn, ctx: &mut Ctx<S>) {
 }
 
 /// Report the close once, and release what the connection held.
-fn finish<S, H: Handler<S>>(
+pub(super) fn finish<S, H: Handler<S>>(
     conn: &mut Conn,
     h: &mut H,
     reason: CloseReason,
@@ -440,7 +472,7 @@ fn release<S>(conn: &mut Conn, ctx: &mut Ctx<S>) {
     conn.out_pos = 0;
     conn.out_end = 0;
     conn.input = Vec::new();
-    conn.clear(INPUT | TIMED);
+    conn.clear(INPUT | TIMED | TIME_WRITES | ROOM_OWED);
     if let Some(l) = conn.listener.take() {
         l.connection_closed(ctx);
     }

@@ -14,7 +14,7 @@ use socket2::{Domain, SockAddr, Socket, Type};
 use super::conn::{ConnConfig, Handler};
 use super::driver;
 use super::stream::{Addr, Stream};
-use crate::{Action, Ctx, SourceId};
+use crate::{Action, Ctx, Priority, SourceId};
 
 /// How a listener binds and accepts.
 #[derive(Clone, Debug)]
@@ -189,6 +189,11 @@ pub struct Listening {
 /// Listen on `addr` and serve every accepted connection with the handler
 /// `accept` returns for it (`None` closes the connection at once).
 ///
+/// `accept` gets the new stream, the id the connection will have (so a
+/// handler that pairs it with another connection can be given both ids at
+/// once; the connection is reachable through that id from its `on_open` on),
+/// the loop's context and the state.
+///
 /// Accepting stops for the turn after [`ListenConfig::accept_budget`]
 /// connections. When the process runs out of fds, the listener sheds the
 /// waiting connection using a reserve fd (so the peer sees a close instead of
@@ -203,7 +208,7 @@ pub fn listen<S, F, H>(
 ) -> io::Result<Listening>
 where
     S: 'static,
-    F: FnMut(&Stream, &mut Ctx<S>, &mut S) -> Option<H> + 'static,
+    F: FnMut(&Stream, SourceId, &mut Ctx<S>, &mut S) -> Option<H> + 'static,
     H: Handler<S> + 'static,
 {
     let listener = Listener::bind(addr, &cfg)?;
@@ -250,15 +255,25 @@ where
                 match l.accept(cfg.nodelay) {
                     Ok((stream, peer)) => {
                         taken += 1;
-                        let Some(handler) = accept(&stream, ctx, state) else {
+                        let id = match ctx.reserve(Priority::Normal) {
+                            Ok(id) => id,
+                            Err(e) => {
+                                log::warn!("evloop: no room for a connection from {peer:?}: {e}");
+                                continue;
+                            }
+                        };
+                        let Some(handler) = accept(&stream, id, ctx, state) else {
                             log::debug!("evloop: connection from {peer:?} refused by the accept callback");
+                            // Reclaimed at the end of the turn, like any closed source.
+                            ctx.close(id);
                             continue;
                         };
                         // Counted before it exists: if registering fails, the
                         // connection's Drop gives the place back.
                         shared.live.set(shared.live.get() + 1);
-                        match driver::open(ctx, stream, conn_cfg.clone(), Some(shared.clone()), handler) {
-                            Ok(id) => log::debug!("evloop: accepted {peer:?} as {id}"),
+                        let listener = Some(shared.clone());
+                        match driver::open_reserved(ctx, id, stream, conn_cfg.clone(), listener, handler) {
+                            Ok(()) => log::debug!("evloop: accepted {peer:?} as {id}"),
                             Err(e) => {
                                 log::warn!("evloop: registering a connection from {peer:?} failed: {e}")
                             }

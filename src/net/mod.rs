@@ -3,13 +3,17 @@
 //! the public [`Ctx`] API (sources, timers, scheduling).
 
 mod conn;
+mod connect;
 mod driver;
 mod listener;
+mod resolve;
 mod stream;
 mod udp;
 
-pub use conn::{CloseReason, Conn, ConnConfig, Handler};
+pub use conn::{CloseReason, Conn, ConnConfig, Handler, IdleMode, WriteError};
+pub use connect::{connect, ConnectConfig, Connector, Target};
 pub use listener::{listen, ListenConfig, Listener, Listening};
+pub use resolve::{resolve, split_host_port};
 pub use stream::{Addr, Stream};
 pub use udp::{bind_udp, Udp};
 
@@ -19,14 +23,26 @@ use crate::{Ctx, SourceId};
 /// handler, a timer, a deferred callback). Returns false if `id` is not an
 /// open connection or the write was refused (see [`Conn::write`]).
 pub fn write<S>(ctx: &mut Ctx<S>, id: SourceId, data: &[u8]) -> bool {
+    write_with(ctx, id, data, Conn::write)
+}
+
+/// Write to connection `id` with `f` (a [`Conn`] write method), then make
+/// sure its driver runs if it now has output to flush or a close to make.
+#[inline]
+fn write_with<S>(
+    ctx: &mut Ctx<S>,
+    id: SourceId,
+    data: &[u8],
+    f: impl FnOnce(&mut Conn, &[u8]) -> bool,
+) -> bool {
     let Some(conn) = ctx.source_mut::<Conn>(id) else {
         return false;
     };
-    let accepted = conn.write(data);
+    let accepted = f(conn, data);
     // Its driver must run to watch for writability or to close it.
     let wake = conn.queued() > 0 || conn.is_closing();
     let parked = conn.is_parked();
-    if accepted && !data.is_empty() && conn.has_idle_timeout() {
+    if accepted && !data.is_empty() && conn.times_writes() {
         // Output is activity: a peer that only receives (a subscriber fed
         // from elsewhere) is not idle, even when the kernel took the bytes at
         // once and the connection's driver never runs to notice.
@@ -55,6 +71,34 @@ pub fn close<S>(ctx: &mut Ctx<S>, id: SourceId) -> bool {
 /// Close connection `id` at once, dropping queued output.
 pub fn abort<S>(ctx: &mut Ctx<S>, id: SourceId) -> bool {
     poke(ctx, id, Conn::abort)
+}
+
+/// Shut connection `id`'s write half (FIN to the peer) once everything
+/// queued is written, from anywhere in the loop; it keeps reading until the
+/// peer closes too. Returns false for an id that is not an open connection.
+pub fn shutdown_write<S>(ctx: &mut Ctx<S>, id: SourceId) -> bool {
+    poke(ctx, id, Conn::shutdown_write)
+}
+
+/// [`Conn::has_room`] for connection `id`, from anywhere in the loop: false
+/// while its output queue is above [`ConnConfig::high_water`], and then its
+/// handler's [`on_room`](Handler::on_room) runs once the queue has fallen
+/// below [`ConnConfig::low_water`]. True for an id that is not an open
+/// connection: there is nothing to wait for.
+pub fn has_room<S>(ctx: &mut Ctx<S>, id: SourceId) -> bool {
+    ctx.source_mut::<Conn>(id).map_or(true, Conn::has_room)
+}
+
+/// [`Conn::try_write`] for connection `id`, from anywhere in the loop: a
+/// write the queue has no room for is refused without closing the
+/// connection (`Err(WriteError::Full)`, and `on_room` follows).
+pub fn try_write<S>(ctx: &mut Ctx<S>, id: SourceId, data: &[u8]) -> Result<(), WriteError> {
+    let mut result = Err(WriteError::Closed);
+    write_with(ctx, id, data, |conn, data| {
+        result = conn.try_write(data);
+        result.is_ok()
+    });
+    result
 }
 
 /// Let connection `id` read again after [`Conn::pause_reading`], from

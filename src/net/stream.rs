@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -11,7 +11,9 @@ use mio::event::Source;
 use mio::{Interest, Registry, Token};
 
 /// Where a listener binds or a client connects: TCP (v4 or v6) or a Unix
-/// socket path. Parses from `"127.0.0.1:6000"`, `"[::1]:6000"` or `"unix:/path"`.
+/// socket path. Parses from `"127.0.0.1:6000"`, `"[::1]:6000"` or
+/// `"unix:/path"`; a host name is refused (parsing never blocks on a lookup:
+/// see [`Target`](super::Target) and [`resolve`](super::resolve)).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Addr {
     /// A TCP address.
@@ -33,10 +35,18 @@ impl FromStr for Addr {
             }
             return Ok(Addr::Unix(PathBuf::from(path)));
         }
-        s.to_socket_addrs()?
-            .next()
-            .map(Addr::Tcp)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("no address for {s:?}")))
+        // Numeric only: parsing must never block on a name lookup inside
+        // whatever handler parses it (names go through `net::resolve`, or
+        // `net::connect` with a `Target` that names a host).
+        s.parse::<SocketAddr>().map(Addr::Tcp).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "evloop: {s:?} is not an address (IPv4:port, [IPv6]:port or unix:PATH); \
+                     resolve host names with net::resolve or connect to a net::Target"
+                ),
+            )
+        })
     }
 }
 
@@ -70,6 +80,15 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.shutdown(how),
             Stream::Unix(s) => s.shutdown(how),
+        }
+    }
+
+    /// `Ok` once connected (the socket has a peer); `NotConnected` while a
+    /// connect is under way.
+    pub(crate) fn has_peer(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.peer_addr().map(drop),
+            Stream::Unix(s) => s.peer_addr().map(drop),
         }
     }
 

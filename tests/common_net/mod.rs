@@ -136,7 +136,7 @@ impl<S: 'static> Drop for Server<S> {
 /// An echo server on 127.0.0.1 (any port) with `cfg`.
 pub fn echo_server_with(cfg: ListenConfig) -> Server<()> {
     Server::start((), move |el| {
-        let l = net::listen(el, &"127.0.0.1:0".parse()?, cfg, |_, _, _| Some(Echo))?;
+        let l = net::listen(el, &"127.0.0.1:0".parse()?, cfg, |_, _, _, _| Some(Echo))?;
         Ok(l.addr)
     })
 }
