@@ -1,0 +1,141 @@
+//! A TCP forwarder: every client gets its own connection to the upstream,
+//! and bytes flow both ways.
+//!
+//! What to notice:
+//! - **Connecting out is the same `Handler`.** The accept callback learns
+//!   the client's id, connects to the upstream with `Connector::connect`
+//!   (which returns the upstream's id at once), and gives each side the
+//!   other's id. What the client sends before the upstream is connected is
+//!   queued on the upstream connection and goes out when it opens.
+//! - **Backpressure across the pair.** Each side writes what it reads into
+//!   the other (`net::write`) and asks `net::has_room`; when the other side's
+//!   queue is above its high-water mark it pauses its own reading, and the
+//!   other side's `on_room` resumes it. Neither side throttles on its *own*
+//!   queue (`read_backpressure: false`), which would deadlock a relay whose
+//!   upstream applies the same rule. So the proxy holds at most about
+//!   high water plus one read per direction, whatever the peers do.
+//! - **Half-close is passed on** (`on_eof` shuts the other side's write half
+//!   once what it owes is written), and so is a close: when one side goes,
+//!   the other is closed after what it is owed is written. An upstream that
+//!   refuses or does not answer closes the client, with a warning.
+//!
+//! Usage: `cargo run --release --example proxy [LISTEN] [UPSTREAM]`
+//! (defaults 127.0.0.1:6000 and 127.0.0.1:6001; UPSTREAM may be a host
+//! name, resolved once at start as nginx and haproxy do). Stops cleanly on
+//! SIGINT/SIGTERM.
+
+use std::io;
+use std::net::ToSocketAddrs;
+use std::time::Duration;
+
+use evloop::net::{
+    self, Addr, CloseReason, Conn, ConnConfig, ConnectConfig, Connector, Handler, ListenConfig, Listening,
+    Target,
+};
+use evloop::{Ctx, EventLoop, SourceId};
+
+/// One side of a proxied pair; `peer` is the other side.
+pub struct Side {
+    peer: SourceId,
+    upstream: bool,
+}
+
+impl<S> Handler<S> for Side {
+    fn on_data(&mut self, conn: &mut Conn, data: &[u8], ctx: &mut Ctx<S>, _: &mut S) -> usize {
+        net::write(ctx, self.peer, data);
+        if !net::has_room(ctx, self.peer) {
+            // Resumed by the peer's `on_room`.
+            conn.pause_reading();
+        }
+        data.len()
+    }
+
+    fn on_room(&mut self, _: &mut Conn, ctx: &mut Ctx<S>, _: &mut S) {
+        net::resume_reading(ctx, self.peer);
+    }
+
+    fn on_eof(&mut self, _: &mut Conn, ctx: &mut Ctx<S>, _: &mut S) {
+        // Keep this side open for what the peer still sends back; the
+        // connection closes itself once both halves are shut.
+        net::shutdown_write(ctx, self.peer);
+    }
+
+    fn on_close(&mut self, conn: &mut Conn, reason: CloseReason, ctx: &mut Ctx<S>, _: &mut S) {
+        let side = if self.upstream { "upstream" } else { "client" };
+        match reason {
+            CloseReason::ConnectFailed(kind) => {
+                log::warn!(
+                    "upstream connection {} failed ({kind:?}); closing its client",
+                    conn.id()
+                )
+            }
+            CloseReason::PeerClosed | CloseReason::Local => log::debug!("{side} {} closed", conn.id()),
+            _ => log::debug!("{side} {} closed: {reason:?}", conn.id()),
+        }
+        // Whatever ended this side, the other gets what it is owed, then a close.
+        net::close(ctx, self.peer);
+    }
+}
+
+/// Forward every connection accepted on `listen` to `upstream`.
+pub fn start<S: 'static>(ctx: &mut Ctx<S>, listen: &Addr, upstream: Target) -> io::Result<Listening> {
+    // Both sides relay: each throttles the other, never itself (see above).
+    let conn = ConnConfig {
+        read_backpressure: false,
+        idle_timeout: Some(Duration::from_secs(300)),
+        ..ConnConfig::default()
+    };
+    let connector = Connector::new(ConnectConfig {
+        conn: conn.clone(),
+        ..ConnectConfig::default()
+    });
+    let cfg = ListenConfig {
+        conn,
+        ..ListenConfig::default()
+    };
+    net::listen(ctx, listen, cfg, move |_, client, ctx, _| {
+        let side = Side {
+            peer: client,
+            upstream: true,
+        };
+        match connector.connect(ctx, &upstream, side) {
+            Ok(up) => Some(Side {
+                peer: up,
+                upstream: false,
+            }),
+            Err(e) => {
+                log::warn!("cannot connect to the upstream {upstream}: {e}; refusing the client");
+                None
+            }
+        }
+    })
+}
+
+/// The upstream as given: an address, or a name resolved here, once.
+fn upstream_target(arg: &str) -> io::Result<Target> {
+    match arg.parse::<Target>()? {
+        Target::Name { host, port } => {
+            let addrs: Vec<_> = (host.as_str(), port).to_socket_addrs()?.collect();
+            Ok(Target::Addrs(addrs))
+        }
+        target => Ok(target),
+    }
+}
+
+fn main() -> io::Result<()> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let mut args = std::env::args().skip(1);
+    let listen = args.next().unwrap_or_else(|| "127.0.0.1:6000".into());
+    let upstream = args.next().unwrap_or_else(|| "127.0.0.1:6001".into());
+    let target = upstream_target(&upstream)?;
+    let mut el = EventLoop::new()?;
+    let server = start(&mut el, &listen.parse()?, target)?;
+    log::info!("proxy listening on {}, forwarding to {upstream}", server.addr);
+    el.add_signals(&[libc::SIGINT, libc::SIGTERM], |sig, ctx, _| {
+        log::info!("signal {sig}: shutting down");
+        ctx.stop();
+    })?;
+    el.run(&mut ())?;
+    log::info!("proxy stopped");
+    Ok(())
+}
