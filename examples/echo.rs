@@ -23,7 +23,7 @@ fn main() -> std::io::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:6000".into());
     let mut el = EventLoop::new()?;
-    let server = net::listen(&mut el, &addr.parse()?, ListenConfig::default(), |_, _, _| {
+    let server = net::listen(&mut el, &addr.parse()?, ListenConfig::default(), |_, _, _, _| {
         Some(Echo)
     })?;
     log::info!("echo server listening on {}", server.addr);

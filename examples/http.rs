@@ -68,7 +68,7 @@ pub fn start(ctx: &mut Ctx<Http>, addr: &Addr) -> io::Result<Listening> {
         },
         ..ListenConfig::default()
     };
-    net::listen(ctx, addr, cfg, |_, _, _| Some(Session::default()))
+    net::listen(ctx, addr, cfg, |_, _, _, _| Some(Session::default()))
 }
 
 /// One connection's state: where it is in the request stream.

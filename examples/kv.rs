@@ -62,7 +62,7 @@ pub fn start(ctx: &mut Ctx<Store>, addr: &Addr) -> io::Result<Listening> {
         },
         ..ListenConfig::default()
     };
-    net::listen(ctx, addr, cfg, |_, _, _| Some(Client::default()))
+    net::listen(ctx, addr, cfg, |_, _, _, _| Some(Client::default()))
 }
 
 /// One connection: buffers reused from command to command.

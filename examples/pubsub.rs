@@ -58,7 +58,7 @@ pub fn start(ctx: &mut Ctx<Broker>, addr: &Addr) -> io::Result<Listening> {
         },
         ..ListenConfig::default()
     };
-    net::listen(ctx, addr, cfg, |_, _, _| Some(Peer::default()))
+    net::listen(ctx, addr, cfg, |_, _, _, _| Some(Peer::default()))
 }
 
 /// One connection: the topics it subscribed to, and a reused message buffer.

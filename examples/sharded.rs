@@ -37,7 +37,7 @@ fn shard(index: usize, addr: net::Addr, ready: mpsc::Sender<std::io::Result<Remo
             reuse_port: true,
             ..ListenConfig::default()
         };
-        let l = net::listen(&mut el, &addr, cfg, |_, _, _| Some(Echo))?;
+        let l = net::listen(&mut el, &addr, cfg, |_, _, _, _| Some(Echo))?;
         log::info!("shard {index} listening on {}", l.addr);
         Ok(el)
     };
