@@ -176,6 +176,15 @@ impl Builder {
 /// A caught panic's payload.
 type Panic = Box<dyn Any + Send>;
 
+/// The message a panic was raised with (`panic!("...")`'s text).
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "<non-string panic>".into())
+}
+
 /// A source queued for this turn's dispatch phase.
 #[derive(Clone, Copy)]
 struct Pending {
@@ -769,11 +778,7 @@ impl<S> EventLoop<S> {
     #[cold]
     #[inline(never)]
     fn panicked(&mut self, payload: Panic, what: std::fmt::Arguments<'_>) {
-        let msg = payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "<non-string panic>".into());
+        let msg = panic_message(&*payload);
         match self.panic_policy {
             PanicPolicy::Propagate => {
                 log::error!("evloop: {what} panicked: {msg}; propagating");
