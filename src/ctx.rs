@@ -120,6 +120,9 @@ pub struct Ctx<S> {
     /// source (a posted closure): the loop applies the panic policy to it
     /// once the handler has returned.
     pub(crate) caught_panic: Option<Box<dyn Any + Send>>,
+    /// The worker pool behind [`spawn_blocking`](Self::spawn_blocking),
+    /// started on first use.
+    pub(crate) blocking: crate::blocking::Blocking<S>,
 }
 
 /// The error for an id that names no live source.

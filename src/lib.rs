@@ -70,6 +70,7 @@ compile_error!("evloop supports 64-bit Unix (Linux first)");
 #[macro_use]
 mod trace;
 
+mod blocking;
 mod channel;
 mod clock;
 mod ctx;
