@@ -1,14 +1,17 @@
-//! Networking on top of the core loop: listeners, buffered connections and
-//! UDP. The core knows nothing of this module; everything here is built from
-//! the public [`Ctx`] API (sources, timers, scheduling).
+//! Networking on top of the core loop: listeners, buffered connections,
+//! UDP, and name resolution. The core knows nothing of this module;
+//! everything here is built from the public [`Ctx`] API (sources, timers,
+//! scheduling, blocking work).
 
 mod conn;
 mod listener;
+mod resolve;
 mod stream;
 mod udp;
 
 pub use conn::{CloseReason, Conn, ConnConfig, Handler};
 pub use listener::{listen, ListenConfig, Listener, Listening};
+pub use resolve::{resolve, split_host_port};
 pub use stream::{Addr, Stream};
 pub use udp::{bind_udp, Udp};
 
