@@ -120,6 +120,9 @@ pub struct Ctx<S> {
     /// source (a posted closure): the loop applies the panic policy to it
     /// once the handler has returned.
     pub(crate) caught_panic: Option<Box<dyn Any + Send>>,
+    /// The worker pool behind [`spawn_blocking`](Self::spawn_blocking),
+    /// started on first use.
+    pub(crate) blocking: crate::blocking::Blocking<S>,
 }
 
 /// The error for an id that names no live source.
@@ -575,13 +578,7 @@ impl<S> Ctx<S> {
         // it here so the channel (and every Remote) stays usable, and let the
         // loop apply the panic policy once the handler has returned.
         self.add_channel(rx, |f: Posted<S>, ctx, state| {
-            if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(ctx, state))) {
-                if ctx.caught_panic.is_none() {
-                    ctx.caught_panic = Some(payload);
-                } else {
-                    log::error!("evloop: a second posted closure panicked in the same batch; dropped");
-                }
-            }
+            ctx.catch_panic(state, "posted closure", f);
         })?;
         let remote = Remote {
             link: self.link.clone(),
@@ -589,6 +586,24 @@ impl<S> Ctx<S> {
         };
         self.remote = Some(remote.clone());
         Ok(remote)
+    }
+
+    /// Run `f` (one message of a channel handler's batch), catching a panic
+    /// for the loop to apply its panic policy to once the handler returns.
+    /// A panicking message must not close the channel it came through, or
+    /// every message after it would be lost; only the first panic of a
+    /// batch is kept (a policy acts once per dispatch).
+    pub(crate) fn catch_panic<F>(&mut self, state: &mut S, what: &str, f: F)
+    where
+        F: FnOnce(&mut Ctx<S>, &mut S),
+    {
+        if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self, state))) {
+            if self.caught_panic.is_none() {
+                self.caught_panic = Some(payload);
+            } else {
+                log::error!("evloop: a second {what} panicked in the same batch; dropped");
+            }
+        }
     }
 
     /// Counters kept by the loop.

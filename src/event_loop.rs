@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
+use crate::blocking::{self, Blocking};
 use crate::clock::Clock;
 use crate::ctx::{Ctx, Slot, SlotState};
 use crate::metrics::{Metrics, StallWatch};
@@ -74,6 +75,7 @@ pub struct Builder {
     busy_poll: bool,
     high_resolution: bool,
     stall_threshold: Option<Duration>,
+    blocking: blocking::Config,
 }
 
 impl Default for Builder {
@@ -85,6 +87,7 @@ impl Default for Builder {
             busy_poll: false,
             high_resolution: false,
             stall_threshold: None,
+            blocking: blocking::Config::default(),
         }
     }
 }
@@ -128,6 +131,24 @@ impl Builder {
         self
     }
 
+    /// At most this many worker threads run
+    /// [`spawn_blocking`](Ctx::spawn_blocking) jobs (default 4, at least 1).
+    /// They start only as jobs need them.
+    pub fn blocking_threads(mut self, n: usize) -> Builder {
+        self.blocking.threads = n.max(1);
+        self
+    }
+
+    /// At most this many [`spawn_blocking`](Ctx::spawn_blocking) jobs may
+    /// wait for a free worker (default 1024, at least 1); one more is
+    /// refused with [`WouldBlock`](io::ErrorKind::WouldBlock). Bounded so a
+    /// burst the workers cannot keep up with is an error the caller sees,
+    /// not memory that grows without end.
+    pub fn blocking_queue(mut self, n: usize) -> Builder {
+        self.blocking.queue = n.max(1);
+        self
+    }
+
     /// Build the loop. Fails only if the OS refuses an epoll fd or eventfd.
     pub fn build<S>(self) -> io::Result<EventLoop<S>> {
         let poll = mio::Poll::new()?;
@@ -159,6 +180,7 @@ impl Builder {
                 remote: None,
                 metrics: Metrics::default(),
                 caught_panic: None,
+                blocking: Blocking::new(self.blocking),
             },
             events: mio::Events::with_capacity(self.events_capacity),
             ready: ReadyList::default(),
@@ -175,6 +197,15 @@ impl Builder {
 
 /// A caught panic's payload.
 type Panic = Box<dyn Any + Send>;
+
+/// The message a panic was raised with (`panic!("...")`'s text).
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "<non-string panic>".into())
+}
 
 /// A source queued for this turn's dispatch phase.
 #[derive(Clone, Copy)]
@@ -769,11 +800,7 @@ impl<S> EventLoop<S> {
     #[cold]
     #[inline(never)]
     fn panicked(&mut self, payload: Panic, what: std::fmt::Arguments<'_>) {
-        let msg = payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "<non-string panic>".into());
+        let msg = panic_message(&*payload);
         match self.panic_policy {
             PanicPolicy::Propagate => {
                 log::error!("evloop: {what} panicked: {msg}; propagating");

@@ -26,7 +26,8 @@
 //!    became ready after it. A source closed earlier in
 //!    the turn receives nothing further; ids carry a generation, so a reused
 //!    slot never gets its predecessor's event. Cross-thread wake-ups
-//!    ([`Remote`], [`channel()`]) are ordinary sources here.
+//!    ([`Remote`], [`channel()`]) and completed blocking work
+//!    ([`Ctx::spawn_blocking`]) are ordinary sources here.
 //! 6. **after-poll hooks**: [`Ctx::add_check`] callbacks, then metrics.
 //! 7. **reclaim**: sources closed during the turn are deregistered and dropped.
 //!
@@ -70,6 +71,7 @@ compile_error!("evloop supports 64-bit Unix (Linux first)");
 #[macro_use]
 mod trace;
 
+mod blocking;
 mod channel;
 mod clock;
 mod ctx;

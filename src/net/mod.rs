@@ -1,6 +1,7 @@
-//! Networking on top of the core loop: listeners, buffered connections and
-//! UDP. The core knows nothing of this module; everything here is built from
-//! the public [`Ctx`] API (sources, timers, scheduling).
+//! Networking on top of the core loop: listeners, buffered connections,
+//! UDP, and name resolution. The core knows nothing of this module;
+//! everything here is built from the public [`Ctx`] API (sources, timers,
+//! scheduling, blocking work).
 
 mod conn;
 mod connect;
