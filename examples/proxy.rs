@@ -34,6 +34,9 @@ use evloop::net::{
 };
 use evloop::{Ctx, EventLoop, SourceId};
 
+/// How long an upstream may take to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// One side of a proxied pair; `peer` is the other side.
 pub struct Side {
     peer: SourceId,
@@ -77,8 +80,14 @@ impl<S> Handler<S> for Side {
     }
 }
 
-/// Forward every connection accepted on `listen` to `upstream`.
-pub fn start<S: 'static>(ctx: &mut Ctx<S>, listen: &Addr, upstream: Target) -> io::Result<Listening> {
+/// Forward every connection accepted on `listen` to `upstream`, giving up
+/// on an upstream that has not answered within `connect_timeout`.
+pub fn start<S: 'static>(
+    ctx: &mut Ctx<S>,
+    listen: &Addr,
+    upstream: Target,
+    connect_timeout: Duration,
+) -> io::Result<Listening> {
     // Both sides relay: each throttles the other, never itself (see above).
     let conn = ConnConfig {
         read_backpressure: false,
@@ -87,6 +96,7 @@ pub fn start<S: 'static>(ctx: &mut Ctx<S>, listen: &Addr, upstream: Target) -> i
     };
     let connector = Connector::new(ConnectConfig {
         conn: conn.clone(),
+        timeout: Some(connect_timeout),
         ..ConnectConfig::default()
     });
     let cfg = ListenConfig {
@@ -129,7 +139,7 @@ fn main() -> io::Result<()> {
     let upstream = args.next().unwrap_or_else(|| "127.0.0.1:6001".into());
     let target = upstream_target(&upstream)?;
     let mut el = EventLoop::new()?;
-    let server = start(&mut el, &listen.parse()?, target)?;
+    let server = start(&mut el, &listen.parse()?, target, CONNECT_TIMEOUT)?;
     log::info!("proxy listening on {}, forwarding to {upstream}", server.addr);
     el.add_signals(&[libc::SIGINT, libc::SIGTERM], |sig, ctx, _| {
         log::info!("signal {sig}: shutting down");

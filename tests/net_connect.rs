@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
-use common_net::{Echo, Server, TICK, WAIT};
+use common_net::{echo_server, Server, TICK, WAIT};
 use evloop::net::{self, CloseReason, Conn, ConnectConfig, Handler, Target};
 use evloop::{Clock, Ctx, EventLoop, ManualClock, SourceId};
 
@@ -57,16 +57,6 @@ fn run_until_closed(el: &mut EventLoop<Seen>, seen: &mut Seen) {
         }
     }
     panic!("the connection did not close in time: {seen:?}");
-}
-
-/// An evloop echo server on its own thread.
-fn echo_server() -> Server<()> {
-    Server::start((), |el| {
-        let l = net::listen(el, &"127.0.0.1:0".parse()?, Default::default(), |_, _, _, _| {
-            Some(Echo)
-        })?;
-        Ok(l.addr)
-    })
 }
 
 /// The echo server's TCP address.

@@ -1,0 +1,223 @@
+//! The `proxy` example as a black box: a proxy loop and an upstream on
+//! their own threads, blocking clients on loopback. Bytes intact both ways at
+//! once, half-close passed on each way, a client that never reads, an
+//! upstream that resets, refuses or never answers, a thousand clients at
+//! once, and fds given back after thousands of connect/close cycles.
+
+#[path = "../examples/proxy.rs"]
+#[allow(dead_code)]
+mod proxy;
+
+mod common_net;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use common_net::{
+    connect, echo_server, random_bytes, read_to_eof, round_trip, set_fd_limit, wait_until, Server, WAIT,
+};
+use evloop::net::Target;
+
+/// A proxy to `upstream` on its own thread.
+fn proxy_to(upstream: SocketAddr, connect_timeout: Duration) -> Server<()> {
+    Server::start((), move |el| {
+        let l = proxy::start(
+            el,
+            &"127.0.0.1:0".parse()?,
+            Target::from(upstream),
+            connect_timeout,
+        )?;
+        Ok(l.addr)
+    })
+}
+
+/// A proxy in front of an evloop echo server.
+fn proxied_echo() -> (Server<()>, Server<()>) {
+    let upstream = echo_server();
+    let proxy = proxy_to(upstream.tcp(), WAIT);
+    (upstream, proxy)
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+fn rss_kib() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn four_mib_each_way_at_once_arrive_intact() {
+    let (_upstream, proxy) = proxied_echo();
+    let mut c = connect(proxy.tcp());
+    let data = random_bytes(4 << 20, 17);
+    let mut w = c.try_clone().unwrap();
+    let sent = data.clone();
+    let writer = std::thread::spawn(move || w.write_all(&sent).unwrap());
+    let mut back = vec![0; data.len()];
+    c.read_exact(&mut back).unwrap();
+    writer.join().unwrap();
+    assert!(back == data, "the echoed bytes differ");
+}
+
+#[test]
+fn a_client_half_close_reaches_the_upstream_and_the_answer_comes_back() {
+    let up = TcpListener::bind("127.0.0.1:0").unwrap();
+    let up_addr = up.local_addr().unwrap();
+    let upstream = std::thread::spawn(move || {
+        let (mut s, _) = up.accept().unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let got = read_to_eof(&mut s).unwrap();
+        s.write_all(format!("got {} bytes", got.len()).as_bytes())
+            .unwrap();
+    });
+    let proxy = proxy_to(up_addr, WAIT);
+    let mut c = connect(proxy.tcp());
+    c.write_all(&[7; 1000]).unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_to_eof(&mut c).unwrap(), b"got 1000 bytes");
+    upstream.join().unwrap();
+}
+
+#[test]
+fn an_upstream_half_close_reaches_the_client_which_can_still_send() {
+    let up = TcpListener::bind("127.0.0.1:0").unwrap();
+    let up_addr = up.local_addr().unwrap();
+    let upstream = std::thread::spawn(move || {
+        let (mut s, _) = up.accept().unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        s.write_all(b"hello").unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        read_to_eof(&mut s).unwrap()
+    });
+    let proxy = proxy_to(up_addr, WAIT);
+    let mut c = connect(proxy.tcp());
+    let mut hello = [0; 5];
+    c.read_exact(&mut hello).unwrap();
+    assert_eq!(&hello, b"hello");
+    assert_eq!(c.read(&mut [0; 8]).unwrap(), 0, "the upstream's FIN is passed on");
+    c.write_all(b"still talking").unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(upstream.join().unwrap(), b"still talking");
+}
+
+#[test]
+fn a_client_that_never_reads_is_throttled_while_fifty_others_are_served() {
+    let (_upstream, proxy) = proxied_echo();
+    let before = rss_kib();
+    // Pushes until the proxy stops reading it: its echoes are never read.
+    let mut slow = connect(proxy.tcp());
+    slow.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
+    let chunk = vec![1u8; 64 * 1024];
+    let mut pushed = 0usize;
+    while pushed < 256 << 20 {
+        match slow.write(&chunk) {
+            Ok(n) => pushed += n,
+            Err(_) => break, // the write timed out: throttled
+        }
+    }
+    assert!(pushed < 256 << 20, "a never-reading client was never throttled");
+    let mut others: Vec<TcpStream> = (0..50).map(|_| connect(proxy.tcp())).collect();
+    for round in 0..20u8 {
+        for c in &mut others {
+            assert_eq!(round_trip(c, &[round; 64]).unwrap(), [round; 64]);
+        }
+    }
+    let grown = rss_kib().saturating_sub(before);
+    // The pair holds about high water plus a read per direction (~1 MiB);
+    // without the throttle it would hold what was pushed.
+    assert!(
+        grown < 32 * 1024,
+        "RSS grew by {grown} KiB after {pushed} bytes pushed"
+    );
+    // Throttled, not cut off: everything it pushed comes back once it reads.
+    let mut back = vec![0; pushed];
+    slow.read_exact(&mut back).unwrap();
+    assert!(back.iter().all(|&b| b == 1));
+}
+
+#[test]
+fn an_upstream_reset_mid_stream_closes_the_client() {
+    let up = TcpListener::bind("127.0.0.1:0").unwrap();
+    let up_addr = up.local_addr().unwrap();
+    let upstream = std::thread::spawn(move || {
+        let (mut s, _) = up.accept().unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let mut first = [0; 4];
+        s.read_exact(&mut first).unwrap();
+        s.write_all(b"partial").unwrap();
+        // SO_LINGER 0: the close sends a reset.
+        socket2::SockRef::from(&s)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+    });
+    let proxy = proxy_to(up_addr, WAIT);
+    let mut c = connect(proxy.tcp());
+    c.write_all(b"ping").unwrap();
+    upstream.join().unwrap();
+    // Whatever arrived before the reset may be delivered; then the client is closed.
+    match read_to_eof(&mut c) {
+        Ok(got) => assert!(b"partial".starts_with(&got), "{got:?}"),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset),
+    }
+}
+
+#[test]
+fn an_upstream_that_refuses_or_never_answers_closes_the_client() {
+    let dead = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let proxy = proxy_to(dead, WAIT);
+    let mut c = connect(proxy.tcp());
+    c.write_all(b"anyone?").unwrap();
+    assert_eq!(read_to_eof(&mut c).unwrap(), b"");
+
+    // A listener with a full backlog never completes the handshake.
+    let hole = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    hole.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    hole.listen(0).unwrap();
+    let hole_addr = hole.local_addr().unwrap().as_socket().unwrap();
+    let _filler = TcpStream::connect_timeout(&hole_addr, WAIT).unwrap();
+    let proxy = proxy_to(hole_addr, Duration::from_millis(200));
+    let mut c = connect(proxy.tcp());
+    c.write_all(b"anyone?").unwrap();
+    assert_eq!(read_to_eof(&mut c).unwrap(), b"");
+}
+
+#[test]
+fn a_thousand_clients_at_once_make_fifty_round_trips_each() {
+    set_fd_limit(|hard| hard.min(20_000));
+    let (_upstream, proxy) = proxied_echo();
+    let mut clients: Vec<TcpStream> = (0..1000).map(|_| connect(proxy.tcp())).collect();
+    for round in 0..50u32 {
+        for (i, c) in clients.iter_mut().enumerate() {
+            c.write_all(&(round * 1000 + i as u32).to_le_bytes()).unwrap();
+        }
+        for (i, c) in clients.iter_mut().enumerate() {
+            let mut back = [0; 4];
+            c.read_exact(&mut back).unwrap();
+            assert_eq!(u32::from_le_bytes(back), round * 1000 + i as u32);
+        }
+    }
+}
+
+#[test]
+fn fds_come_back_after_five_thousand_proxied_connections() {
+    let (_upstream, proxy) = proxied_echo();
+    // Warm up (the loops' lazily made fds), then count.
+    round_trip(&mut connect(proxy.tcp()), b"x").unwrap();
+    assert!(wait_until(|| open_fds() == open_fds()));
+    std::thread::sleep(Duration::from_millis(100));
+    let before = open_fds();
+    for i in 0..5000u32 {
+        let mut c = connect(proxy.tcp());
+        assert_eq!(round_trip(&mut c, &i.to_le_bytes()).unwrap(), i.to_le_bytes());
+    }
+    assert!(
+        wait_until(|| open_fds() <= before),
+        "{} fds open after the cycles, {before} before",
+        open_fds()
+    );
+}
