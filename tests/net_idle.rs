@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common_net::{connect, random_bytes, round_trip, wait_until, Echo, Server};
-use evloop::net::{self, CloseReason, Conn, Handler, ListenConfig};
+use evloop::net::{self, CloseReason, Conn, Handler, IdleMode, ListenConfig};
 use evloop::{Clock, Ctx, EventLoop, ManualClock, SourceId};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -17,11 +17,23 @@ const STEP: Duration = Duration::from_secs(4);
 #[derive(Default)]
 struct Log {
     opened: Vec<SourceId>,
+    idle: Vec<SourceId>,
     closed: Vec<(SourceId, CloseReason)>,
 }
 
-/// Echo that logs opens and closes.
-struct Logged(Arc<Mutex<Log>>);
+/// Echo that logs opens, idle timeouts and closes, and does `OnIdle`.
+struct Logged(Arc<Mutex<Log>>, OnIdle);
+
+/// What [`Logged`] does when its connection is idle.
+#[derive(Clone, Copy)]
+enum OnIdle {
+    /// The trait's default (close).
+    Default,
+    /// Write this line, then close.
+    Goodbye(&'static [u8]),
+    /// Nothing: keep the connection.
+    Keep,
+}
 
 impl Handler<()> for Logged {
     fn on_open(&mut self, conn: &mut Conn, _: &mut Ctx<()>, _: &mut ()) {
@@ -30,6 +42,18 @@ impl Handler<()> for Logged {
     fn on_data(&mut self, conn: &mut Conn, data: &[u8], ctx: &mut Ctx<()>, st: &mut ()) -> usize {
         Echo.on_data(conn, data, ctx, st)
     }
+    fn on_idle(&mut self, conn: &mut Conn, ctx: &mut Ctx<()>, st: &mut ()) {
+        self.0.lock().unwrap().idle.push(conn.id());
+        match self.1 {
+            // `Echo` keeps the trait's `on_idle`.
+            OnIdle::Default => Echo.on_idle(conn, ctx, st),
+            OnIdle::Goodbye(line) => {
+                conn.write(line);
+                conn.close();
+            }
+            OnIdle::Keep => {}
+        }
+    }
     fn on_close(&mut self, conn: &mut Conn, reason: CloseReason, _: &mut Ctx<()>, _: &mut ()) {
         self.0.lock().unwrap().closed.push((conn.id(), reason));
     }
@@ -37,17 +61,23 @@ impl Handler<()> for Logged {
 
 /// A logging echo server on a manual clock, with `idle_timeout`.
 fn logged_server(idle_timeout: Option<Duration>) -> (Server<()>, ManualClock, Arc<Mutex<Log>>) {
+    let mut cfg = ListenConfig::default();
+    cfg.conn.idle_timeout = idle_timeout;
+    idle_server(cfg, OnIdle::Default)
+}
+
+/// A logging echo server on a manual clock with `cfg`, whose handlers do
+/// `on_idle` when idle.
+fn idle_server(cfg: ListenConfig, on_idle: OnIdle) -> (Server<()>, ManualClock, Arc<Mutex<Log>>) {
     let clock = ManualClock::new();
     let log = Arc::new(Mutex::new(Log::default()));
     let seen = log.clone();
-    let mut cfg = ListenConfig::default();
-    cfg.conn.idle_timeout = idle_timeout;
     let server = Server::start_with(
         EventLoop::builder().clock(Clock::Manual(clock.clone())),
         (),
         move |el| {
             Ok(net::listen(el, &"127.0.0.1:0".parse()?, cfg, move |_, _, _, _| {
-                Some(Logged(seen.clone()))
+                Some(Logged(seen.clone(), on_idle))
             })?
             .addr)
         },
@@ -57,7 +87,7 @@ fn logged_server(idle_timeout: Option<Duration>) -> (Server<()>, ManualClock, Ar
 
 #[test]
 fn silent_peer_closed_active_peer_kept() {
-    let (server, clock, log) = logged_server(Some(TIMEOUT));
+    let (server, clock, log) = idle_server(idle_cfg(IdleMode::ReadOrWrite), OnIdle::Default);
     let opened = |n: usize| wait_until(|| log.lock().unwrap().opened.len() == n);
 
     let mut silent = connect(server.tcp());
@@ -132,4 +162,82 @@ fn peer_fed_by_net_write_is_not_idle() {
         "{:?}",
         log.lock().unwrap().closed
     );
+}
+
+fn idle_cfg(mode: IdleMode) -> ListenConfig {
+    let mut cfg = ListenConfig::default();
+    cfg.conn.idle_timeout = Some(TIMEOUT);
+    cfg.conn.idle_mode = mode;
+    cfg
+}
+
+/// `on_idle` may write a last line: it is delivered before the close, which
+/// is reported as `Idle`.
+#[test]
+fn an_idle_connection_hears_its_goodbye() {
+    let (server, clock, log) = idle_server(idle_cfg(IdleMode::ReadOrWrite), OnIdle::Goodbye(b"bye\n"));
+    let mut c = connect(server.tcp());
+    assert!(wait_until(|| log.lock().unwrap().opened.len() == 1));
+    let id = log.lock().unwrap().opened[0];
+    clock.advance(TIMEOUT);
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"bye\n");
+    assert!(wait_until(|| !log.lock().unwrap().closed.is_empty()));
+    assert_eq!(log.lock().unwrap().closed, vec![(id, CloseReason::Idle)]);
+}
+
+/// A handler that does not close keeps the connection, and hears again
+/// after another quiet period.
+#[test]
+fn a_handler_may_keep_an_idle_connection() {
+    let (server, clock, log) = idle_server(idle_cfg(IdleMode::ReadOrWrite), OnIdle::Keep);
+    let mut c = connect(server.tcp());
+    assert!(wait_until(|| log.lock().unwrap().opened.len() == 1));
+    clock.advance(TIMEOUT);
+    assert!(wait_until(|| log.lock().unwrap().idle.len() == 1));
+    assert_eq!(round_trip(&mut c, b"still here").unwrap(), b"still here");
+    clock.advance(TIMEOUT);
+    assert!(wait_until(|| log.lock().unwrap().idle.len() == 2));
+    assert!(log.lock().unwrap().closed.is_empty());
+}
+
+/// With `IdleMode::Read`, a peer that only receives still times out.
+#[test]
+fn read_idle_mode_times_out_a_peer_that_only_receives() {
+    let (server, clock, log) = idle_server(idle_cfg(IdleMode::Read), OnIdle::Default);
+    let mut sub = connect(server.tcp());
+    assert!(wait_until(|| log.lock().unwrap().opened.len() == 1));
+    let id = log.lock().unwrap().opened[0];
+    let mut elapsed = Duration::ZERO;
+    while elapsed < TIMEOUT - STEP {
+        clock.advance(STEP);
+        elapsed += STEP;
+        assert!(server.call(move |ctx, _| net::write(ctx, id, b"tick")));
+        let mut buf = [0u8; 4];
+        sub.read_exact(&mut buf).unwrap();
+    }
+    clock.advance(STEP);
+    assert!(wait_until(|| !log.lock().unwrap().closed.is_empty()));
+    assert_eq!(log.lock().unwrap().closed, vec![(id, CloseReason::Idle)]);
+}
+
+/// A peer that never reads the goodbye is dropped one timeout later.
+#[test]
+fn a_goodbye_nobody_reads_does_not_keep_the_connection() {
+    let mut cfg = idle_cfg(IdleMode::ReadOrWrite);
+    cfg.conn.max_queued = 64 << 20;
+    let big: &'static [u8] = Vec::leak(vec![b'z'; 8 << 20]);
+    let (server, clock, log) = idle_server(cfg, OnIdle::Goodbye(big));
+    let _c = connect(server.tcp());
+    assert!(wait_until(|| log.lock().unwrap().opened.len() == 1));
+    clock.advance(TIMEOUT);
+    assert!(wait_until(|| log.lock().unwrap().idle.len() == 1));
+    assert!(
+        log.lock().unwrap().closed.is_empty(),
+        "8 MiB cannot have been taken"
+    );
+    clock.advance(TIMEOUT);
+    assert!(wait_until(|| !log.lock().unwrap().closed.is_empty()));
+    assert_eq!(log.lock().unwrap().closed[0].1, CloseReason::Idle);
 }
