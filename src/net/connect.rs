@@ -561,7 +561,9 @@ fn failed<S, H: Handler<S>>(
 ) -> Action {
     give_up(&mut dial, ctx);
     let e = dial.last_error.take().unwrap_or_else(|| no_address(&dial));
-    log::warn!("evloop: connection {} to {} failed: {e}", o.conn.id, dial.target);
+    // The handler learns it through `on_close`; whether that is worth a
+    // warning is its call.
+    log::debug!("evloop: connection {} to {} failed: {e}", o.conn.id, dial.target);
     let reason = CloseReason::ConnectFailed(e.kind());
     o.conn.fail(reason);
     finish(&mut o.conn, &mut o.handler, reason, ctx, state);
