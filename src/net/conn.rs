@@ -63,6 +63,14 @@ pub struct ConnConfig {
     /// reading its upstream because the upstream reads slowly could deadlock
     /// with an upstream that applies the same rule.
     pub read_backpressure: bool,
+    /// After a graceful close whose peer may still be sending, how long to
+    /// keep reading (and discarding) before closing the socket (default
+    /// 5 s; `None`: close at once). Closing with unread input makes the
+    /// kernel send a reset, which destroys what the peer has not read yet
+    /// of what we wrote; lingering until the peer's FIN avoids that, as
+    /// RFC 9112 §9.6 asks. The handler's `on_close` runs when the close
+    /// begins, as without lingering.
+    pub linger: Option<Duration>,
 }
 
 /// What keeps a connection from being idle (see [`ConnConfig::idle_timeout`]).
@@ -87,6 +95,7 @@ impl Default for ConnConfig {
             idle_timeout: None,
             idle_mode: IdleMode::ReadOrWrite,
             read_backpressure: true,
+            linger: Some(Duration::from_secs(5)),
         }
     }
 }
@@ -274,6 +283,9 @@ pub(super) const CONNECTING: Flags = 1 << 15;
 pub(super) const ROOM_OWED: Flags = 1 << 16;
 /// The close under way began with the idle timeout: report it as Idle.
 pub(super) const IDLE_CLOSE: Flags = 1 << 17;
+/// Closed for the handler, but the socket stays open to read out what the
+/// peer still sends (see `driver::begin_linger`).
+pub(super) const LINGERING: Flags = 1 << 18;
 
 /// Any of these and the connection does not read.
 pub(super) const NOT_READING: Flags = THROTTLED | PAUSED | PEER_EOF | CLOSING | CLOSED | CONNECTING;
@@ -346,6 +358,11 @@ impl Conn {
     /// True once the peer has closed its writing half.
     pub fn peer_eof(&self) -> bool {
         self.has(PEER_EOF)
+    }
+
+    /// True once the connection is closed (its `on_close` runs, or has run).
+    pub(super) fn is_closed(&self) -> bool {
+        self.has(CLOSED)
     }
 
     /// True once the connection is closing or closed: writes are refused.

@@ -129,7 +129,10 @@ pub(super) fn drive<S, H: Handler<S>>(
         // and nothing held once the queue drains.
         conn.out = ctx.take_out_buf();
     }
-    if conn.flags & (OPENED | IDLE_EXPIRED) != OPENED {
+    if conn.flags & (OPENED | IDLE_EXPIRED | LINGERING) != OPENED {
+        if conn.has(LINGERING) {
+            return linger(conn, ctx);
+        }
         open_or_expire(conn, h, ctx, state);
     }
     let mut action = Action::Keep;
@@ -145,7 +148,7 @@ pub(super) fn drive<S, H: Handler<S>>(
     conn.clear(CORKED);
     settle(conn, h, ctx, state);
     if conn.has(CLOSED) {
-        return Action::Close;
+        return closed(conn);
     }
     action
 }
@@ -373,6 +376,7 @@ fn settle_rest<S, H: Handler<S>>(
     }
     if conn.queued() == 0 && !conn.has(CLOSED) {
         if conn.has(CLOSING) {
+            begin_linger(conn);
             conn.fail(if conn.has(IDLE_CLOSE) {
                 CloseReason::Idle
             } else if conn.has(PEER_EOF) {
@@ -460,6 +464,99 @@ pub(super) fn finish<S, H: Handler<S>>(
     log::debug!("evloop: connection {} closed: {reason:?}", conn.id);
     h.on_close(conn, reason, ctx, state);
     release(conn, ctx);
+    if conn.has(LINGERING) {
+        arm_linger(conn, ctx);
+    }
+}
+
+/// What a dispatch that closed the connection answers: drop it, unless it
+/// lingers to read out what the peer still sends.
+fn closed(conn: &Conn) -> Action {
+    if conn.has(LINGERING) {
+        Action::Keep
+    } else {
+        Action::Close
+    }
+}
+
+// Lingering close (RFC 9112 §9.6; nginx's `lingering_close`): a socket
+// closed with unread input makes the kernel answer with a reset, and a
+// reset destroys what we wrote that the peer has not read yet (a client
+// pipelining requests behind a `Connection: close` lost most of the
+// answers it was owed). So a graceful close whose peer may still be
+// sending sends our FIN once everything is written, reads and discards
+// until the peer's FIN or `ConnConfig::linger` passes, and only then
+// closes. The handler's `on_close` has already run: to it, and to
+// `net::write`, the connection is closed.
+
+/// The close under way is graceful and the queue is empty: shut our write
+/// half and linger, if the peer may still be sending.
+fn begin_linger(conn: &mut Conn) {
+    if conn.cfg.linger.is_none() || conn.has(PEER_EOF) {
+        return; // nothing more will come: a plain close resets nothing
+    }
+    if conn.has(WRITE_SHUT) || conn.stream.shutdown(std::net::Shutdown::Write).is_ok() {
+        conn.set(LINGERING);
+    }
+}
+
+/// The handler has been told; keep the socket open, watched for reads
+/// only, until the peer's FIN or the linger time runs out.
+fn arm_linger<S>(conn: &mut Conn, ctx: &mut Ctx<S>) {
+    let id = conn.id;
+    let Some(time) = conn.cfg.linger else {
+        return;
+    };
+    let result = if conn.polled.is_none() {
+        ctx.set_interest(id, Interest::READABLE)
+            .and_then(|_| ctx.resume(id))
+    } else {
+        ctx.set_interest(id, Interest::READABLE)
+    };
+    if result.is_err() {
+        conn.clear(LINGERING);
+        return;
+    }
+    conn.polled = Some(Interest::READABLE);
+    log::debug!("evloop: connection {id} lingering for the peer's FIN");
+    conn.idle_timer = Some(ctx.timer_after(time, move |_, ctx, _| {
+        if ctx.close(id) {
+            log::debug!("evloop: connection {id} closed after lingering");
+        }
+    }));
+    // Input may have arrived with no edge left to announce it.
+    ctx.schedule(id);
+}
+
+/// A dispatch of a lingering connection: read and discard.
+#[cold]
+#[inline(never)]
+fn linger<S>(conn: &mut Conn, ctx: &mut Ctx<S>) -> Action {
+    conn.clear(CORKED);
+    give_back_out(conn, ctx);
+    let mut scratch = ctx.take_scratch();
+    let mut total = 0;
+    let action = loop {
+        match conn.stream.read(&mut scratch) {
+            Ok(0) => break Action::Close,
+            Ok(n) => {
+                total += n;
+                if total >= conn.cfg.read_budget {
+                    break Action::Reschedule;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Action::Keep,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break Action::Close,
+        }
+    };
+    ctx.put_scratch(scratch);
+    if action == Action::Close {
+        if let Some(t) = conn.idle_timer.take() {
+            ctx.cancel_timer(t);
+        }
+    }
+    action
 }
 
 /// Give back what a closed connection holds: its idle timer, its buffers,

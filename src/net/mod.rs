@@ -111,7 +111,9 @@ pub fn resume_reading<S>(ctx: &mut Ctx<S>, id: SourceId) -> bool {
 
 /// Apply `f` to connection `id` and have its driver act on it.
 fn poke<S>(ctx: &mut Ctx<S>, id: SourceId, f: impl FnOnce(&mut Conn)) -> bool {
-    let Some(conn) = ctx.source_mut::<Conn>(id) else {
+    // A connection whose `on_close` has run is gone to everyone but the
+    // driver, even while it lingers to read out the peer's last bytes.
+    let Some(conn) = ctx.source_mut::<Conn>(id).filter(|c| !c.is_closed()) else {
         return false;
     };
     f(conn);
