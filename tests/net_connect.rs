@@ -187,7 +187,9 @@ fn the_next_address_starts_after_the_attempt_delay_and_wins() {
     let server = echo_server();
     let live = tcp(&server);
     let (clock, mut el) = manual_loop();
-    let to = Target::Addrs(vec![hole, live]);
+    // The refused one in the middle fails after the delay: the live one
+    // must start at once, not one more delay later.
+    let to = Target::Addrs(vec![hole, dead_port(), live]);
     dial(&mut el, &to, 2, b"hi");
     let mut seen = Seen::default();
     for _ in 0..5 {

@@ -394,11 +394,10 @@ fn dial<S, H: Handler<S>>(o: &mut Outbound<H>, ev: Event, ctx: &mut Ctx<S>, stat
             }
         }
     }
-    if let Some(winner) = probe(&mut o.conn, &mut dial, ctx) {
-        if winner {
-            give_up(&mut dial, ctx);
-            return established(o, dial, ev, ctx, state);
-        }
+    let probed = probe(&mut o.conn, &mut dial, ctx);
+    if probed == Probed::Won {
+        give_up(&mut dial, ctx);
+        return established(o, dial, ev, ctx, state);
     }
     let now = ctx.now();
     if dial.deadline.is_some_and(|d| now >= d) {
@@ -408,8 +407,11 @@ fn dial<S, H: Handler<S>>(o: &mut Outbound<H>, ev: Event, ctx: &mut Ctx<S>, stat
         ));
         return failed(o, dial, ctx, state);
     }
+    // RFC 8305: the next address starts when an attempt fails, or when the
+    // attempt delay has passed without an answer.
     let in_flight = dial.primary || !dial.others.is_empty();
-    if !dial.waiting_for_names() && (!in_flight || dial.next_attempt.is_some_and(|t| now >= t)) {
+    let due = dial.next_attempt.is_some_and(|t| now >= t);
+    if !dial.waiting_for_names() && (!in_flight || probed == Probed::Lost || due) {
         start_next(&mut o.conn, &mut dial, id, now, ctx);
     }
     let in_flight = dial.primary || !dial.others.is_empty();
@@ -421,14 +423,28 @@ fn dial<S, H: Handler<S>>(o: &mut Outbound<H>, ev: Event, ctx: &mut Ctx<S>, stat
     Action::Keep
 }
 
-/// Probe every attempt in flight. `Some(true)`: one connected and is now
-/// the connection's socket.
-fn probe<S>(conn: &mut Conn, dial: &mut Dial, ctx: &mut Ctx<S>) -> Option<bool> {
+/// What probing the attempts in flight found.
+#[derive(PartialEq, Eq)]
+enum Probed {
+    /// One connected, and is now the connection's socket.
+    Won,
+    /// At least one failed (and is gone): the next address may start now.
+    Lost,
+    /// Nothing changed.
+    Pending,
+}
+
+/// Probe every attempt in flight.
+fn probe<S>(conn: &mut Conn, dial: &mut Dial, ctx: &mut Ctx<S>) -> Probed {
+    let mut found = Probed::Pending;
     if dial.primary {
         match connected(&conn.stream) {
-            Ok(true) => return Some(true),
+            Ok(true) => return Probed::Won,
             Ok(false) => {}
-            Err(e) => dial.fail_primary(e),
+            Err(e) => {
+                dial.fail_primary(e);
+                found = Probed::Lost;
+            }
         }
     }
     let mut i = 0;
@@ -441,16 +457,17 @@ fn probe<S>(conn: &mut Conn, dial: &mut Dial, ctx: &mut Ctx<S>) -> Option<bool> 
                 let old = std::mem::replace(&mut conn.stream, winner);
                 drop_attempt(old, ctx);
                 dial.primary = true;
-                return Some(true);
+                return Probed::Won;
             }
             Err(e) => {
                 dial.note_failure(e);
                 let lost = dial.others.swap_remove(i);
                 drop_attempt(lost, ctx);
+                found = Probed::Lost;
             }
         }
     }
-    None
+    found
 }
 
 /// Whether an attempt has connected, is still under way, or failed.
