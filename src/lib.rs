@@ -83,6 +83,7 @@ mod remote;
 #[cfg(target_os = "linux")]
 mod signal;
 mod source;
+pub mod task;
 mod timer;
 mod token;
 
