@@ -42,20 +42,13 @@ pub fn start<S: 'static>(ctx: &mut Ctx<S>, addr: &Addr) -> std::io::Result<Addr>
     let server = task::listen(ctx, addr, ListenConfig::default())?;
     let bound = server.local_addr().clone();
     ctx.spawn(async move {
-        loop {
-            match server.accept().await {
-                Ok(conn) => {
-                    log::debug!("accepted {:?}", conn.peer_addr());
-                    if let Err(e) = task::spawn(handle(conn)) {
-                        log::error!("spawn: {e}");
-                    }
-                }
-                Err(e) => {
-                    log::error!("accept: {e}");
-                    break;
-                }
+        while let Ok(conn) = server.accept().await {
+            log::info!("accepted {:?}", conn.peer_addr());
+            if let Err(e) = task::spawn(handle(conn)) {
+                log::error!("spawn: {e}");
             }
         }
+        log::error!("the listener closed");
     })?;
     Ok(bound)
 }
