@@ -43,43 +43,13 @@ fn lines(n: usize, seed: u64) -> Vec<u8> {
 #[test]
 fn four_mib_of_lines_echoed_while_writing_and_reading() {
     let server = server();
-    let data = lines(4 << 20, 1);
-    let mut reader = connect(server.tcp());
-    let mut writer = reader.try_clone().unwrap();
-    let to_send = data.clone();
-    let w = thread::spawn(move || {
-        for chunk in to_send.chunks(7_919) {
-            writer.write_all(chunk).unwrap();
-        }
-    });
-    let mut got = vec![0; data.len()];
-    reader.read_exact(&mut got).unwrap();
-    w.join().expect("writer");
-    assert!(got == data, "echoed bytes differ from what was sent");
+    common_net::echo_while_writing(server.tcp(), &lines(4 << 20, 1));
 }
 
 #[test]
 fn three_hundred_clients_fifty_round_trips() {
-    const CLIENTS: usize = 300;
-    const TRIPS: usize = 50;
     let server = server();
-    let clients: Vec<_> = (0..CLIENTS).map(|_| connect(server.tcp())).collect();
-    let workers: Vec<_> = clients
-        .into_iter()
-        .enumerate()
-        .map(|(i, mut s)| {
-            thread::spawn(move || {
-                for trip in 0..TRIPS {
-                    let msg = lines(1 + (i * 31 + trip * 17) % 300, (i * TRIPS + trip) as u64);
-                    let back = round_trip(&mut s, &msg).unwrap();
-                    assert_eq!(back, msg, "client {i} trip {trip}");
-                }
-            })
-        })
-        .collect();
-    for (i, w) in workers.into_iter().enumerate() {
-        w.join().unwrap_or_else(|_| panic!("client {i} failed"));
-    }
+    common_net::concurrent_round_trips(server.tcp(), 300, 50, lines);
 }
 
 /// A client that sends 32 MiB without reading is throttled (its task waits

@@ -25,7 +25,10 @@ type Log = Rc<RefCell<Vec<String>>>;
 /// Gates a test opens by hand: `wait(i)` is pending until gate `i` is
 /// opened, and keeps the waker of whoever waits so the test can wake it.
 #[derive(Clone, Default)]
-struct Gates(Rc<RefCell<Vec<(bool, Option<Waker>)>>>);
+struct Gates(Rc<RefCell<Vec<Gate>>>);
+
+/// Open (to be passed once), and who waits at it.
+type Gate = (bool, Option<Waker>);
 
 impl Gates {
     fn new(n: usize) -> Gates {

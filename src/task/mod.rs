@@ -2,7 +2,7 @@
 //!
 //! A task is a `'static` future (it need not be `Send`) that the loop polls
 //! in its dispatch phase. It is an ordinary entry in the source table, so it
-//! has a [`SourceId`], a [`Priority`](crate::Priority), and the dispatch
+//! has a [`SourceId`], a [`Priority`], and the dispatch
 //! order every other source has: the core loop knows nothing of futures,
 //! only of a source that was made ready.
 //!
@@ -101,10 +101,7 @@ pub fn current() -> Option<SourceId> {
 }
 
 fn not_in_task() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::Other,
-        "evloop: called outside a task (only a future the loop polls can)",
-    )
+    io::Error::other("evloop: called outside a task (only a future the loop polls can)")
 }
 
 /// Spawn `future` from inside a task. It is placed in the source table when
@@ -290,7 +287,7 @@ pub(crate) fn spawn_boxed<S>(ctx: &mut Ctx<S>, future: Task) -> io::Result<Sourc
 impl<S> Ctx<S> {
     /// Spawn a task: `future` is polled in the dispatch phase whenever it
     /// is woken, first in this turn's (or the next) dispatch phase, like a
-    /// ready source with [`Priority::Normal`](crate::Priority) (change it
+    /// ready source with [`Priority::Normal`] (change it
     /// with [`set_priority`](Self::set_priority)). It runs until it
     /// finishes or is cancelled; the returned id names it.
     ///

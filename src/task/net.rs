@@ -18,7 +18,7 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::io;
+use std::io::{self, BufRead};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
@@ -28,8 +28,10 @@ use super::{wait_in, wake};
 use crate::net::{self as n, Addr, CloseReason, Conn, ConnectConfig, Handler, ListenConfig, Target};
 use crate::{Ctx, SourceId};
 
-/// Unread input above which reading pauses until the task catches up.
-const READ_AHEAD: usize = 64 * 1024;
+/// Unread input above which reading pauses until the task catches up: the
+/// connection's read budget, so a pipelining peer (four 16 KiB requests
+/// in one read) does not pause and resume the connection every time.
+const READ_AHEAD: usize = 256 * 1024;
 /// Most bytes one `write_all` notes per poll: a larger write goes out in
 /// pieces, one per turn, while the connection has room.
 const WRITE_CHUNK: usize = 256 * 1024;
@@ -118,6 +120,12 @@ impl<S> Handler<S> for TaskConn {
         let mut io = self.io.borrow_mut();
         if io.input.capacity() == 0 {
             io.input = self.hub.take_buf();
+        } else if io.pos > 0 {
+            // Drop what the task has read (usually all but part of a
+            // line), or a reader that always leaves a tail would grow the
+            // buffer until reading paused.
+            let pos = std::mem::take(&mut io.pos);
+            io.input.drain(..pos);
         }
         io.input.extend_from_slice(data);
         if io.input.len() - io.pos >= READ_AHEAD {
@@ -246,15 +254,11 @@ impl AsyncConn {
                 Poll::Ready(Some(end)) => return Poll::Ready(end.map(|()| got)),
                 Poll::Ready(None) => {}
             }
-            let done = self.consume(|input| match input.iter().position(|&b| b == b'\n') {
-                Some(i) => {
-                    line.extend_from_slice(&input[..=i]);
-                    (i + 1, Some(i + 1))
-                }
-                None => {
-                    line.extend_from_slice(input);
-                    (input.len(), None)
-                }
+            let done = self.consume(|mut input| {
+                // std's `read_until` on a slice finds the newline with its
+                // word-at-a-time memchr: a byte loop cost 5 µs a 16 KiB line.
+                let n = input.read_until(b'\n', line).unwrap_or(0);
+                (n, (line.last() == Some(&b'\n')).then_some(n))
             });
             match done {
                 Some(n) => return Poll::Ready(Ok(got + n)),

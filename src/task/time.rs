@@ -34,9 +34,10 @@ pub struct Sleep {
 /// el.turn(&mut (), None)?;
 /// assert!(el.is_open(id), "still asleep");
 /// clock.advance(Duration::from_secs(60));
-/// el.turn(&mut (), None)?; // the timer fires and wakes the task...
+/// // The timer phase fires the timer, which wakes the task, which the
+/// // dispatch phase of the same turn polls to its end.
 /// el.turn(&mut (), None)?;
-/// assert!(!el.is_open(id), "...which finishes");
+/// assert!(!el.is_open(id));
 /// # Ok::<(), std::io::Error>(())
 /// ```
 pub fn sleep(duration: Duration) -> Sleep {
