@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# End-to-end echo benchmark: evloop's echo example against a hand-written mio
-# loop, tokio (current-thread, a task per connection) and calloop, all fed by
-# examples/loadgen.rs. Regenerates docs/bench/e2e.md and docs/bench/e2e.svg.
+# End-to-end echo benchmark: evloop's echo example (callbacks) and echo_async
+# (tasks) against a hand-written mio loop, tokio (current-thread, a task per
+# connection) and calloop, all fed by examples/loadgen.rs. Regenerates docs/bench/e2e.md and docs/bench/e2e.svg.
 #
 #   benches/e2e.sh            full run, 9 interleaved runs (about 25 minutes)
 #   QUICK=1 benches/e2e.sh    smoke run: 1 run, short windows (about 2 minutes)
 #
 # Knobs (environment): RUNS, DURATION and WARMUP (seconds per measurement),
-# SERVERS (subset of "evloop mio tokio calloop"), SCENARIOS (subset of the
+# SERVERS (subset of "evloop echo_async mio tokio calloop"), SCENARIOS (subset of the
 # names below), PERF=0 to skip counting system calls, OUT (default docs/bench).
 # The server runs on core 0 and the load generator on core 1 (taskset).
 set -euo pipefail
@@ -18,7 +18,7 @@ if [[ "${QUICK:-0}" == 1 ]]; then
 else
     RUNS=${RUNS:-9} DURATION=${DURATION:-4} WARMUP=${WARMUP:-1}
 fi
-SERVERS=${SERVERS:-"evloop mio tokio calloop"}
+SERVERS=${SERVERS:-"evloop echo_async mio tokio calloop"}
 SCENARIOS=${SCENARIOS:-"pingpong c50_d1 c50_d16 c10_16k_d4 c1000_d1 c10000_d1"}
 OUT=${OUT:-docs/bench}
 PERF=${PERF:-1}
@@ -37,6 +37,12 @@ declare -A BIN=(
     [mio]=bench_mio_echo
     [tokio]=bench_tokio_echo
     [calloop]=bench_calloop_echo
+    [echo_async]=echo_async
+)
+# echo_async echoes lines, as eventlet's server does: its load ends every
+# message with the message's only newline (same sizes, same checks).
+declare -A LOAD_FLAGS=(
+    [echo_async]=--lines
 )
 
 cargo build --release --quiet --example loadgen --example e2e_report \
@@ -78,7 +84,7 @@ for run in $(seq 1 "$RUNS"); do
             SERVER_PID=$!
             echo "e2e: run $run/$RUNS  $sc  $srv" >&2
             taskset -c 1 "$EX/loadgen" --addr "$addr" --conns "$conns" --size "$size" --depth "$depth" \
-                --duration "$DURATION" --warmup "$WARMUP" --pid "$SERVER_PID" $PERF_FLAG \
+                --duration "$DURATION" --warmup "$WARMUP" --pid "$SERVER_PID" $PERF_FLAG ${LOAD_FLAGS[$srv]:-} \
                 --label "server=$srv" --label "scenario=$sc" --label "run=$run" >>"$RESULTS"
             kill -TERM "$SERVER_PID"
             wait "$SERVER_PID" 2>/dev/null || true

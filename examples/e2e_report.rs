@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 /// The order servers appear in, and the baseline every ratio is taken to.
-const SERVERS: [&str; 4] = ["evloop", "mio", "tokio", "calloop"];
+const SERVERS: [&str; 5] = ["evloop", "echo_async", "mio", "tokio", "calloop"];
 const BASELINE: &str = "mio";
-const COLORS: [&str; 4] = ["#d62728", "#7f7f7f", "#1f77b4", "#2ca02c"];
+const COLORS: [&str; 5] = ["#d62728", "#ff9896", "#7f7f7f", "#1f77b4", "#2ca02c"];
 
 /// One loadgen result line: labels and numbers by key.
 type Row = BTreeMap<String, String>;
@@ -139,7 +139,9 @@ fn markdown(t: &Table, settings: &str) -> String {
     let _ = writeln!(
         w,
         "Servers, each taking its listen address as first argument and pinned to core 0: \
-         **evloop** (`examples/echo.rs`), **mio** (`examples/bench_mio_echo.rs`: a hand-written \
+         **evloop** (`examples/echo.rs`, callbacks), **echo_async** (`examples/echo_async.rs`: \
+         the same loop with a task per connection, `read_line` then `write_all`; its load ends \
+         every message with a newline, `loadgen --lines`), **mio** (`examples/bench_mio_echo.rs`: a hand-written \
          edge-triggered mio loop with a slab, reading until `WouldBlock`; the baseline of every \
          ratio), **tokio** (`examples/bench_tokio_echo.rs`: current-thread runtime, a task and a \
          16 KiB buffer per connection) and **calloop** (`examples/bench_calloop_echo.rs`: one \
@@ -269,6 +271,13 @@ fn markdown(t: &Table, settings: &str) -> String {
     for line in targets(t) {
         let _ = writeln!(w, "- {line}");
     }
+    let tasks = async_targets(t);
+    if !tasks.is_empty() {
+        let _ = writeln!(w, "\n## Targets (echo_async: tasks beside callbacks)\n");
+        for line in tasks {
+            let _ = writeln!(w, "- {line}");
+        }
+    }
     let _ = writeln!(
         w,
         "\nWhere the time and the system calls go, with profiles: [e2e-profile.md](e2e-profile.md)."
@@ -366,6 +375,52 @@ fn targets(t: &Table) -> Vec<String> {
                  (evloop {ev:.0} B, mio {m:.0} B, tokio {} B)",
                 mark(ok),
                 num(tokio, 0)
+            ));
+        }
+    }
+    out
+}
+
+/// Tasks' targets: CPU per message within 1.10x of the callback echo and
+/// below tokio's, the same system calls per message, and at most 1 KiB of
+/// RSS per idle connection at the largest scenario.
+fn async_targets(t: &Table) -> Vec<String> {
+    let mut out = Vec::new();
+    for sc in &t.scenarios {
+        let g = |srv, k| t.get(sc, srv, k);
+        for (key, what) in [("cpu_ns_per_msg", "server CPU"), ("user_ns_per_msg", "user CPU")] {
+            let (Some(a), Some(e)) = (g("echo_async", key), g("evloop", key)) else {
+                continue;
+            };
+            let tokio = g("tokio", key);
+            out.push(format!(
+                "{} {sc}: {what} per message within 1.10 × echo's and below tokio's \
+                 ({:.2} × echo; echo_async {a:.0} ns, echo {e:.0} ns, tokio {} ns)",
+                mark(a <= 1.10 * e && tokio.map_or(true, |to| a < to)),
+                a / e,
+                num(tokio, 0)
+            ));
+        }
+        if let (Some(a), Some(e)) = (
+            g("echo_async", "syscalls_per_msg"),
+            g("evloop", "syscalls_per_msg"),
+        ) {
+            out.push(format!(
+                "{} {sc}: system calls per message equal to echo's (echo_async {a:.3}, echo {e:.3})",
+                mark((a - e).abs() <= 0.02 * e.max(0.05))
+            ));
+        }
+    }
+    let big = t
+        .scenarios
+        .iter()
+        .max_by_key(|sc| t.get(sc, BASELINE, "conns").unwrap_or(0.0) as u64);
+    if let Some(sc) = big {
+        if let Some(a) = t.get(sc, "echo_async", "rss_per_conn_b") {
+            out.push(format!(
+                "{} {sc}: RSS per idle connection at most 1 KiB (echo_async {a:.0} B, tokio {} B)",
+                mark(a <= 1024.0),
+                num(t.get(sc, "tokio", "rss_per_conn_b"), 0)
             ));
         }
     }

@@ -21,9 +21,14 @@
 //!
 //! Prints one `result key=value ...` line on stdout and a summary on stderr.
 //!
+//! With `--lines`, every message ends with a `\n` and holds no other, for
+//! servers that echo lines (`echo_async`, as eventlet's does): the pattern's
+//! length is then a multiple of the message size, with a newline at the end
+//! of each message-sized piece, and every stream starts at a piece.
+//!
 //! Usage: `loadgen --addr 127.0.0.1:6000 [--conns 50] [--size 64] [--depth 1]
 //! [--duration 5] [--warmup 1] [--pid PID] [--perf] [--sources 4]
-//! [--max-msgs N] [--label name=value ...]`
+//! [--max-msgs N] [--lines] [--label name=value ...]`
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -38,6 +43,14 @@ use mio::{Events, Interest, Poll, Token};
 /// Length of the byte pattern the streams are cut from; not a multiple of any
 /// message size, so consecutive messages differ.
 const PATTERN: usize = 128 * 1024 + 7;
+
+/// The pattern's length in use: [`PATTERN`], or with `--lines` the largest
+/// multiple of the message size below it (set once, before any connection).
+static PERIOD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(PATTERN);
+
+fn period() -> usize {
+    PERIOD.load(std::sync::atomic::Ordering::Relaxed)
+}
 /// Connections opened (and confirmed with one echo) at a time.
 const CONNECT_BATCH: usize = 256;
 /// How long any phase that waits for the server may take before we give up.
@@ -54,6 +67,7 @@ struct Opts {
     perf: bool,
     sources: usize,
     max_msgs: u64,
+    lines: bool,
     labels: Vec<String>,
 }
 
@@ -80,12 +94,17 @@ fn parse_opts() -> Opts {
         perf: false,
         sources: 0,
         max_msgs: 1_000_000_000,
+        lines: false,
         labels: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         if flag == "--perf" {
             o.perf = true;
+            continue;
+        }
+        if flag == "--lines" {
+            o.lines = true;
             continue;
         }
         let value = args
@@ -154,14 +173,14 @@ struct Gen {
 
 /// `len` bytes of the stream that starts at `start` in the pattern, from `off` on.
 fn bytes_at(pattern: &[u8], start: usize, off: u64, len: usize) -> &[u8] {
-    let at = ((start as u64 + off) % PATTERN as u64) as usize;
+    let at = ((start as u64 + off) % period() as u64) as usize;
     &pattern[at..at + len]
 }
 
 /// Write whatever is owed to connection `i` until the kernel stops taking it.
 fn flush(c: &mut Conn, pattern: &[u8], i: usize) {
     loop {
-        let owed = (c.generated - c.sent).min(PATTERN as u64 / 2) as usize;
+        let owed = (c.generated - c.sent).min(period() as u64 / 2) as usize;
         if owed == 0 {
             return;
         }
@@ -313,14 +332,20 @@ impl Gen {
     }
 }
 
-fn make_pattern() -> Vec<u8> {
+/// The pattern, twice over; with `lines`, pieces of `size` bytes that each
+/// end with the only `\n` in them.
+fn make_pattern(lines: bool, size: usize) -> Vec<u8> {
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut p: Vec<u8> = (0..PATTERN)
-        .map(|_| {
+    let mut p: Vec<u8> = (0..period())
+        .map(|i| {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            (x >> 24) as u8
+            match (x >> 24) as u8 {
+                _ if lines && i % size == size - 1 => b'\n',
+                b'\n' if lines => b' ',
+                b => b,
+            }
         })
         .collect();
     p.extend_from_within(..);
@@ -615,13 +640,16 @@ fn parse_perf(out: &str) -> Vec<(&'static str, f64)> {
 
 fn main() {
     let o = parse_opts();
+    if o.lines {
+        PERIOD.store(PATTERN - PATTERN % o.size, std::sync::atomic::Ordering::Relaxed);
+    }
     raise_fd_limit();
     wait_listening(o.addr);
     let rss_before = proc_status_kb(o.pid, "VmRSS:");
     let mut g = Gen {
         poll: Poll::new().unwrap_or_else(|e| fail(e)),
         conns: Vec::with_capacity(o.conns),
-        pattern: make_pattern(),
+        pattern: make_pattern(o.lines, o.size),
         buf: vec![0u8; 64 * 1024],
         size: o.size,
         refill: false,
@@ -643,7 +671,8 @@ fn main() {
                 .registry()
                 .register(&mut sock, Token(i), interest)
                 .unwrap_or_else(|e| fail(e));
-            let start = (i * 7919 + 13) % PATTERN;
+            let start = (i * 7919 + 13) % period();
+            let start = if o.lines { start - start % o.size } else { start };
             g.conns.push(Conn {
                 sock,
                 start,

@@ -123,6 +123,11 @@ pub struct Ctx<S> {
     /// The worker pool behind [`spawn_blocking`](Self::spawn_blocking),
     /// started on first use.
     pub(crate) blocking: crate::blocking::Blocking<S>,
+    /// Sources woken from the loop's thread without a `Ctx` (tasks' wakers);
+    /// `None` until the first task, so a loop without tasks never looks.
+    pub(crate) local_wakes: Option<std::sync::Arc<crate::remote::LocalWakes>>,
+    /// The task layer's shared state, made by the first task.
+    pub(crate) tasks: Option<std::rc::Rc<crate::task::Hub>>,
 }
 
 /// The error for an id that names no live source.

@@ -181,6 +181,8 @@ impl Builder {
                 metrics: Metrics::default(),
                 caught_panic: None,
                 blocking: Blocking::new(self.blocking),
+                local_wakes: None,
+                tasks: None,
             },
             events: mio::Events::with_capacity(self.events_capacity),
             ready: ReadyList::default(),
@@ -538,6 +540,9 @@ impl<S> EventLoop<S> {
         if cap == zero || self.busy_poll || c.stop || !c.deferred.is_empty() || !c.scheduled.is_empty() {
             return zero;
         }
+        if c.local_wakes.as_ref().is_some_and(|w| w.is_pending()) {
+            return zero;
+        }
         // Measured from the wheel's own time (the timer phase's `now`), so
         // no clock read: an empty wheel answers `None`.
         let timer = c.timers.until_next().and_then(|left| {
@@ -564,6 +569,9 @@ impl<S> EventLoop<S> {
         if !self.ctx.scheduled.is_empty() {
             self.queue_scheduled();
         }
+        if self.ctx.local_wakes.is_some() {
+            self.queue_woken(0);
+        }
         for event in self.events.iter() {
             let token = event.token();
             if token.0 < RESERVED_BASE {
@@ -585,10 +593,11 @@ impl<S> EventLoop<S> {
             self.events.iter().count(),
             self.ready.list.len()
         );
-        let n = self.ready.list.len();
+        let mut n = self.ready.list.len();
         let mut dispatched = 0;
         let warm = n > 1 && self.ctx.sources.len() >= WARM_ABOVE;
-        for i in 0..n {
+        let mut i = 0;
+        while i < n {
             if warm && i % WARM_BATCH == 0 {
                 self.warm(i, (i + WARM_BATCH).min(n));
             }
@@ -610,9 +619,48 @@ impl<S> EventLoop<S> {
                     self.panicked(payload, format_args!("handler of {id}"));
                 }
             }
+            i += 1;
+            if i == n && self.ctx.local_wakes.is_some() {
+                // Sources woken while this phase ran (a task whose
+                // connection just read its data) run in it too, behind
+                // everything already queued: they became ready last.
+                n = self.queue_woken(n);
+            }
         }
         self.ready.list.clear();
         dispatched
+    }
+
+    /// Queue the sources woken from the loop's thread since the last look
+    /// (see `LocalWakes`), in wake order, behind this turn's list; a source
+    /// already dispatched in this turn (its place is before `dispatched`)
+    /// waits for the next one: at most one dispatch per source per turn.
+    /// Returns the list's new length.
+    #[inline(never)]
+    fn queue_woken(&mut self, dispatched: usize) -> usize {
+        if let Some(wakes) = &self.ctx.local_wakes {
+            wakes.drain(&mut self.notified);
+        }
+        for &id in &self.notified {
+            let pos = self
+                .ctx
+                .sources
+                .get(id.index())
+                .map_or(usize::MAX, |s| s.queued_pos as usize);
+            if pos < dispatched && self.ready.list[pos].index == id.index {
+                self.ctx.reschedule(id, Ready::EMPTY);
+            } else {
+                queue(&mut self.ctx.sources, &mut self.ready, id, Ready::EMPTY);
+            }
+        }
+        self.notified.clear();
+        // Before the poll's events (nothing dispatched yet) the phase's own
+        // sort comes later; behind a dispatched list, order the newcomers by
+        // priority among themselves: those dispatched cannot be overtaken.
+        if dispatched > 0 && std::mem::take(&mut self.ready.mixed) {
+            self.ready.list[dispatched..].sort_unstable_by_key(|p| p.order);
+        }
+        self.ready.list.len()
     }
 
     /// Load the table rows of ready sources `from..to`, and through
@@ -823,7 +871,8 @@ impl<S> EventLoop<S> {
     /// callbacks or rescheduled sources are already waiting.
     pub fn next_deadline(&self) -> Option<Instant> {
         let c = &self.ctx;
-        if !c.deferred.is_empty() || !c.scheduled.is_empty() || !c.closing.is_empty() {
+        let woken = c.local_wakes.as_ref().is_some_and(|w| w.is_pending());
+        if !c.deferred.is_empty() || !c.scheduled.is_empty() || !c.closing.is_empty() || woken {
             return Some(c.clock.now());
         }
         c.timers.next_deadline()

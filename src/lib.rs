@@ -26,8 +26,10 @@
 //!    became ready after it. A source closed earlier in
 //!    the turn receives nothing further; ids carry a generation, so a reused
 //!    slot never gets its predecessor's event. Cross-thread wake-ups
-//!    ([`Remote`], [`channel()`]) and completed blocking work
-//!    ([`Ctx::spawn_blocking`]) are ordinary sources here.
+//!    ([`Remote`], [`channel()`]), completed blocking work
+//!    ([`Ctx::spawn_blocking`]) and woken tasks ([`Ctx::spawn`], see
+//!    [`task`]) are ordinary sources here; a task woken while this phase
+//!    runs is polled in it, behind what was already ready.
 //! 6. **after-poll hooks**: [`Ctx::add_check`] callbacks, then metrics.
 //! 7. **reclaim**: sources closed during the turn are deregistered and dropped.
 //!
@@ -83,6 +85,7 @@ mod remote;
 #[cfg(target_os = "linux")]
 mod signal;
 mod source;
+pub mod task;
 mod timer;
 mod token;
 

@@ -93,6 +93,49 @@ impl Notifier {
     }
 }
 
+/// Sources made ready from the loop's own thread by a handle that has no
+/// [`Ctx`] at hand (a task's `Waker`, called from a handler or a future):
+/// a push onto this list, no system call. The loop drains it into the
+/// dispatch phase: before the poll's events when it was filled before the
+/// poll, and behind what is already queued when it was filled while the
+/// dispatch phase runs, so those sources still run in this turn.
+///
+/// Other threads never touch the list (they go through the [`Notifier`]
+/// and the one eventfd); it is behind a lock only because the handles
+/// holding it must be `Send + Sync`, so the lock is never contended.
+pub(crate) struct LocalWakes {
+    /// Something was pushed since the loop last looked (read before the
+    /// lock, so a turn with nothing to take costs one load).
+    pending: AtomicBool,
+    list: Mutex<Vec<SourceId>>,
+}
+
+impl LocalWakes {
+    pub(crate) fn new() -> LocalWakes {
+        LocalWakes {
+            pending: AtomicBool::new(false),
+            list: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Queue `id` for the dispatch phase. Call only on the loop's thread.
+    pub(crate) fn push(&self, id: SourceId) {
+        self.list.lock().unwrap_or_else(PoisonError::into_inner).push(id);
+        self.pending.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn is_pending(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// Append what was pushed to `into`, in push order.
+    pub(crate) fn drain(&self, into: &mut Vec<SourceId>) {
+        if self.pending.swap(false, Ordering::AcqRel) {
+            into.append(&mut self.list.lock().unwrap_or_else(PoisonError::into_inner));
+        }
+    }
+}
+
 /// A closure posted into the loop from another thread.
 pub(crate) type Posted<S> = Box<dyn FnOnce(&mut Ctx<S>, &mut S) + Send>;
 

@@ -1,7 +1,7 @@
 //! The documents quote the code: check every quoted line still is the code.
 //!
 //! docs/ARCHITECTURE.md and README.md show excerpts of `src/` and the echo
-//! example in ```` ```rust,ignore ```` blocks (excerpts of private code cannot
+//! examples in ```` ```rust,ignore ```` blocks (excerpts of private code cannot
 //! be doctests). Every line of such a block, except elisions (`...`) and
 //! comments, must appear verbatim (modulo indentation) in the sources, so an
 //! excerpt cannot silently drift from what the loop really does.
@@ -13,7 +13,8 @@ use std::path::Path;
 fn source_lines() -> HashSet<String> {
     let mut lines = HashSet::new();
     let mut stack = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src")];
-    let mut files = vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/echo.rs")];
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![root.join("examples/echo.rs"), root.join("examples/echo_async.rs")];
     while let Some(dir) = stack.pop() {
         for entry in fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();

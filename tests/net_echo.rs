@@ -8,7 +8,7 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::thread;
 
-use common_net::{connect, echo_server, random_bytes, round_trip, Echo, Server, WAIT};
+use common_net::{echo_server, random_bytes, round_trip, Echo, Server, WAIT};
 use evloop::net::{self, Addr, ListenConfig};
 
 /// 4 MiB of random bytes come back intact while the client writes and reads
@@ -16,52 +16,14 @@ use evloop::net::{self, Addr, ListenConfig};
 #[test]
 fn four_mib_echoed_while_writing_and_reading() {
     let server = echo_server();
-    let data = random_bytes(4 << 20, 1);
-    let mut reader = connect(server.tcp());
-    let mut writer = reader.try_clone().unwrap();
-    let to_send = data.clone();
-    let w = thread::spawn(move || {
-        // Odd-sized chunks, so writes and reads never line up.
-        for chunk in to_send.chunks(7_919) {
-            writer.write_all(chunk).unwrap();
-        }
-    });
-    let r = thread::spawn(move || {
-        let mut got = vec![0; 4 << 20];
-        reader.read_exact(&mut got).unwrap();
-        got
-    });
-    w.join().expect("writer");
-    let got = r.join().expect("reader");
-    assert!(got == data, "echoed bytes differ from what was sent");
+    common_net::echo_while_writing(server.tcp(), &random_bytes(4 << 20, 1));
 }
 
 /// 300 clients connected at once, 50 round trips each, every reply correct.
 #[test]
 fn three_hundred_clients_fifty_round_trips() {
-    const CLIENTS: usize = 300;
-    const TRIPS: usize = 50;
     let server = echo_server();
-    let addr = server.tcp();
-    // Connect everyone first, so all 300 are open at the same time.
-    let clients: Vec<_> = (0..CLIENTS).map(|_| connect(addr)).collect();
-    let workers: Vec<_> = clients
-        .into_iter()
-        .enumerate()
-        .map(|(i, mut s)| {
-            thread::spawn(move || {
-                for trip in 0..TRIPS {
-                    let len = 1 + (i * 31 + trip * 17) % 300;
-                    let msg = random_bytes(len, (i * TRIPS + trip) as u64);
-                    let back = round_trip(&mut s, &msg).unwrap();
-                    assert_eq!(back, msg, "client {i} trip {trip}");
-                }
-            })
-        })
-        .collect();
-    for (i, w) in workers.into_iter().enumerate() {
-        w.join().unwrap_or_else(|_| panic!("client {i} failed"));
-    }
+    common_net::concurrent_round_trips(server.tcp(), 300, 50, random_bytes);
 }
 
 /// A listener on a Unix socket path echoes like a TCP one.

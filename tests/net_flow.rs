@@ -79,12 +79,14 @@ fn a_reply_larger_than_the_cap_streams_out_as_room_appears() {
         let refusals = Arc::new(Mutex::new(0));
         let (p, r) = (pattern.clone(), refusals.clone());
         let server = Server::start((), move |el| {
-            let mut cfg = ListenConfig::default();
-            cfg.conn = ConnConfig {
-                max_queued: 256 * 1024,
-                high_water: 128 * 1024,
-                low_water: 32 * 1024,
-                ..ConnConfig::default()
+            let cfg = ListenConfig {
+                conn: ConnConfig {
+                    max_queued: 256 * 1024,
+                    high_water: 128 * 1024,
+                    low_water: 32 * 1024,
+                    ..ConnConfig::default()
+                },
+                ..ListenConfig::default()
             };
             let l = net::listen(el, &"127.0.0.1:0".parse()?, cfg, move |_, _, _, _| {
                 Some(Streamer {

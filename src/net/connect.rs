@@ -306,12 +306,15 @@ struct Outbound<H> {
     dial: Option<Box<Dial>>,
 }
 
+/// Where the resolver leaves its answer for a connect.
+type Resolved = Rc<Cell<Option<io::Result<Vec<SocketAddr>>>>>;
+
 /// A connect in progress.
 struct Dial {
     cfg: Rc<ConnectConfig>,
     target: Target,
     /// Where the resolver leaves its answer (a name target, until resolved).
-    resolved: Option<Rc<Cell<Option<io::Result<Vec<SocketAddr>>>>>>,
+    resolved: Option<Resolved>,
     /// Addresses not tried yet, in the order to try them.
     addrs: VecDeque<SocketAddr>,
     /// The connection's own socket has an attempt in flight.

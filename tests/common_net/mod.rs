@@ -238,3 +238,49 @@ pub fn set_fd_limit(pick: impl FnOnce(libc::rlim_t) -> libc::rlim_t) -> libc::rl
     }
     lim.rlim_cur
 }
+
+/// `clients` clients connected at once to `addr`, `trips` round trips each
+/// of a message `msg(len, seed)` makes, every reply checked.
+pub fn concurrent_round_trips(
+    addr: SocketAddr,
+    clients: usize,
+    trips: usize,
+    msg: fn(usize, u64) -> Vec<u8>,
+) {
+    // Connect everyone first, so all are open at the same time.
+    let socks: Vec<_> = (0..clients).map(|_| connect(addr)).collect();
+    let workers: Vec<_> = socks
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut s)| {
+            std::thread::spawn(move || {
+                for trip in 0..trips {
+                    let m = msg(1 + (i * 31 + trip * 17) % 300, (i * trips + trip) as u64);
+                    let back = round_trip(&mut s, &m).unwrap();
+                    assert_eq!(back, m, "client {i} trip {trip}");
+                }
+            })
+        })
+        .collect();
+    for (i, w) in workers.into_iter().enumerate() {
+        w.join().unwrap_or_else(|_| panic!("client {i} failed"));
+    }
+}
+
+/// Send `data` to the echo server at `addr` from one thread in odd-sized
+/// chunks (so writes and reads never line up) while this one reads it
+/// back, and check every byte.
+pub fn echo_while_writing(addr: SocketAddr, data: &[u8]) {
+    let mut reader = connect(addr);
+    let mut writer = reader.try_clone().unwrap();
+    let to_send = data.to_vec();
+    let w = std::thread::spawn(move || {
+        for chunk in to_send.chunks(7_919) {
+            writer.write_all(chunk).unwrap();
+        }
+    });
+    let mut got = vec![0; data.len()];
+    reader.read_exact(&mut got).unwrap();
+    w.join().expect("writer");
+    assert!(got == data, "echoed bytes differ from what was sent");
+}

@@ -1,0 +1,318 @@
+//! The task layer's per-loop state: what futures ask of the loop while they
+//! are polled, done by the loop when the poll returns.
+//!
+//! A future is polled with a `Context` and nothing else, so it cannot reach
+//! the loop's [`Ctx`] (no `unsafe`, no pointer in a thread-local). Instead a
+//! leaf future notes what it needs ([`Op`]) in the hub, which it finds
+//! through the thread-local set for the poll, and the executor applies the
+//! notes with the `Ctx` it holds right after the poll. An op noted outside
+//! any poll (a connection handle dropped with its task, at reclaim) wakes
+//! the hub's own source, which applies it in the next dispatch phase.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::Interest;
+use slab::Slab;
+
+use super::net::Io;
+use super::Task;
+use crate::remote::LocalWakes;
+use crate::source::{Attach, Entry};
+use crate::{Action, Ctx, Event, Priority, SourceId, TimerId};
+
+/// Input buffers kept for reuse, at most (see [`Hub::give_buf`]).
+const POOL_BUFFERS: usize = 1024;
+/// Bytes of input buffers kept for reuse, at most.
+const POOL_BYTES: usize = 1024 * 1024;
+/// A larger staging buffer is not kept once its bytes are sent.
+const STAGING_KEEP: usize = 256 * 1024;
+
+/// When a sleep ends.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum When {
+    At(Instant),
+    /// From the turn's `now()` when the timer is armed.
+    After(Duration),
+}
+
+/// Something a future asked of the loop.
+pub(crate) enum Op {
+    /// Send `staging[start..end]` on connection `conn`.
+    Write {
+        conn: SourceId,
+        io: Rc<RefCell<Io>>,
+        start: usize,
+        end: usize,
+    },
+    /// Read from connection `conn` again.
+    Resume(SourceId),
+    /// Shut connection `conn`'s write half once its queue is written.
+    Shutdown(SourceId),
+    /// Close connection `conn` once its queue is written.
+    Close(SourceId),
+    /// Resume a paused source (a channel whose receiver waits again).
+    ResumeSource(SourceId),
+    /// Close a source (a listener whose handle was dropped).
+    CloseSource(SourceId),
+    /// Arm the timer of sleep slot `slot`.
+    Arm {
+        slot: usize,
+        when: When,
+    },
+    /// Cancel the timer of sleep slot `slot` and free the slot.
+    Disarm(usize),
+    CancelTask(SourceId),
+}
+
+/// A sleep's timer, as the sleep and the timer callback share it.
+pub(crate) struct TimerSlot {
+    pub(crate) timer: Option<TimerId>,
+    pub(crate) fired: bool,
+    pub(crate) waker: Option<std::task::Waker>,
+}
+
+/// The task layer's state for one loop.
+pub(crate) struct Hub {
+    /// The hub's own source (applies ops noted outside any poll).
+    id: SourceId,
+    pub(super) local: Arc<LocalWakes>,
+    /// A task of this hub is being polled: its ops are applied after it.
+    pub(super) polling: Cell<bool>,
+    /// The task being dispatched (its entry is out of the table meanwhile).
+    pub(super) running: Cell<Option<SourceId>>,
+    ops: RefCell<Vec<Op>>,
+    /// The ops being applied (kept to reuse the vector).
+    applying: RefCell<Vec<Op>>,
+    /// Bytes that write ops refer to.
+    staging: RefCell<Vec<u8>>,
+    spawned: RefCell<Vec<Task>>,
+    pub(crate) timers: RefCell<Slab<TimerSlot>>,
+    /// Input buffers of connections whose task has read everything.
+    pool: RefCell<Vec<Vec<u8>>>,
+    pooled: Cell<usize>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The hub's row in the source table.
+struct HubEntry(Rc<Hub>);
+
+impl<S> Entry<S> for HubEntry {
+    fn attach(&mut self, _how: Attach<'_>, _link: &crate::remote::Link) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn dispatch(&mut self, _ev: Event, ctx: &mut Ctx<S>, _state: &mut S) -> Action {
+        self.0.apply(ctx);
+        Action::Keep
+    }
+
+    fn source_any(&mut self) -> Option<&mut dyn std::any::Any> {
+        None
+    }
+}
+
+impl Hub {
+    /// The loop's hub, made (with its source and the loop's local wake
+    /// list) the first time a task needs it.
+    pub(crate) fn of<S>(ctx: &mut Ctx<S>) -> io::Result<Rc<Hub>> {
+        if let Some(hub) = &ctx.tasks {
+            return Ok(hub.clone());
+        }
+        let local = ctx
+            .local_wakes
+            .get_or_insert_with(|| Arc::new(LocalWakes::new()))
+            .clone();
+        let id = ctx.reserve(Priority::Normal)?;
+        let hub = Rc::new(Hub {
+            id,
+            local,
+            polling: Cell::new(false),
+            running: Cell::new(None),
+            ops: RefCell::new(Vec::new()),
+            applying: RefCell::new(Vec::new()),
+            staging: RefCell::new(Vec::new()),
+            spawned: RefCell::new(Vec::new()),
+            timers: RefCell::new(Slab::new()),
+            pool: RefCell::new(Vec::new()),
+            pooled: Cell::new(0),
+        });
+        ctx.fill_reserved(id, Box::new(HubEntry(hub.clone())), Interest::READABLE)?;
+        ctx.tasks = Some(hub.clone());
+        Ok(hub)
+    }
+
+    /// Have the hub's source apply what is noted, in the next dispatch phase.
+    pub(super) fn wake_self(&self) {
+        if !self.ops.borrow().is_empty() || !self.spawned.borrow().is_empty() {
+            self.local.push(self.id);
+        }
+    }
+
+    pub(crate) fn push(&self, op: Op) {
+        self.ops.borrow_mut().push(op);
+        if !self.polling.get() {
+            self.local.push(self.id);
+        }
+    }
+
+    pub(super) fn push_spawn(&self, task: Task) {
+        self.spawned.borrow_mut().push(task);
+        if !self.polling.get() {
+            self.local.push(self.id);
+        }
+    }
+
+    /// Note `data` to be sent on connection `conn` when the poll returns.
+    /// Writes to one connection in one poll are sent together.
+    pub(crate) fn stage(&self, conn: SourceId, io: &Rc<RefCell<Io>>, data: &[u8]) {
+        let mut staging = self.staging.borrow_mut();
+        let start = staging.len();
+        staging.extend_from_slice(data);
+        let end = staging.len();
+        drop(staging);
+        let mut ops = self.ops.borrow_mut();
+        if let Some(Op::Write { conn: c, end: e, .. }) = ops.last_mut() {
+            if *c == conn && *e == start {
+                *e = end;
+                return;
+            }
+        }
+        drop(ops);
+        self.push(Op::Write {
+            conn,
+            io: io.clone(),
+            start,
+            end,
+        });
+    }
+
+    /// An input buffer for a connection that has none.
+    pub(crate) fn take_buf(&self) -> Vec<u8> {
+        match self.pool.borrow_mut().pop() {
+            Some(buf) => {
+                self.pooled.set(self.pooled.get() - buf.capacity());
+                buf
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// An input buffer the task has read to its end: kept for the next
+    /// connection that receives something, within limits (an idle
+    /// connection holds none, and a burst does not pin memory).
+    pub(crate) fn give_buf(&self, mut buf: Vec<u8>) {
+        let cap = buf.capacity();
+        let mut pool = self.pool.borrow_mut();
+        if cap > 0 && pool.len() < POOL_BUFFERS && self.pooled.get() + cap <= POOL_BYTES {
+            buf.clear();
+            self.pooled.set(self.pooled.get() + cap);
+            pool.push(buf);
+        }
+    }
+
+    /// Do what the futures asked, in the order they asked it.
+    pub(crate) fn apply<S>(self: &Rc<Self>, ctx: &mut Ctx<S>) {
+        if self.ops.borrow().is_empty() && self.spawned.borrow().is_empty() {
+            return;
+        }
+        self.apply_ops(ctx);
+    }
+
+    #[inline(never)]
+    fn apply_ops<S>(self: &Rc<Self>, ctx: &mut Ctx<S>) {
+        let mut ops = self.applying.take();
+        std::mem::swap(&mut ops, &mut *self.ops.borrow_mut());
+        let staging = self.staging.take();
+        for op in ops.drain(..) {
+            self.apply_one(op, &staging, ctx);
+        }
+        *self.applying.borrow_mut() = ops;
+        let mut staging = staging;
+        staging.clear();
+        if staging.capacity() <= STAGING_KEEP && self.staging.borrow().capacity() == 0 {
+            *self.staging.borrow_mut() = staging;
+        }
+        let spawned = self.spawned.take();
+        for task in spawned {
+            if let Err(e) = super::spawn_boxed(ctx, task) {
+                log::error!("evloop: spawning a task failed: {e}");
+            }
+        }
+    }
+
+    fn apply_one<S>(self: &Rc<Self>, op: Op, staging: &[u8], ctx: &mut Ctx<S>) {
+        match op {
+            Op::Write { conn, io, start, end } => {
+                crate::net::write(ctx, conn, &staging[start..end]);
+                let room = crate::net::has_room(ctx, conn);
+                io.borrow_mut().room(room);
+            }
+            Op::Resume(conn) => {
+                crate::net::resume_reading(ctx, conn);
+            }
+            Op::Shutdown(conn) => {
+                crate::net::shutdown_write(ctx, conn);
+            }
+            Op::Close(conn) => {
+                crate::net::close(ctx, conn);
+            }
+            Op::ResumeSource(id) => {
+                let _ = ctx.resume(id);
+            }
+            Op::CloseSource(id) => {
+                ctx.close(id);
+            }
+            Op::Arm { slot, when } => self.arm(slot, when, ctx),
+            Op::Disarm(slot) => {
+                if let Some(s) = self.timers.borrow_mut().try_remove(slot) {
+                    if let Some(t) = s.timer {
+                        ctx.cancel_timer(t);
+                    }
+                }
+            }
+            Op::CancelTask(id) => {
+                ctx.cancel_task(id);
+            }
+        }
+    }
+
+    fn arm<S>(self: &Rc<Self>, slot: usize, when: When, ctx: &mut Ctx<S>) {
+        let hub = self.clone();
+        let fire = move |_: crate::Fired, _: &mut Ctx<S>, _: &mut S| hub.fire(slot);
+        let timer = match when {
+            When::At(at) => ctx.timer_at(at, fire),
+            When::After(d) => ctx.timer_after(d, fire),
+        };
+        match self.timers.borrow_mut().get_mut(slot) {
+            Some(s) => s.timer = Some(timer),
+            None => {
+                ctx.cancel_timer(timer);
+            }
+        }
+    }
+
+    fn fire(&self, slot: usize) {
+        let waker = match self.timers.borrow_mut().get_mut(slot) {
+            Some(s) => {
+                s.fired = true;
+                s.timer = None;
+                s.waker.take()
+            }
+            None => None,
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! Tasks: async/await on the loop, as a layer over sources.
+//!
+//! A task is a `'static` future (it need not be `Send`) that the loop polls
+//! in its dispatch phase. It is an ordinary entry in the source table, so it
+//! has a [`SourceId`], a [`Priority`], and the dispatch
+//! order every other source has: the core loop knows nothing of futures,
+//! only of a source that was made ready.
+//!
+//! How a wake becomes a dispatch:
+//!
+//! - each task gets one `Waker` when it is spawned (an `Arc` made with
+//!   [`std::task::Wake`]), reused for every poll: no allocation per poll or
+//!   per wake, and the future stays where it was boxed;
+//! - a wake on the loop's own thread pushes the task's id onto the loop's
+//!   local wake list (no system call); one from another thread goes through
+//!   the loop's one waker, like a channel send, and a burst costs one
+//!   wake-up; a flag in the waker makes every wake after the first a no-op
+//!   until the task is polled;
+//! - the dispatch phase takes the woken tasks in wake order: those woken
+//!   before the poll ahead of the poll's events, those woken while the phase
+//!   runs (a task whose connection just read its data) behind what is
+//!   already queued, in the same turn; a task is polled at most once a turn,
+//!   so one woken again after its poll waits for the next.
+//!
+//! Leaf futures are built on the loop's own machinery, not on a second
+//! reactor: [`AsyncConn`] is a [`net`](crate::net) connection whose handler
+//! buffers what arrives and wakes the task; [`sleep`] and [`timeout`] are
+//! timers on the wheel (so a [`ManualClock`](crate::ManualClock) drives
+//! them); [`AsyncReceiver`] is a channel source. What a future asks of the
+//! loop while it is polled (send these bytes, arm this timer) is noted and
+//! done by the loop the moment the poll returns, so writes made in one poll
+//! leave in one system call, as a handler's corked writes do.
+//!
+//! ```
+//! use std::time::Duration;
+//! use evloop::{task, EventLoop};
+//!
+//! let mut el = EventLoop::<()>::new()?;
+//! let (tx, rx) = evloop::channel::<u32>();
+//! let mut rx = task::AsyncReceiver::register(&mut el, rx)?;
+//! el.spawn(async move {
+//!     task::sleep(Duration::from_millis(1)).await;
+//!     tx.send(7).unwrap();
+//! })?;
+//! let got = el.block_on(&mut (), async move { rx.recv().await })?;
+//! assert_eq!(got, Some(7));
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+mod channel;
+mod hub;
+mod net;
+mod time;
+
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+
+use mio::Interest;
+
+use crate::remote::{LocalWakes, Notifier};
+use crate::source::{Attach, Entry};
+use crate::{Action, Ctx, Event, EventLoop, Priority, SourceId};
+
+pub use channel::AsyncReceiver;
+pub(crate) use hub::Hub;
+pub use net::{connect, listen, AsyncConn, AsyncListener};
+pub use time::{sleep, sleep_until, timeout, yield_now, Sleep};
+
+/// A boxed task, as the table keeps it.
+type Task = Pin<Box<dyn Future<Output = ()>>>;
+
+thread_local! {
+    /// The hub and id of the task being polled on this thread, so leaf
+    /// futures (which get only a `Context`) reach their loop.
+    static CURRENT: RefCell<Option<(Rc<Hub>, SourceId)>> = const { RefCell::new(None) };
+    /// Its address tells threads apart without a system call or a
+    /// reference count (`thread::current()` clones an `Arc`).
+    static THREAD_MARK: u8 = const { 0 };
+}
+
+fn thread_mark() -> usize {
+    THREAD_MARK.with(|m| m as *const u8 as usize)
+}
+
+/// The hub of the task being polled, and its id.
+pub(crate) fn current_hub() -> Option<(Rc<Hub>, SourceId)> {
+    CURRENT.with(|c| c.borrow().clone())
+}
+
+/// The id of the task being polled on this thread (`None` outside a
+/// task's poll).
+pub fn current() -> Option<SourceId> {
+    CURRENT.with(|c| c.borrow().as_ref().map(|(_, id)| *id))
+}
+
+fn not_in_task() -> io::Error {
+    io::Error::other("evloop: called outside a task (only a future the loop polls can)")
+}
+
+/// Spawn `future` from inside a task. It is placed in the source table when
+/// the current poll returns, before anything else is dispatched, and first
+/// polled in this turn's dispatch phase; it learns its id with
+/// [`current`]. Outside a task (where there is a [`Ctx`]) use
+/// [`Ctx::spawn`], which returns the id.
+pub fn spawn<F>(future: F) -> io::Result<()>
+where
+    F: Future<Output = ()> + 'static,
+{
+    let (hub, _) = current_hub().ok_or_else(not_in_task)?;
+    hub.push_spawn(Box::pin(future));
+    Ok(())
+}
+
+/// Cancel task `id` from inside a task (itself included): done when the
+/// current poll returns, as [`Ctx::cancel_task`]. A stale id is a no-op.
+pub fn cancel(id: SourceId) -> io::Result<()> {
+    let (hub, _) = current_hub().ok_or_else(not_in_task)?;
+    hub.push(hub::Op::CancelTask(id));
+    Ok(())
+}
+
+/// Keep `cx`'s waker in `slot` (cloning only when it changed: a task's
+/// waker is the same on every poll, so waiting again allocates nothing).
+pub(crate) fn wait_in(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    match slot {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        _ => *slot = Some(cx.waker().clone()),
+    }
+}
+
+/// Wake whoever waits in `slot`.
+pub(crate) fn wake(slot: &mut Option<Waker>) {
+    if let Some(w) = slot.take() {
+        w.wake();
+    }
+}
+
+/// Makes one task ready, from any thread.
+struct TaskWaker {
+    id: SourceId,
+    /// Woken since its last poll began: later wakes have nothing to add.
+    woken: AtomicBool,
+    home: usize,
+    local: Arc<LocalWakes>,
+    remote: Notifier,
+}
+
+impl Wake for TaskWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.woken.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if thread_mark() == self.home {
+            self.local.push(self.id);
+        } else {
+            self.remote.notify();
+        }
+    }
+}
+
+/// Sets [`CURRENT`] for one poll and puts back what was there, also when
+/// the poll panics.
+struct Polling {
+    hub: Rc<Hub>,
+    prev: Option<(Rc<Hub>, SourceId)>,
+    was_polling: bool,
+}
+
+impl Polling {
+    fn enter(hub: &Rc<Hub>, id: SourceId) -> Polling {
+        let prev = CURRENT.with(|c| c.replace(Some((hub.clone(), id))));
+        let was_polling = hub.polling.replace(true);
+        Polling {
+            hub: hub.clone(),
+            prev,
+            was_polling,
+        }
+    }
+}
+
+impl Drop for Polling {
+    fn drop(&mut self) {
+        CURRENT.with(|c| *c.borrow_mut() = self.prev.take());
+        self.hub.polling.set(self.was_polling);
+        if std::thread::panicking() {
+            // The executor will not apply what the poll asked for: the hub's
+            // own source will.
+            self.hub.wake_self();
+        }
+    }
+}
+
+/// Poll `fut` as task `id`, then do what it asked of the loop.
+fn poll_as<S, T>(
+    fut: Pin<&mut dyn Future<Output = T>>,
+    waker: &Waker,
+    inner: &TaskWaker,
+    hub: &Rc<Hub>,
+    ctx: &mut Ctx<S>,
+) -> Poll<T> {
+    inner.woken.store(false, Ordering::Release);
+    let poll = {
+        let _current = Polling::enter(hub, inner.id);
+        fut.poll(&mut Context::from_waker(waker))
+    };
+    hub.apply(ctx);
+    poll
+}
+
+/// A task's row in the source table.
+struct TaskEntry {
+    future: Task,
+    waker: Waker,
+    inner: Arc<TaskWaker>,
+    hub: Rc<Hub>,
+}
+
+impl<S> Entry<S> for TaskEntry {
+    fn attach(&mut self, how: Attach<'_>, _link: &crate::remote::Link) -> io::Result<()> {
+        // Nothing to poll for. Registered (spawned or resumed): poll it
+        // once, since wakes while it was paused were dropped.
+        if let Attach::Register { .. } = how {
+            self.inner.local.push(self.inner.id);
+        }
+        Ok(())
+    }
+
+    fn dispatch(&mut self, ev: Event, ctx: &mut Ctx<S>, _state: &mut S) -> Action {
+        hot_trace!("evloop: poll task {}", ev.id);
+        self.hub.running.set(Some(ev.id));
+        let poll = poll_as(self.future.as_mut(), &self.waker, &self.inner, &self.hub, ctx);
+        self.hub.running.set(None);
+        if poll.is_ready() {
+            log::trace!("evloop: task {} finished", ev.id);
+            return Action::Close;
+        }
+        Action::Keep
+    }
+
+    fn source_any(&mut self) -> Option<&mut dyn Any> {
+        // Lets `cancel_task` tell a task from other sources.
+        Some(&mut self.inner)
+    }
+}
+
+/// Make the waker of the source reserved as `id`.
+fn waker_for<S>(ctx: &Ctx<S>, hub: &Hub, id: SourceId) -> (Arc<TaskWaker>, Waker) {
+    let inner = Arc::new(TaskWaker {
+        id,
+        // Its first poll is queued when it is registered.
+        woken: AtomicBool::new(true),
+        home: thread_mark(),
+        local: hub.local.clone(),
+        remote: ctx.link.notifier(id),
+    });
+    let waker = Waker::from(inner.clone());
+    (inner, waker)
+}
+
+/// Put a boxed task into the source table.
+pub(crate) fn spawn_boxed<S>(ctx: &mut Ctx<S>, future: Task) -> io::Result<SourceId> {
+    let hub = Hub::of(ctx)?;
+    let id = ctx.reserve(Priority::Normal)?;
+    let (inner, waker) = waker_for(ctx, &hub, id);
+    let entry = TaskEntry {
+        future,
+        waker,
+        inner,
+        hub,
+    };
+    ctx.fill_reserved(id, Box::new(entry), Interest::READABLE)?;
+    log::trace!("evloop: spawn task {id}");
+    Ok(id)
+}
+
+impl<S> Ctx<S> {
+    /// Spawn a task: `future` is polled in the dispatch phase whenever it
+    /// is woken, first in this turn's (or the next) dispatch phase, like a
+    /// ready source with [`Priority::Normal`] (change it
+    /// with [`set_priority`](Self::set_priority)). It runs until it
+    /// finishes or is cancelled; the returned id names it.
+    ///
+    /// ```
+    /// use std::{cell::Cell, rc::Rc};
+    /// let mut el = evloop::EventLoop::<()>::new()?;
+    /// let done = Rc::new(Cell::new(false));
+    /// let flag = done.clone();
+    /// let id = el.spawn(async move { flag.set(true) })?;
+    /// el.turn(&mut (), None)?;
+    /// assert!(done.get() && !el.is_open(id), "finished tasks are closed");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn spawn<F>(&mut self, future: F) -> io::Result<SourceId>
+    where
+        F: Future<Output = ()> + 'static,
+    {
+        spawn_boxed(self, Box::pin(future))
+    }
+
+    /// Cancel task `id`: it is not polled again, even if woken in this
+    /// turn, and its future is dropped in the reclaim phase (connections it
+    /// owned are then closed). Works from a handler, from the owner, and
+    /// (through [`task::cancel`](cancel)) from a task, itself included.
+    /// Returns false (a no-op) for a stale id or a source that is no task.
+    pub fn cancel_task(&mut self, id: SourceId) -> bool {
+        let running = self.tasks.as_ref().and_then(|h| h.running.get()) == Some(id);
+        let is_task = running || self.source_mut::<Arc<TaskWaker>>(id).is_some();
+        is_task && self.close(id)
+    }
+}
+
+/// What `block_on` registers for its future: a source whose dispatch only
+/// notes that the future was woken.
+struct Woken(Rc<Cell<bool>>);
+
+impl<S> Entry<S> for Woken {
+    fn attach(&mut self, _how: Attach<'_>, _link: &crate::remote::Link) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn dispatch(&mut self, _ev: Event, _ctx: &mut Ctx<S>, _state: &mut S) -> Action {
+        self.0.set(true);
+        Action::Keep
+    }
+
+    fn source_any(&mut self) -> Option<&mut dyn Any> {
+        None
+    }
+}
+
+impl<S> EventLoop<S> {
+    /// Turn the loop until `future` is done, and return its output. The
+    /// future need not be `'static`; it is polled between turns whenever it
+    /// was woken, and tasks, handlers and timers run meanwhile as usual.
+    ///
+    /// Fails if a turn fails, or with [`Interrupted`](io::ErrorKind::Interrupted)
+    /// if the loop is stopped ([`Ctx::stop`], [`Remote::stop`](crate::Remote::stop))
+    /// before the future is done (the future is then dropped).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let mut el = evloop::EventLoop::<()>::new()?;
+    /// let n = el.block_on(&mut (), async {
+    ///     evloop::task::sleep(Duration::from_millis(2)).await;
+    ///     42
+    /// })?;
+    /// assert_eq!(n, 42);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn block_on<F: Future>(&mut self, state: &mut S, future: F) -> io::Result<F::Output> {
+        let hub = Hub::of(self)?;
+        let id = self.reserve(Priority::Normal)?;
+        let woken = Rc::new(Cell::new(false));
+        let (inner, waker) = waker_for(self, &hub, id);
+        self.fill_reserved(id, Box::new(Woken(woken.clone())), Interest::READABLE)?;
+        let mut future = std::pin::pin!(future);
+        let result = loop {
+            if let Poll::Ready(out) = poll_as(future.as_mut(), &waker, &inner, &hub, self) {
+                break Ok(out);
+            }
+            woken.set(false);
+            let turned = self.turn_until_woken(state, &woken);
+            if let Err(e) = turned {
+                break Err(e);
+            }
+        };
+        self.close(id);
+        result
+    }
+
+    /// Turn until `woken` is set, or a turn fails or stops the loop.
+    fn turn_until_woken(&mut self, state: &mut S, woken: &Cell<bool>) -> io::Result<()> {
+        while !woken.get() {
+            self.turn(state, None)?;
+            if self.is_stopping() {
+                return Err(io::Error::new(
+                    io::ErrorKind::Interrupted,
+                    "evloop: the loop was stopped before block_on's future was done",
+                ));
+            }
+        }
+        Ok(())
+    }
+}

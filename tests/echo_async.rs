@@ -1,0 +1,96 @@
+//! The `echo_async` example (tasks) through the same integrity and
+//! backpressure tests as the callback echo, with line-terminated data: it
+//! echoes lines, as eventlet's server does.
+
+mod common_net;
+#[path = "../examples/echo_async.rs"]
+#[allow(dead_code)]
+mod echo_async;
+
+use std::io::{Read, Write};
+use std::thread;
+use std::time::Duration;
+
+use common_net::{connect, random_bytes, round_trip, Server};
+
+fn server() -> Server<()> {
+    Server::start((), |el| echo_async::start(el, &"127.0.0.1:0".parse()?))
+}
+
+/// `n` bytes of lines of pseudo-random length and content, the last one
+/// ending the data.
+fn lines(n: usize, seed: u64) -> Vec<u8> {
+    let mut data = random_bytes(n, seed);
+    let mut next_break = 0usize;
+    for (i, b) in data.iter_mut().enumerate() {
+        if i == next_break {
+            next_break = i + 1 + (i * 7919 + seed as usize) % 3000;
+        }
+        *b = if i + 1 == next_break {
+            b'\n'
+        } else if *b == b'\n' {
+            b' '
+        } else {
+            *b
+        };
+    }
+    if let Some(last) = data.last_mut() {
+        *last = b'\n';
+    }
+    data
+}
+
+#[test]
+fn four_mib_of_lines_echoed_while_writing_and_reading() {
+    let server = server();
+    common_net::echo_while_writing(server.tcp(), &lines(4 << 20, 1));
+}
+
+#[test]
+fn three_hundred_clients_fifty_round_trips() {
+    let server = server();
+    common_net::concurrent_round_trips(server.tcp(), 300, 50, lines);
+}
+
+/// A client that sends 32 MiB without reading is throttled (its task waits
+/// in `write_all`, its connection stops reading) while others are served,
+/// and, once it reads, gets every byte back: throttled, not cut off.
+#[test]
+fn peer_that_does_not_read_is_throttled_while_others_are_served() {
+    let server = server();
+    let data = lines(32 << 20, 3);
+    let mut hog = connect(server.tcp());
+    let mut hog_writer = hog.try_clone().unwrap();
+    hog_writer
+        .set_write_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let to_send = data.clone();
+    let w = thread::spawn(move || hog_writer.write_all(&to_send).map(|_| ()));
+    thread::sleep(Duration::from_millis(300));
+    assert!(
+        !w.is_finished(),
+        "32 MiB cannot fit in the kernel's buffers and a bounded server"
+    );
+
+    let workers: Vec<_> = (0..20)
+        .map(|i| {
+            let addr = server.tcp();
+            thread::spawn(move || {
+                let mut s = connect(addr);
+                for trip in 0..100 {
+                    let msg = lines(1 + (i * 7 + trip) % 500, (i * 1000 + trip) as u64);
+                    assert_eq!(round_trip(&mut s, &msg).unwrap(), msg, "client {i} trip {trip}");
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().expect("ordinary client");
+    }
+    assert!(!w.is_finished(), "the hog is still throttled");
+
+    let mut got = vec![0; data.len()];
+    hog.read_exact(&mut got).unwrap();
+    w.join().unwrap().expect("the hog's writes all went through");
+    assert!(got == data, "the hog got its bytes back intact");
+}

@@ -1,0 +1,491 @@
+//! Tasks as sources: wake order is dispatch order, one poll per turn,
+//! wakes from other threads, cancel from everywhere, stale ids, timeouts on
+//! the manual clock, and panics under both policies.
+
+mod common;
+
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+use std::time::Duration;
+
+use common::{eventfd, eventfd_read, eventfd_write, turn_until, turns, FdSource, Watchdog};
+use evloop::net::Addr;
+use evloop::task::{self, AsyncReceiver};
+use evloop::{Action, Builder, Clock, EventLoop, Interest, ManualClock, PanicPolicy, Priority, SourceId};
+
+type Log = Rc<RefCell<Vec<String>>>;
+
+/// Gates a test opens by hand: `wait(i)` is pending until gate `i` is
+/// opened, and keeps the waker of whoever waits so the test can wake it.
+#[derive(Clone, Default)]
+struct Gates(Rc<RefCell<Vec<Gate>>>);
+
+/// Open (to be passed once), and who waits at it.
+type Gate = (bool, Option<Waker>);
+
+impl Gates {
+    fn new(n: usize) -> Gates {
+        Gates(Rc::new(RefCell::new(vec![(false, None); n])))
+    }
+
+    fn wait(&self, i: usize) -> impl Future<Output = ()> {
+        let gates = self.clone();
+        std::future::poll_fn(move |cx| {
+            let mut g = gates.0.borrow_mut();
+            if std::mem::take(&mut g[i].0) {
+                return Poll::Ready(());
+            }
+            g[i].1 = Some(cx.waker().clone());
+            Poll::Pending
+        })
+    }
+
+    /// Open gate `i` and wake its waiter (through the task's own `Waker`).
+    fn open(&self, i: usize) {
+        let waker = {
+            let mut g = self.0.borrow_mut();
+            g[i].0 = true;
+            g[i].1.clone()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+/// A task that logs `name` each time gate `i` opens.
+fn gated(gates: &Gates, i: usize, log: &Log, name: &str) -> impl Future<Output = ()> {
+    let (gates, log, name) = (gates.clone(), log.clone(), name.to_string());
+    async move {
+        loop {
+            gates.wait(i).await;
+            log.borrow_mut().push(name.clone());
+        }
+    }
+}
+
+/// An eventfd source that logs `name` and runs `f` when dispatched; also
+/// returns a second handle on the eventfd, to make it ready from the test.
+fn logged_fd(
+    el: &mut EventLoop<()>,
+    log: &Log,
+    name: &'static str,
+    mut f: impl FnMut(&mut evloop::Ctx<()>) + 'static,
+) -> (SourceId, std::os::fd::OwnedFd) {
+    let fd = eventfd();
+    let poke = fd.0.try_clone().unwrap();
+    let log = log.clone();
+    let id = el
+        .register(fd, Interest::READABLE, move |fd: &mut FdSource, _ev, ctx, _| {
+            eventfd_read(fd.as_raw_fd());
+            log.borrow_mut().push(name.into());
+            f(ctx);
+            Action::Keep
+        })
+        .unwrap();
+    (id, poke)
+}
+
+#[test]
+fn wake_order_is_dispatch_order_with_sources_and_priorities() {
+    let mut el = EventLoop::<()>::new().unwrap();
+    let log: Log = Rc::default();
+    let gates = Gates::new(5);
+    let ids: Vec<SourceId> = (0..5)
+        .map(|i| el.spawn(gated(&gates, i, &log, &format!("t{i}"))).unwrap())
+        .collect();
+    el.set_priority(ids[4], Priority::High).unwrap();
+    turns(&mut el, &mut (), 1); // every task parks at its gate
+    assert!(log.borrow().is_empty());
+
+    // A high-priority handler wakes tasks in a scrambled order while two
+    // normal sources are ready too.
+    let g = gates.clone();
+    let (h, h_poke) = logged_fd(&mut el, &log, "H", move |_| {
+        for i in [3, 0, 4, 1, 2] {
+            g.open(i);
+        }
+    });
+    el.set_priority(h, Priority::High).unwrap();
+    let (_, e1) = logged_fd(&mut el, &log, "E1", |_| {});
+    let (_, e2) = logged_fd(&mut el, &log, "E2", |_| {});
+    eventfd_write(e1.as_raw_fd(), 1);
+    eventfd_write(e2.as_raw_fd(), 1);
+    eventfd_write(h_poke.as_raw_fd(), 1);
+    turns(&mut el, &mut (), 1);
+    // H first (high), then the kernel's order; the tasks H woke come behind
+    // what was already ready, in wake order, the high-priority one first.
+    assert_eq!(*log.borrow(), ["H", "E1", "E2", "t4", "t3", "t0", "t1", "t2"]);
+
+    // Wakes before the poll come before the poll's events, in wake order.
+    log.borrow_mut().clear();
+    eventfd_write(e2.as_raw_fd(), 1);
+    for i in [2, 0, 1] {
+        gates.open(i);
+    }
+    turns(&mut el, &mut (), 1);
+    assert_eq!(*log.borrow(), ["t2", "t0", "t1", "E2"]);
+}
+
+/// A task that counts its polls and ends once both its sleep and its
+/// gate are done.
+fn sleep_and_gate(gates: &Gates, polls: &Rc<Cell<usize>>, d: Duration) -> impl Future<Output = ()> {
+    let (gates, polls) = (gates.clone(), polls.clone());
+    let mut sleep = task::sleep(d);
+    let mut gate = Box::pin(gates.wait(0));
+    let (mut slept, mut opened) = (false, false);
+    std::future::poll_fn(move |cx| {
+        polls.set(polls.get() + 1);
+        slept = slept || std::pin::Pin::new(&mut sleep).poll(cx).is_ready();
+        opened = opened || gate.as_mut().poll(cx).is_ready();
+        if slept && opened {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+}
+
+#[test]
+fn woken_by_a_timer_and_by_io_in_one_turn_is_polled_once() {
+    let clock = ManualClock::new();
+    let mut el = Builder::default()
+        .clock(Clock::Manual(clock.clone()))
+        .build::<()>()
+        .unwrap();
+    let log: Log = Rc::default();
+    let gates = Gates::new(1);
+    let polls = Rc::new(Cell::new(0));
+    let t = el
+        .spawn(sleep_and_gate(&gates, &polls, Duration::from_secs(5)))
+        .unwrap();
+    // Low: behind the handler that wakes it too, whatever woke it first.
+    el.set_priority(t, Priority::Low).unwrap();
+    turns(&mut el, &mut (), 1);
+    assert_eq!(polls.get(), 1);
+    let g = gates.clone();
+    let (_, poke) = logged_fd(&mut el, &log, "io", move |_| g.open(0));
+    clock.advance(Duration::from_secs(5));
+    eventfd_write(poke.as_raw_fd(), 1);
+    turns(&mut el, &mut (), 1);
+    assert_eq!(
+        *log.borrow(),
+        ["io"],
+        "the I/O and the timer both came in this turn"
+    );
+    assert_eq!(polls.get(), 2, "two wakes, one poll");
+    assert!(!el.is_open(t), "both were seen by that one poll");
+    assert_eq!(el.timer_count(), 0);
+}
+
+#[test]
+fn a_task_woken_from_another_thread() {
+    let _dog = Watchdog::new(30, "a_task_woken_from_another_thread");
+    let mut el = EventLoop::<()>::new().unwrap();
+    let polls = Rc::new(Cell::new(0usize));
+    let shared: Arc<(AtomicUsize, std::sync::Mutex<Option<Waker>>)> = Arc::default();
+    let (p, s) = (polls.clone(), shared.clone());
+    let id = el
+        .spawn(std::future::poll_fn(move |cx| {
+            p.set(p.get() + 1);
+            *s.1.lock().unwrap() = Some(cx.waker().clone());
+            if s.0.load(Ordering::Acquire) >= 1000 {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        }))
+        .unwrap();
+    turns(&mut el, &mut (), 1);
+    let waker = shared.1.lock().unwrap().clone().unwrap();
+    let s = shared.clone();
+    // A burst of wakes from one thread, then the loop runs.
+    std::thread::spawn(move || {
+        for _ in 0..1000 {
+            s.0.fetch_add(1, Ordering::AcqRel);
+            waker.wake_by_ref();
+        }
+    })
+    .join()
+    .unwrap();
+    // The wake-ups went through the loop's one waker: the poll returns.
+    for _ in 0..common::MAX_IDLE_TURNS {
+        if !el.is_open(id) {
+            break;
+        }
+        el.turn(&mut (), None).unwrap();
+    }
+    assert!(!el.is_open(id), "the task saw the thread's work");
+    assert_eq!(polls.get(), 2, "a burst of 1,000 wakes is one poll");
+}
+
+#[test]
+fn cancel_from_its_own_poll_from_another_task_and_from_a_handler() {
+    let mut el = EventLoop::<()>::new().unwrap();
+    let log: Log = Rc::default();
+    let gates = Gates::new(4);
+    let dropped = Rc::new(RefCell::new(Vec::<&str>::new()));
+
+    // Records its drop.
+    struct Guard(&'static str, Rc<RefCell<Vec<&'static str>>>);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            self.1.borrow_mut().push(self.0);
+        }
+    }
+
+    // Own poll: cancels itself, then would log if polled again.
+    let (g, l, d) = (gates.clone(), log.clone(), dropped.clone());
+    let own = el
+        .spawn(async move {
+            let _guard = Guard("own", d);
+            g.wait(0).await;
+            task::cancel(task::current().unwrap()).unwrap();
+            l.borrow_mut().push("own cancelled itself".into());
+            std::future::pending::<()>().await;
+        })
+        .unwrap();
+    // Victim of another task: woken in the same turn, after its killer.
+    let (g, l, d) = (gates.clone(), log.clone(), dropped.clone());
+    let victim = el
+        .spawn(async move {
+            let _guard = Guard("victim", d);
+            loop {
+                g.wait(2).await;
+                l.borrow_mut().push("victim polled".into());
+            }
+        })
+        .unwrap();
+    let (g, l) = (gates.clone(), log.clone());
+    el.spawn(async move {
+        g.wait(1).await;
+        task::cancel(victim).unwrap();
+        l.borrow_mut().push("killer".into());
+    })
+    .unwrap();
+    // Victim of a handler.
+    let (d, l) = (dropped.clone(), log.clone());
+    let target = el
+        .spawn(async move {
+            let _guard = Guard("target", d);
+            std::future::pending::<()>().await;
+            l.borrow_mut().push("never".into());
+        })
+        .unwrap();
+    turns(&mut el, &mut (), 1);
+
+    gates.open(0);
+    gates.open(1);
+    gates.open(2);
+    turns(&mut el, &mut (), 1);
+    assert_eq!(*log.borrow(), ["own cancelled itself", "killer"]);
+    assert!(!el.is_open(own) && !el.is_open(victim));
+    assert_eq!(
+        *dropped.borrow(),
+        ["own", "victim"],
+        "dropped at the end of the turn"
+    );
+
+    let (_, poke) = logged_fd(&mut el, &log, "handler", move |ctx| {
+        assert!(ctx.cancel_task(target));
+        assert!(!ctx.cancel_task(target), "already cancelled");
+    });
+    eventfd_write(poke.as_raw_fd(), 1);
+    turns(&mut el, &mut (), 1);
+    assert!(!el.is_open(target));
+    assert_eq!(*dropped.borrow(), ["own", "victim", "target"]);
+    // A source that is no task is not cancelled.
+    let (fd_id, _poke) = logged_fd(&mut el, &log, "fd", |_| {});
+    assert!(!el.cancel_task(fd_id));
+    assert!(el.is_open(fd_id));
+}
+
+#[test]
+fn a_stale_task_id_reaches_nothing_after_its_slot_is_reused() {
+    let mut el = EventLoop::<()>::new().unwrap();
+    let log: Log = Rc::default();
+    let gates = Gates::new(2);
+    let old = el.spawn(gated(&gates, 0, &log, "old")).unwrap();
+    turns(&mut el, &mut (), 1);
+    let stale_waker = gates.0.borrow()[0].1.clone().unwrap();
+    assert!(el.cancel_task(old));
+    turns(&mut el, &mut (), 1);
+    let new = el.spawn(gated(&gates, 1, &log, "new")).unwrap();
+    assert_eq!(new.index(), old.index(), "the slot is reused");
+    turns(&mut el, &mut (), 1);
+    assert!(!el.cancel_task(old), "the old id is stale");
+    stale_waker.wake_by_ref();
+    gates.0.borrow_mut()[0].0 = true;
+    turns(&mut el, &mut (), 2);
+    assert!(
+        log.borrow().is_empty(),
+        "the old waker does not poll the new task"
+    );
+    assert!(el.is_open(new));
+    gates.open(1);
+    turns(&mut el, &mut (), 1);
+    assert_eq!(*log.borrow(), ["new"]);
+}
+
+#[test]
+fn timeouts_on_the_manual_clock() {
+    let clock = ManualClock::new();
+    let mut el = Builder::default()
+        .clock(Clock::Manual(clock.clone()))
+        .build::<()>()
+        .unwrap();
+    let results: Rc<RefCell<Vec<String>>> = Rc::default();
+    let (tx, rx) = evloop::channel::<u32>();
+    let mut rx = AsyncReceiver::register(&mut el, rx).unwrap();
+    let (_silent_tx, silent) = evloop::channel::<u32>();
+    let mut silent = AsyncReceiver::register(&mut el, silent).unwrap();
+    let r = results.clone();
+    el.spawn(async move {
+        let got = task::timeout(Duration::from_secs(10), rx.recv()).await;
+        r.borrow_mut()
+            .push(format!("answered {:?}", got.map_err(|e| e.kind())));
+        let got = task::timeout(Duration::from_secs(3), silent.recv()).await;
+        r.borrow_mut()
+            .push(format!("silent {:?}", got.map_err(|e| e.kind())));
+    })
+    .unwrap();
+    turns(&mut el, &mut (), 1);
+    assert_eq!(el.timer_count(), 1);
+    clock.advance(Duration::from_secs(9));
+    turns(&mut el, &mut (), 1);
+    assert!(results.borrow().is_empty(), "9 s of 10: not yet");
+    tx.send(7).unwrap();
+    turns(&mut el, &mut (), 2);
+    assert_eq!(*results.borrow(), ["answered Ok(Some(7))"]);
+    assert_eq!(
+        el.timer_count(),
+        1,
+        "the first timer was cancelled, the second armed"
+    );
+    clock.advance(Duration::from_millis(2_999));
+    turns(&mut el, &mut (), 2);
+    assert_eq!(results.borrow().len(), 1);
+    clock.advance(Duration::from_millis(1));
+    turns(&mut el, &mut (), 2);
+    assert_eq!(
+        *results.borrow(),
+        ["answered Ok(Some(7))", "silent Err(TimedOut)"]
+    );
+    assert_eq!(el.timer_count(), 0);
+}
+
+/// A task that owns a connection accepted from `listener` and panics on
+/// the first line it reads; returns the client.
+fn panicking_task_with_a_connection(el: &mut EventLoop<()>) -> std::net::TcpStream {
+    let listener = task::listen(el, &"127.0.0.1:0".parse().unwrap(), Default::default()).unwrap();
+    let Addr::Tcp(addr) = listener.local_addr().clone() else {
+        unreachable!()
+    };
+    el.spawn(async move {
+        let mut conn = listener.accept().await.unwrap();
+        let mut line = Vec::new();
+        conn.read_line(&mut line).await.unwrap();
+        panic!("task exploded");
+    })
+    .unwrap();
+    let client = std::net::TcpStream::connect(addr).unwrap();
+    client.set_read_timeout(Some(common::TICK)).unwrap();
+    client
+}
+
+/// Turn until the client sees its connection closed (EOF).
+fn turn_until_closed_for(el: &mut EventLoop<()>, client: &mut std::net::TcpStream) {
+    let mut buf = [0u8; 16];
+    for _ in 0..200 {
+        let r = catch_unwind(AssertUnwindSafe(|| el.turn(&mut (), Some(common::TICK))));
+        if let Ok(r) = r {
+            r.unwrap();
+        }
+        match client.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => panic!("nothing was to be echoed"),
+            Err(_) => continue,
+        }
+    }
+    panic!("the panicking task's connection was never closed");
+}
+
+#[test]
+fn a_panicking_task_under_close_source_is_dropped_with_its_connection() {
+    let mut el = Builder::default()
+        .panic_policy(PanicPolicy::CloseSource)
+        .build::<()>()
+        .unwrap();
+    let mut client = panicking_task_with_a_connection(&mut el);
+    let alive = Rc::new(Cell::new(0));
+    let a = alive.clone();
+    el.spawn(async move {
+        loop {
+            task::sleep(Duration::from_millis(1)).await;
+            a.set(a.get() + 1);
+        }
+    })
+    .unwrap();
+    client
+        .write_all(
+            b"boom
+",
+        )
+        .unwrap();
+    turn_until_closed_for(&mut el, &mut client);
+    assert_eq!(el.metrics().panics, 1);
+    let before = alive.get();
+    turn_until(&mut el, &mut (), |_| alive.get() > before + 2);
+}
+
+#[test]
+fn a_panicking_task_under_propagate_escapes_turn_and_its_connection_closes() {
+    let mut el = EventLoop::<()>::new().unwrap();
+    let mut client = panicking_task_with_a_connection(&mut el);
+    client
+        .write_all(
+            b"boom
+",
+        )
+        .unwrap();
+    let mut escaped = false;
+    for _ in 0..200 {
+        if catch_unwind(AssertUnwindSafe(|| el.turn(&mut (), Some(common::TICK)))).is_err() {
+            escaped = true;
+            break;
+        }
+    }
+    assert!(escaped, "the panic escaped turn");
+    turn_until_closed_for(&mut el, &mut client);
+}
+
+#[test]
+fn block_on_runs_tasks_and_handlers_meanwhile() {
+    let mut el = EventLoop::<()>::new().unwrap();
+    let (tx, rx) = evloop::channel::<u32>();
+    let mut rx = AsyncReceiver::register(&mut el, rx).unwrap();
+    el.spawn(async move {
+        for i in 0..3 {
+            task::yield_now().await;
+            tx.send(i).unwrap();
+        }
+    })
+    .unwrap();
+    let got = el
+        .block_on(&mut (), async {
+            let mut got = Vec::new();
+            while let Some(v) = rx.recv().await {
+                got.push(v);
+            }
+            got
+        })
+        .unwrap();
+    assert_eq!(got, [0, 1, 2], "None once every sender is gone");
+}
