@@ -606,6 +606,13 @@ impl<S> Ctx<S> {
         }
     }
 
+    /// Test hook: as if so many sources had been registered that the next
+    /// one gets the last generation before the wrap.
+    #[cfg(test)]
+    pub(crate) fn skip_generations_to_wrap(&mut self) {
+        self.next_seq = u64::from(u32::MAX);
+    }
+
     /// Counters kept by the loop.
     pub fn metrics(&self) -> Metrics {
         let mut m = self.metrics;
@@ -660,6 +667,41 @@ impl<S> Ctx<S> {
         } else if self.out_buf.capacity() == 0 {
             self.out_buf = vec![0; OUT_BUF_SIZE];
         }
+    }
+}
+
+#[cfg(test)]
+mod id_tests {
+    use std::time::Duration;
+
+    use crate::{Action, EventLoop, Interest};
+
+    /// A stale `SourceId` never names a later source, even once the slot's
+    /// generations run out: the loop is set to where four billion
+    /// registrations would leave it, and the slot that reaches the last
+    /// generation is retired.
+    #[test]
+    fn a_stale_source_id_never_names_a_later_source() {
+        let mut el = EventLoop::<()>::new().unwrap();
+        let register = |el: &mut EventLoop<()>| {
+            let (a, _b) = mio::net::UnixStream::pair().unwrap();
+            el.register(a, Interest::READABLE, |_, _, _, _| Action::Keep)
+                .unwrap()
+        };
+        let first = register(&mut el);
+        assert!(el.close(first));
+        el.turn(&mut (), Some(Duration::ZERO)).unwrap();
+        el.skip_generations_to_wrap();
+        let last = register(&mut el);
+        assert_eq!(last.index(), first.index());
+        assert!(el.close(last));
+        el.turn(&mut (), Some(Duration::ZERO)).unwrap();
+        let next = register(&mut el);
+        assert_ne!(next, first, "a stale id names a new source");
+        assert!(!el.close(first), "a stale id closed a live source");
+        assert!(!el.is_open(last));
+        assert!(el.is_open(next));
+        assert_eq!(el.source_count(), 1);
     }
 }
 

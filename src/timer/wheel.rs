@@ -784,6 +784,28 @@ mod tests {
         }
     }
 
+    /// A slot whose generation would wrap is retired, never handed out
+    /// again: otherwise, with few live timers, one slot takes every arm and
+    /// after 2^32 of them a stale key names a live entry. (The slot's
+    /// generation is set to where 2^32 - 1 reuses would leave it.)
+    #[test]
+    fn a_slot_whose_generation_would_wrap_is_retired() {
+        let mut wheel = Wheel::new(20, 0);
+        let first = wheel.insert(MS, "first");
+        assert_eq!(wheel.remove(first), Some("first"));
+        wheel.entries[first.index as usize].generation = u32::MAX;
+        let last = wheel.insert(MS, "last");
+        assert_eq!((last.index, last.generation), (first.index, u32::MAX));
+        assert_eq!(wheel.remove(last), Some("last"));
+        let next = wheel.insert(MS, "next");
+        assert_ne!(next, first, "a stale key names a new entry");
+        assert_ne!(next.index, first.index, "the worn-out slot was reused");
+        assert_eq!(wheel.remove(first), None);
+        assert_eq!(wheel.remove(last), None);
+        assert_eq!(wheel.remove(next), Some("next"));
+        assert!(wheel.is_empty());
+    }
+
     #[test]
     fn big_jump_fires_everything_in_order() {
         let mut wheel = Wheel::new(20, 0);
