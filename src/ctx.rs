@@ -8,7 +8,6 @@
 //! dereferences to its `Ctx`, so the owner can do the same between turns.
 
 use std::any::Any;
-use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io;
 use std::time::{Duration, Instant};
@@ -17,7 +16,7 @@ use mio::Interest;
 use slab::Slab;
 
 use crate::channel::{ChannelEntry, Receiver};
-use crate::clock::Clock;
+use crate::clock::TurnTime;
 use crate::metrics::Metrics;
 use crate::remote::{Link, Posted, Remote};
 use crate::source::{Action, Attach, Entry, Event, Handled, Priority, Ready};
@@ -100,15 +99,13 @@ pub struct Ctx<S> {
     pub(crate) deferred: VecDeque<Deferred<S>>,
     pub(crate) timers: Timers<S>,
     pub(crate) checks: Vec<Check<S>>,
-    pub(crate) clock: Clock,
-    /// The turn's time, read from the clock at its first use in the turn
-    /// (`None`: not read yet). A turn that never asks pays no clock read.
-    pub(crate) now: Cell<Option<Instant>>,
-    /// The same time as nanoseconds since the timers' origin, which is what
-    /// the timer wheel works in; kept beside `now` so that neither the timer
-    /// phase nor `timer_after` converts it again.
-    pub(crate) now_ns: Cell<Option<u64>>,
+    /// The clock, and the reading that stands for "now" while it is valid
+    /// (`clock.rs` has the rule).
+    pub(crate) time: TurnTime,
     pub(crate) stop: bool,
+    /// The stop was asked between turns: the next turn keeps it (it would
+    /// otherwise clear what the last turn asked, and lose this one).
+    pub(crate) stop_before_turn: bool,
     pub(crate) turn_no: u64,
     /// The shared read buffer ([`SCRATCH_SIZE`] bytes, allocated on first
     /// use), out while a read borrows it.
@@ -134,35 +131,19 @@ fn stale(id: SourceId) -> io::Error {
 }
 
 impl<S> Ctx<S> {
-    /// The turn's time: read from the clock the first time it is asked for
-    /// in a turn (by the timer phase when timers are armed), then the same
-    /// value until the turn ends, or until a poll that slept. After the first
-    /// call in a turn, no system call.
+    /// The loop's time. Inside a turn, the clock is read at the first call
+    /// and that reading is kept for the callbacks of the phase (a timer,
+    /// deferred or dispatch phase; the rule and its exceptions are in
+    /// `docs/ARCHITECTURE.md`, "The clock"), so after the first call no
+    /// system call. Between turns every call reads the clock.
     pub fn now(&self) -> Instant {
-        if let Some(t) = self.now.get() {
-            return t;
-        }
-        let t = match self.clock {
-            // A manual clock's time is a nanosecond count (its origin is
-            // the timers' origin): the `Instant` is derived from it.
-            Clock::Manual(_) => self.timers.to_instant(self.now_ns()),
-            Clock::System => Instant::now(),
-        };
-        self.now.set(Some(t));
-        t
+        self.time.now()
     }
 
-    /// [`now`](Self::now) in the timer wheel's nanoseconds, cached alike.
+    /// [`now`](Self::now) in the timer wheel's nanoseconds, kept alike.
+    #[inline]
     pub(crate) fn now_ns(&self) -> u64 {
-        if let Some(ns) = self.now_ns.get() {
-            return ns;
-        }
-        let ns = match &self.clock {
-            Clock::Manual(m) => m.elapsed_ns(),
-            Clock::System => self.timers.to_ns(self.now()),
-        };
-        self.now_ns.set(Some(ns));
-        ns
+        self.time.now_ns()
     }
 
     /// Arm a timer for a deadline in the wheel's nanoseconds.
@@ -170,7 +151,7 @@ impl<S> Ctx<S> {
     where
         F: FnMut(Fired, &mut Ctx<S>, &mut S) + 'static,
     {
-        if self.timers.lagging {
+        if self.timers.wheel.is_empty() {
             // Rare (the first timer after none were armed), so reading the
             // clock here costs nothing in steady state.
             let now = self.now_ns();
@@ -179,17 +160,16 @@ impl<S> Ctx<S> {
         self.timers.arm_ns(deadline_ns, repeat, f)
     }
 
-    /// Drop the turn's cached time: the next ask reads the clock.
-    pub(crate) fn forget_now(&self) {
-        self.now.set(None);
-        self.now_ns.set(None);
-    }
-
     /// Ask the loop to stop: [`EventLoop::run`](crate::EventLoop::run)
-    /// returns after the current turn completes.
+    /// returns after the current turn completes (at once, if asked between
+    /// turns). For a loop driven by [`EventLoop::turn`](crate::EventLoop::turn),
+    /// see there.
     pub fn stop(&mut self) {
         log::trace!("evloop: stop requested");
         self.stop = true;
+        if !self.time.in_turn() {
+            self.stop_before_turn = true;
+        }
     }
 
     /// True once a stop was requested in this turn (see
@@ -488,7 +468,7 @@ impl<S> Ctx<S> {
         // Measured from the turn's time only if something already read it:
         // tracing must not read the clock itself, or turning it on would
         // change which instant the turn holds.
-        match self.now.get() {
+        match self.time.peek() {
             Some(now) => log::trace!(
                 "evloop: arm {id:?} at +{:?}",
                 deadline.saturating_duration_since(now)

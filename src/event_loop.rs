@@ -7,7 +7,6 @@
 //! 6. after-poll hooks, 7. reclaim.
 
 use std::any::Any;
-use std::cell::Cell;
 use std::io;
 use std::ops::{Deref, DerefMut};
 use std::os::fd::{AsRawFd, RawFd};
@@ -17,7 +16,7 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 use crate::blocking::{self, Blocking};
-use crate::clock::Clock;
+use crate::clock::{Clock, TurnTime};
 use crate::ctx::{Ctx, Slot, SlotState};
 use crate::metrics::{Metrics, StallWatch};
 use crate::remote::Link;
@@ -158,7 +157,7 @@ impl Builder {
         } else {
             None
         };
-        let origin = self.clock.origin();
+        let time = TurnTime::new(self.clock);
         Ok(EventLoop {
             ctx: Ctx {
                 poll,
@@ -168,12 +167,11 @@ impl Builder {
                 closing: Vec::new(),
                 scheduled: Vec::new(),
                 deferred: Default::default(),
-                timers: Timers::new(origin, hires.is_some()),
+                timers: Timers::new(time.origin(), hires.is_some()),
                 checks: Vec::new(),
-                clock: self.clock,
-                now: Cell::new(None),
-                now_ns: Cell::new(None),
+                time,
                 stop: false,
+                stop_before_turn: false,
                 turn_no: 0,
                 scratch: None,
                 out_buf: Vec::new(),
@@ -183,6 +181,7 @@ impl Builder {
                 blocking: Blocking::new(self.blocking),
             },
             events: mio::Events::with_capacity(self.events_capacity),
+            more_ready: false,
             ready: ReadyList::default(),
             notified: Vec::new(),
             scheduled: Vec::new(),
@@ -288,6 +287,9 @@ struct ReadyList {
 pub struct EventLoop<S> {
     ctx: Ctx<S>,
     events: mio::Events,
+    /// The last poll filled `events`: the kernel may hold more ready events,
+    /// and the loop's fd raises no new edge for them (see `next_deadline`).
+    more_ready: bool,
     /// This turn's dispatch list, reused across turns (no allocation per event).
     ready: ReadyList,
     notified: Vec<SourceId>,
@@ -316,14 +318,13 @@ impl<S> EventLoop<S> {
     /// Run turns until [`Ctx::stop`] (or [`Remote::stop`](crate::Remote::stop))
     /// is called, then clear the stop request and return.
     pub fn run(&mut self, state: &mut S) -> io::Result<()> {
-        if std::mem::take(&mut self.ctx.stop) {
-            return Ok(()); // stopped before it started
-        }
         loop {
-            self.turn(state, None)?;
             if std::mem::take(&mut self.ctx.stop) {
+                // Asked in the last turn, or before the first one.
+                self.ctx.stop_before_turn = false;
                 return Ok(());
             }
+            self.turn(state, None)?;
         }
     }
 
@@ -332,11 +333,14 @@ impl<S> EventLoop<S> {
     /// rescheduled sources are waiting.
     ///
     /// A stop request ([`Ctx::stop`], [`Remote::stop`](crate::Remote::stop))
-    /// made during a turn shows in [`Ctx::is_stopping`] after it returns, and
-    /// is cleared when the next turn begins: a caller driving the loop with
-    /// `turn` decides itself what stopping means.
+    /// shows in [`Ctx::is_stopping`] after the turn it was made in, or, if
+    /// it was made between turns, after the next turn (which then does not
+    /// sleep in its poll); the turn after that clears it. A caller driving
+    /// the loop with `turn` decides itself what stopping means.
     pub fn turn(&mut self, state: &mut S, timeout: Option<Duration>) -> io::Result<Turn> {
-        self.ctx.stop = false;
+        if !std::mem::take(&mut self.ctx.stop_before_turn) {
+            self.ctx.stop = false;
+        }
         self.ctx.turn_no += 1;
         self.read_clock(); //                               1. clock
         let timers_fired = self.run_timers(state); //       2. timers
@@ -350,15 +354,16 @@ impl<S> EventLoop<S> {
         };
         self.after_poll(state, done); //                    6. checks, metrics
         self.reclaim(); //                                  7. reclaim
+        self.ctx.time.end_turn();
         Ok(done)
     }
 
-    /// Phase 1: forget the last turn's time. The clock is read when the
+    /// Phase 1: start the turn's time afresh. The clock is read when the
     /// turn first asks for `now()`: at once when timers are armed (the timer
-    /// phase needs it), else by whichever callback wants it first, after the
-    /// poll. A turn in which nothing asks (a plain echo) pays no clock read.
+    /// phase needs it), else by whichever callback wants it first. A turn in
+    /// which nothing asks (a plain echo) pays no clock read.
     fn read_clock(&mut self) {
-        self.ctx.forget_now();
+        self.ctx.time.begin_turn();
         hot_trace!("evloop: turn {} phase clock", self.ctx.turn_no);
     }
 
@@ -369,7 +374,6 @@ impl<S> EventLoop<S> {
         if self.ctx.timers.len() == 0 {
             // Nothing armed: leave the wheel's clock where it is and read no
             // clock; the next arm catches the wheel up (`Timers::catch_up`).
-            self.ctx.timers.lagging = true;
             hot_trace!("evloop: phase timers (0 due)");
             return 0;
         }
@@ -410,6 +414,10 @@ impl<S> EventLoop<S> {
             }
         }
         self.expired.clear();
+        if fired > 0 {
+            // The callbacks took time: what follows reads the clock again.
+            self.ctx.time.expire();
+        }
         fired
     }
 
@@ -445,8 +453,12 @@ impl<S> EventLoop<S> {
         hot_trace!("evloop: fire {id:?} (missed {missed})");
         let t0 = self.stall.start();
         let result = self.guard(|ctx, state| call(ctx, state, kind, slot, fired), state);
-        self.stall
-            .finish(t0, &mut self.ctx.metrics, format_args!("timer {id:?}"));
+        if self
+            .stall
+            .finish(t0, &mut self.ctx.metrics, format_args!("timer {id:?}"))
+        {
+            self.ctx.time.expire();
+        }
         if let Err(payload) = result {
             self.ctx.timers.cancel(id);
             return Err((id, payload));
@@ -477,6 +489,7 @@ impl<S> EventLoop<S> {
         hot_trace!("evloop: phase deferred ({n} queued)");
         if n > 0 {
             self.run_queued(n, state);
+            self.ctx.time.expire();
         }
         n
     }
@@ -489,8 +502,12 @@ impl<S> EventLoop<S> {
             };
             let t0 = self.stall.start();
             let result = self.guard(|ctx, state| f(ctx, state), state);
-            self.stall
-                .finish(t0, &mut self.ctx.metrics, format_args!("deferred callback"));
+            if self
+                .stall
+                .finish(t0, &mut self.ctx.metrics, format_args!("deferred callback"))
+            {
+                self.ctx.time.expire();
+            }
             if let Err(payload) = result {
                 self.panicked(payload, format_args!("deferred callback"));
             }
@@ -507,18 +524,19 @@ impl<S> EventLoop<S> {
         hot_trace!("evloop: phase poll (timeout {timeout:?})");
         if let Err(e) = self.ctx.poll.poll(&mut self.events, timeout) {
             if e.kind() != io::ErrorKind::Interrupted {
+                self.ctx.time.end_turn();
                 return Err(e);
             }
             hot_trace!("evloop: poll interrupted by a signal");
             self.events.clear();
         }
+        // `count` is the buffer's length here, not a walk.
+        self.more_ready = self.events.iter().count() == self.events.capacity();
         let slept = timeout != Some(Duration::ZERO);
         if slept {
             self.ctx.metrics.sleeping_polls += 1;
-        }
-        if slept {
             // Handlers must not arm timers from a time read before the sleep.
-            self.ctx.forget_now();
+            self.ctx.time.expire();
         }
         Ok(())
     }
@@ -538,21 +556,31 @@ impl<S> EventLoop<S> {
         if cap == zero || self.busy_poll || c.stop || !c.deferred.is_empty() || !c.scheduled.is_empty() {
             return zero;
         }
-        // Measured from the wheel's own time (the timer phase's `now`), so
-        // no clock read: an empty wheel answers `None`.
-        let timer = c.timers.until_next().and_then(|left| {
-            // A manual clock does not move while we sleep, and a timerfd
-            // wakes us itself: only an already-due timer bounds the sleep.
-            if (c.clock.is_manual() || self.hires.is_some()) && !left.is_zero() {
-                None
-            } else {
-                Some(left)
-            }
-        });
+        // An empty wheel answers `None` without a call; a timerfd wakes us
+        // itself, armed for the absolute deadline.
+        let timer = match c.timers.next_deadline_ns() {
+            Some(next) if self.hires.is_none() => self.until(next),
+            _ => None,
+        };
         match (timer, cap) {
             (Some(t), Some(c)) => Some(t.min(c)),
             (t, c) => t.or(c),
         }
+    }
+
+    /// How long the poll may sleep for a timer due at `next` (wheel
+    /// nanoseconds), measured from a fresh reading of the clock: the turn's
+    /// reading may predate slow callbacks, and a sleep measured from it
+    /// would make the timer late by their time.
+    #[inline(never)]
+    fn until(&self, next: u64) -> Option<Duration> {
+        let left = next.saturating_sub(self.ctx.time.read_ns());
+        // A manual clock does not move while we sleep: only an already-due
+        // timer bounds the sleep.
+        if self.ctx.time.is_manual() && left > 0 {
+            return None;
+        }
+        Some(Duration::from_nanos(left))
     }
 
     /// Phase 5: gather what is ready in the order it became ready (sources
@@ -686,8 +714,12 @@ impl<S> EventLoop<S> {
         let t0 = self.stall.start();
         let mut action = Action::Close;
         let result = self.guard(|ctx, state| action = entry.dispatch(event, ctx, state), state);
-        self.stall
-            .finish(t0, &mut self.ctx.metrics, format_args!("handler of {id}"));
+        if self
+            .stall
+            .finish(t0, &mut self.ctx.metrics, format_args!("handler of {id}"))
+        {
+            self.ctx.time.expire();
+        }
         if let Some(slot) = self.ctx.sources.get_mut(index) {
             slot.entry = Some(entry);
             if slot.dirty {
@@ -809,6 +841,7 @@ impl<S> EventLoop<S> {
                 // held (its fd, a listener's connection place) is given back
                 // before the next poll, which may sleep for ever.
                 self.reclaim();
+                self.ctx.time.end_turn();
                 panic::resume_unwind(payload)
             }
             PanicPolicy::CloseSource => {
@@ -818,13 +851,19 @@ impl<S> EventLoop<S> {
         }
     }
 
-    /// When the loop next needs a turn for its timers, for a host loop that
-    /// drives this one through its fd. `Some(now)` or earlier when deferred
-    /// callbacks or rescheduled sources are already waiting.
+    /// When the loop next needs a turn, for a host loop that drives this
+    /// one through its fd: after any turn, the host turns it when its fd is
+    /// readable or when this instant has come, and that is all it takes.
+    /// `Some(now)` or earlier when work is already waiting: deferred
+    /// callbacks, rescheduled sources, closed ones to reclaim, or kernel
+    /// events beyond what the last poll could take (it filled
+    /// [`Builder::events_capacity`]: the rest stay in the kernel, and the
+    /// fd raises no new edge for them). Otherwise the next timer's deadline
+    /// (never later than it), or `None`.
     pub fn next_deadline(&self) -> Option<Instant> {
         let c = &self.ctx;
-        if !c.deferred.is_empty() || !c.scheduled.is_empty() || !c.closing.is_empty() {
-            return Some(c.clock.now());
+        if self.more_ready || !c.deferred.is_empty() || !c.scheduled.is_empty() || !c.closing.is_empty() {
+            return Some(c.time.clock_now());
         }
         c.timers.next_deadline()
     }

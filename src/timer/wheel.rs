@@ -331,12 +331,6 @@ impl<T> Wheel<T> {
         Some((entry.deadline, entry.value.as_mut()?))
     }
 
-    /// The time last passed to [`collect_expired`](Wheel::collect_expired)
-    /// (or to [`new`](Wheel::new)), never decreasing.
-    pub fn now(&self) -> u64 {
-        self.now
-    }
-
     /// Number of entries held: armed ones plus those reported by
     /// [`collect_expired`](Wheel::collect_expired) and not yet taken.
     pub fn len(&self) -> usize {
