@@ -492,6 +492,9 @@ impl<S> Ctx<S> {
     /// Arm a fixed-rate periodic timer: first at `now() + period`, then on
     /// the same grid whatever the callbacks cost. When the loop runs late,
     /// the skipped ticks are reported in [`Fired::missed`], not replayed.
+    /// (A periodic timer whose next run would fall past the end of the
+    /// clock's range, 584 years after the loop was built, which only a
+    /// manual clock reaches, is dropped: that run can never come.)
     pub fn timer_every<F>(&mut self, period: Duration, f: F) -> TimerId
     where
         F: FnMut(Fired, &mut Ctx<S>, &mut S) + 'static,

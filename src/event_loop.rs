@@ -35,7 +35,9 @@ const WARM_BATCH: usize = 8;
 /// at 50 connections, -15 % at 1,000 and -30 % at 10,000.
 const WARM_ABOVE: usize = 256;
 
-/// What the loop does when a handler (or timer, deferred or check callback) panics.
+/// What the loop does when a handler (or timer, deferred or check callback,
+/// or the `Drop` of a source being released) panics. A panicking `Drop`
+/// never keeps the other closed sources from being released.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PanicPolicy {
     /// Let the panic unwind out of `turn`/`run` (the default). The source
@@ -474,13 +476,31 @@ impl<S> EventLoop<S> {
                 return Ok(true);
             }
             let next = match repeat {
-                Repeat::Rate(p) => deadline_ns.saturating_add(p.saturating_mul(missed + 1)),
-                Repeat::Delay(p) => now_ns.saturating_add(p),
+                Repeat::Rate(p) => (missed.checked_add(1))
+                    .and_then(|n| p.checked_mul(n))
+                    .and_then(|d| deadline_ns.checked_add(d)),
+                Repeat::Delay(p) => now_ns.checked_add(p),
                 Repeat::Once => return Ok(true),
             };
-            self.ctx.timers.wheel.reset(key, next);
+            match next {
+                Some(next) => {
+                    self.ctx.timers.wheel.reset(key, next);
+                }
+                None => self.retire_timer(id),
+            }
         }
         Ok(true)
+    }
+
+    /// A periodic timer's next tick lies past the end of the clock's range
+    /// (584 years from the loop's start: a manual clock jumped there). It
+    /// can never come; kept at the range's end instead, the timer would be
+    /// due again in every turn once the clock got there.
+    #[cold]
+    #[inline(never)]
+    fn retire_timer(&mut self, id: crate::TimerId) {
+        log::debug!("evloop: {id:?}'s next tick is past the end of the clock's range; dropped");
+        self.ctx.timers.cancel(id);
     }
 
     /// Phase 3: run the callbacks deferred before this phase began, FIFO.
@@ -786,11 +806,14 @@ impl<S> EventLoop<S> {
                 drop(checks.remove(i));
             }
             if let Err(payload) = result {
-                // Put the hooks back before a propagated panic unwinds past us.
-                checks.append(&mut self.ctx.checks);
-                self.ctx.checks = std::mem::take(&mut checks);
+                if self.panic_policy == PanicPolicy::Propagate {
+                    // Put the hooks back before the panic unwinds past us.
+                    checks.append(&mut self.ctx.checks);
+                    self.ctx.checks = std::mem::take(&mut checks);
+                }
+                // Otherwise the phase goes on with its own list: hooks
+                // added during it wait in `ctx.checks` for the next turn.
                 self.panicked(payload, format_args!("check hook"));
-                checks = std::mem::take(&mut self.ctx.checks);
             }
         }
         checks.append(&mut self.ctx.checks);
@@ -809,12 +832,28 @@ impl<S> EventLoop<S> {
     fn release_closed(&mut self) {
         hot_trace!("evloop: phase reclaim ({} closed)", self.ctx.closing.len());
         let mut closing = std::mem::take(&mut self.ctx.closing);
+        let mut dropped = None;
         for &index in &closing {
-            self.ctx.release(index);
+            // Dropping a source runs its (and its handler's) `Drop`: one
+            // that panics must not leave the sources after it closed and
+            // unreleased, their fds open and registered, for ever.
+            let ctx = &mut self.ctx;
+            if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| ctx.release(index))) {
+                match dropped {
+                    None => dropped = Some(payload),
+                    Some(_) => log::error!(
+                        "evloop: dropping a closed source panicked: {}; dropped",
+                        panic_message(&*payload)
+                    ),
+                }
+            }
         }
         closing.clear();
         if self.ctx.closing.is_empty() {
             self.ctx.closing = closing;
+        }
+        if let Some(payload) = dropped {
+            self.panicked(payload, format_args!("dropping a closed source"));
         }
     }
 
