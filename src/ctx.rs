@@ -61,8 +61,8 @@ pub(crate) enum SlotState {
 pub(crate) struct Slot<S> {
     /// `None` only while its handler runs.
     pub(crate) entry: Option<Box<dyn Entry<S>>>,
-    /// Generation of the source in this slot: the low 32 bits of its
-    /// registration sequence number, as in its id.
+    /// Generation of the source in this slot, as in its id: how many
+    /// sources held the slot before it.
     pub(crate) seq: u32,
     /// Where this source stands in the current turn's ready list, if it is
     /// there (the list entry at this place names this slot): merges
@@ -91,7 +91,13 @@ pub struct Ctx<S> {
     pub(crate) poll: mio::Poll,
     pub(crate) link: Link,
     pub(crate) sources: Slab<Slot<S>>,
-    pub(crate) next_seq: u64,
+    /// The generation the next source in each slot gets, by slot index
+    /// (missing: 0). A slot whose generations are used up is retired: it
+    /// stays in `sources`, closed and empty, and is never reused, so a stale
+    /// id can never name a later source.
+    pub(crate) generations: Vec<u32>,
+    /// Slots retired so (they are not sources).
+    pub(crate) retired: usize,
     /// Sources closed since the last reclaim phase.
     pub(crate) closing: Vec<usize>,
     /// Sources to dispatch in the next dispatch phase without a kernel event.
@@ -272,9 +278,8 @@ impl<S> Ctx<S> {
                 "evloop: source table is full",
             ));
         }
-        let seq = self.next_seq as u32;
+        let seq = self.generations.get(vacant.key()).copied().unwrap_or(0);
         let id = SourceId::new(vacant.key(), seq);
-        self.next_seq += 1;
         vacant.insert(Slot {
             seq,
             priority,
@@ -310,7 +315,8 @@ impl<S> Ctx<S> {
                 reregister: false,
             };
             if let Err(e) = entry.attach(how, &self.link) {
-                self.sources.remove(id.index());
+                // The id was handed out: the slot's next source must not get it.
+                self.release(id.index());
                 return Err(e);
             }
             slot.registered = true;
@@ -436,7 +442,7 @@ impl<S> Ctx<S> {
 
     /// How many sources are registered (closed ones count until reclaimed).
     pub fn source_count(&self) -> usize {
-        self.sources.len()
+        self.sources.len() - self.retired
     }
 
     /// Run `f` in the next deferred phase. Callbacks run FIFO; one deferred
@@ -589,17 +595,17 @@ impl<S> Ctx<S> {
         }
     }
 
-    /// Test hook: as if so many sources had been registered that the next
-    /// one gets the last generation before the wrap.
+    /// Test hook: as if every slot used so far had been reused until its
+    /// next source gets the last generation before the wrap.
     #[cfg(test)]
     pub(crate) fn skip_generations_to_wrap(&mut self) {
-        self.next_seq = u64::from(u32::MAX);
+        self.generations.fill(u32::MAX);
     }
 
     /// Counters kept by the loop.
     pub fn metrics(&self) -> Metrics {
         let mut m = self.metrics;
-        m.sources = self.sources.len();
+        m.sources = self.source_count();
         m.timers = self.timers.len();
         m
     }

@@ -165,7 +165,8 @@ impl Builder {
                 poll,
                 link,
                 sources: Slab::new(),
-                next_seq: 0,
+                generations: Vec::new(),
+                retired: 0,
                 closing: Vec::new(),
                 scheduled: Vec::new(),
                 deferred: Default::default(),
@@ -911,12 +912,26 @@ impl<S> EventLoop<S> {
 impl<S> Ctx<S> {
     /// Deregister and drop a closed source (reclaim phase, or `Drop`).
     pub(crate) fn release(&mut self, index: usize) {
-        let Some(slot) = self.sources.try_remove(index) else {
+        let Some(seq) = self.sources.get(index).map(|slot| slot.seq) else {
             return;
         };
-        let id = SourceId::new(index, slot.seq);
-        if let Some(mut entry) = slot.entry {
-            if slot.registered {
+        let (entry, registered) = if seq == u32::MAX {
+            // The slot's generations are used up: retire it (see
+            // `Ctx::generations`), closed and empty.
+            self.retired += 1;
+            let slot = &mut self.sources[index];
+            (slot.entry.take(), std::mem::take(&mut slot.registered))
+        } else {
+            if self.generations.len() <= index {
+                self.generations.resize(index + 1, 0);
+            }
+            self.generations[index] = seq + 1;
+            let slot = self.sources.remove(index);
+            (slot.entry, slot.registered)
+        };
+        let id = SourceId::new(index, seq);
+        if let Some(mut entry) = entry {
+            if registered {
                 let how = Attach::Deregister {
                     registry: self.poll.registry(),
                 };
@@ -954,7 +969,7 @@ impl<S> AsRawFd for EventLoop<S> {
 impl<S> std::fmt::Debug for EventLoop<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EventLoop")
-            .field("sources", &self.ctx.sources.len())
+            .field("sources", &self.ctx.source_count())
             .field("timers", &self.ctx.timers.len())
             .field("turns", &self.ctx.metrics.turns)
             .finish()

@@ -268,12 +268,19 @@ impl<T> Wheel<T> {
         let entry = &mut self.entries[index as usize];
         let value = entry.value.take();
         entry.state = State::Vacant;
+        self.len -= 1;
         // Bumping the generation is what makes every outstanding copy of the
-        // key stale, even after this slot is handed out again.
-        entry.generation = entry.generation.wrapping_add(1);
+        // key stale, even after this slot is handed out again. A slot whose
+        // generations are used up is retired instead, never handed out
+        // again: wrapping would make a key four billion arms old name a
+        // live entry (and with few live timers one slot takes every arm).
+        // 32 bytes lost per 2^32 arms of one slot.
+        if entry.generation == u32::MAX {
+            return value;
+        }
+        entry.generation += 1;
         entry.next = self.free_head;
         self.free_head = index;
-        self.len -= 1;
         value
     }
 
