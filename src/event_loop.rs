@@ -734,7 +734,7 @@ impl<S> EventLoop<S> {
         hot_trace!("evloop: dispatch {id} {:?}", p.ready);
         let t0 = self.stall.start();
         let mut action = Action::Close;
-        let result = self.guard(|ctx, state| action = entry.dispatch(event, ctx, state), state);
+        let mut result = self.guard(|ctx, state| action = entry.dispatch(event, ctx, state), state);
         if self
             .stall
             .finish(t0, &mut self.ctx.metrics, format_args!("handler of {id}"))
@@ -744,7 +744,9 @@ impl<S> EventLoop<S> {
         if let Some(slot) = self.ctx.sources.get_mut(index) {
             slot.entry = Some(entry);
             if slot.dirty {
-                self.resync(id);
+                if let Err(payload) = self.resync(id, state) {
+                    result = result.and(Err(payload));
+                }
             }
         }
         if let Err(payload) = result {
@@ -766,13 +768,29 @@ impl<S> EventLoop<S> {
     }
 
     /// Apply the interest or priority a handler changed for its own source
-    /// while it ran.
+    /// while it ran. If the poller refuses, the source is closed, and told
+    /// (`Entry::failed`: a connection's `on_close` runs); `Err` if that
+    /// panicked.
     #[inline(never)]
-    fn resync(&mut self, id: SourceId) {
-        if let Err(e) = self.ctx.sync(id) {
-            log::error!("evloop: re-registering {id} failed: {e}; closing it");
-            self.ctx.close(id);
+    fn resync(&mut self, id: SourceId, state: &mut S) -> Result<(), Panic> {
+        let Err(e) = self.ctx.sync(id) else {
+            return Ok(());
+        };
+        log::error!("evloop: re-registering {id} failed: {e}; closing it");
+        self.ctx.close(id);
+        let Some(mut entry) = self
+            .ctx
+            .sources
+            .get_mut(id.index())
+            .and_then(|slot| slot.entry.take())
+        else {
+            return Ok(());
+        };
+        let result = self.guard(|ctx, state| entry.failed(&e, ctx, state), state);
+        if let Some(slot) = self.ctx.sources.get_mut(id.index()) {
+            slot.entry = Some(entry);
         }
+        result
     }
 
     /// Phase 6: after-poll hooks, in the order they were added, then the

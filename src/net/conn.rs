@@ -183,9 +183,15 @@ pub trait Handler<S> {
     }
 
     /// The connection is closed (called exactly once, also for an outbound
-    /// connection that never opened: see [`CloseReason::ConnectFailed`]) and will be dropped
-    /// at the end of the turn. Not called when one of this handler's methods
-    /// panicked: the loop's [`PanicPolicy`](crate::PanicPolicy) applies.
+    /// connection that never opened: see [`CloseReason::ConnectFailed`], and
+    /// for one whose registration the poller refused) and will be dropped
+    /// at the end of the turn. The exceptions, where the connection is
+    /// dropped without it: one of this handler's methods panicked (the
+    /// loop's [`PanicPolicy`](crate::PanicPolicy) applies); it was closed
+    /// with [`Ctx::close`] rather than [`net::close`](crate::net::close) or
+    /// [`net::abort`](crate::net::abort); or the loop was dropped with it
+    /// open (there is no state to hand it then: for a graceful shutdown,
+    /// close the connections and turn the loop before dropping it).
     fn on_close(&mut self, conn: &mut Conn, reason: CloseReason, ctx: &mut Ctx<S>, state: &mut S) {
         let _ = (conn, reason, ctx, state);
     }

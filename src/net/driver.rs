@@ -46,6 +46,26 @@ impl<S, H: Handler<S>> Entry<S> for Driven<H> {
     fn touch(&self) -> u8 {
         self.conn.touch()
     }
+
+    fn failed(&mut self, err: &io::Error, ctx: &mut Ctx<S>, state: &mut S) {
+        registration_failed(&mut self.conn, &mut self.handler, err, ctx, state);
+    }
+}
+
+/// The loop closed the connection because its registration could not be
+/// changed: report it, unless its close was already reported.
+pub(super) fn registration_failed<S, H: Handler<S>>(
+    conn: &mut Conn,
+    h: &mut H,
+    err: &io::Error,
+    ctx: &mut Ctx<S>,
+    state: &mut S,
+) {
+    if conn.closed.is_none() {
+        let reason = reason_of(err);
+        conn.fail(reason);
+        finish(conn, h, reason, ctx, state);
+    }
 }
 
 /// Register `stream` in the slot reserved as `id` (see `Ctx::reserve`), as
