@@ -145,7 +145,8 @@ pub trait Handler<S> {
 
     /// Bytes arrived. `data` is everything not yet consumed (an earlier
     /// unconsumed tail followed by the new bytes). Return how many bytes were
-    /// consumed; the rest is handed back, with more, next time.
+    /// consumed; the rest is handed back, with more, next time, or alone
+    /// once reading resumes after [`Conn::pause_reading`].
     fn on_data(&mut self, conn: &mut Conn, data: &[u8], ctx: &mut Ctx<S>, state: &mut S) -> usize;
 
     /// The write queue, after having been non-empty, was fully written.
@@ -280,6 +281,9 @@ pub(super) const CONNECTING: Flags = 1 << 15;
 pub(super) const ROOM_OWED: Flags = 1 << 16;
 /// The close under way began with the idle timeout: report it as Idle.
 pub(super) const IDLE_CLOSE: Flags = 1 << 17;
+/// Reading resumed with unconsumed input: offer it to the handler again
+/// before reading (no new byte, or only the EOF, may ever come to bring it).
+pub(super) const REOFFER: Flags = 1 << 18;
 
 /// Any of these and the connection does not read.
 pub(super) const NOT_READING: Flags = THROTTLED | PAUSED | PEER_EOF | CLOSING | CLOSED | CONNECTING;
@@ -510,12 +514,18 @@ impl Conn {
         self.set(PAUSED);
     }
 
-    /// Read from this peer again. From outside the connection's own
-    /// handler, use [`net::resume_reading`](crate::net::resume_reading)
-    /// instead, which also makes its driver run.
+    /// Read from this peer again. Input the handler left unconsumed is
+    /// offered to [`on_data`](Handler::on_data) again first, whether or not
+    /// new bytes came meanwhile (and before an EOF is reported). From
+    /// outside the connection's own handler, use
+    /// [`net::resume_reading`](crate::net::resume_reading) instead, which
+    /// also makes its driver run.
     pub fn resume_reading(&mut self) {
         if self.take(PAUSED) {
             self.set(PROBE_READ);
+            if self.has(INPUT) {
+                self.set(REOFFER);
+            }
         }
     }
 

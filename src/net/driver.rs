@@ -149,7 +149,7 @@ pub(super) fn drive<S, H: Handler<S>>(
         // and nothing held once the queue drains.
         conn.out = ctx.take_out_buf();
     }
-    if conn.flags & (OPENED | IDLE_EXPIRED) != OPENED {
+    if conn.flags & (OPENED | IDLE_EXPIRED | REOFFER) != OPENED {
         open_or_expire(conn, h, ctx, state);
     }
     let mut action = Action::Keep;
@@ -173,9 +173,16 @@ pub(super) fn drive<S, H: Handler<S>>(
 // The driver's rare cases, out of line so that the common dispatch (read,
 // reply, flush) runs on few cache lines of code.
 
-/// First dispatch (greet the peer), or the idle timer expired.
+/// First dispatch (greet the peer), the idle timer expired, or reading
+/// resumed with unconsumed input to offer again.
 #[inline(never)]
 fn open_or_expire<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ctx: &mut Ctx<S>, state: &mut S) {
+    if conn.has(REOFFER) && conn.reading() {
+        conn.clear(REOFFER);
+        if conn.has(INPUT) {
+            deliver_after_tail(conn, h, &[], ctx, state);
+        }
+    }
     if !conn.has(OPENED) {
         conn.set(OPENED);
         h.on_open(conn, ctx, state);
