@@ -68,6 +68,12 @@ impl Clock {
 /// A clock that a test moves by hand. Clones share the same time, and it can
 /// be moved from any thread.
 ///
+/// A loop on a manual clock never sleeps for a timer (the clock does not
+/// move while it sleeps), and advancing the clock wakes no loop: a test
+/// drives the turns itself, advancing the clock and then calling
+/// [`turn`](crate::EventLoop::turn) with a zero timeout (or a cap). A loop
+/// with nothing but timers, blocked in `turn(None)`, stays blocked.
+///
 /// ```
 /// use std::time::Duration;
 /// let clock = evloop::ManualClock::new();

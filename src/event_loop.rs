@@ -976,8 +976,12 @@ impl<S> DerefMut for EventLoop<S> {
     }
 }
 
-/// The loop's epoll fd: watch it for readability in a host loop, then call
-/// `turn` with a zero timeout.
+/// The loop's epoll fd: watch it for readability in a host loop, and call
+/// `turn` with a zero timeout when it is readable or when
+/// [`next_deadline`](EventLoop::next_deadline) has come. After every turn
+/// the host asks `next_deadline` again: those two are the whole contract
+/// (the fd alone misses work the loop already holds, such as ready events
+/// beyond what one poll takes).
 impl<S> AsRawFd for EventLoop<S> {
     fn as_raw_fd(&self) -> RawFd {
         self.ctx.poll.as_raw_fd()
