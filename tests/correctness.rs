@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
 use std::panic::{self, AssertUnwindSafe};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::{pair, peer_sees_eof, turn_until, Watchdog};
@@ -118,10 +118,10 @@ fn sock_path(tag: &str) -> PathBuf {
     path
 }
 
-fn listen_unix(el: &mut EventLoop<()>, path: &PathBuf) -> std::io::Result<net::Listening> {
+fn listen_unix(el: &mut EventLoop<()>, path: &Path) -> std::io::Result<net::Listening> {
     net::listen(
         el,
-        &Addr::Unix(path.clone()),
+        &Addr::Unix(path.to_path_buf()),
         ListenConfig::default(),
         |_, _, _, _| Some(Echo),
     )
