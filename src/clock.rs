@@ -136,7 +136,7 @@ pub(crate) struct TurnTime {
     /// is derived from the other when first asked for (`None`: not yet).
     now: Cell<Option<Instant>>,
     now_ns: Cell<Option<u64>>,
-    /// A turn is running: only then is a reading kept.
+    /// A turn is running: only then is a reading kept, or used.
     in_turn: Cell<bool>,
 }
 
@@ -175,11 +175,12 @@ impl TurnTime {
         self.expire();
     }
 
-    /// The turn is over: nothing read in it outlives it.
+    /// The turn is over: nothing read in it outlives it. (The reading is
+    /// left in place, unused outside a turn, and dropped when the next turn
+    /// begins: one store per turn fewer on a path every message takes.)
     #[inline]
     pub(crate) fn end_turn(&self) {
         self.in_turn.set(false);
-        self.expire();
     }
 
     /// End the current reading: the next ask reads the clock.
@@ -192,12 +193,12 @@ impl TurnTime {
     /// The current reading, if one was taken and is still valid (for
     /// tracing, which must not read the clock itself).
     pub(crate) fn peek(&self) -> Option<Instant> {
-        self.now.get()
+        self.now.get().filter(|_| self.in_turn.get())
     }
 
     /// Now: the valid reading, or a new one (kept if a turn runs).
     pub(crate) fn now(&self) -> Instant {
-        if let Some(t) = self.now.get() {
+        if let (Some(t), true) = (self.now.get(), self.in_turn.get()) {
             return t;
         }
         let t = match &self.clock {
@@ -214,7 +215,7 @@ impl TurnTime {
 
     /// [`now`](Self::now) in the timers' nanoseconds, kept alike.
     pub(crate) fn now_ns(&self) -> u64 {
-        if let Some(ns) = self.now_ns.get() {
+        if let (Some(ns), true) = (self.now_ns.get(), self.in_turn.get()) {
             return ns;
         }
         let ns = match &self.clock {

@@ -184,7 +184,6 @@ impl Builder {
                 blocking: Blocking::new(self.blocking),
             },
             events: mio::Events::with_capacity(self.events_capacity),
-            more_ready: false,
             ready: ReadyList::default(),
             notified: Vec::new(),
             scheduled: Vec::new(),
@@ -289,10 +288,9 @@ struct ReadyList {
 /// turns, because `EventLoop` dereferences to its `Ctx`.
 pub struct EventLoop<S> {
     ctx: Ctx<S>,
+    /// The last poll's events, kept until the next poll: if they fill the
+    /// buffer, the kernel may hold more (see `next_deadline`).
     events: mio::Events,
-    /// The last poll filled `events`: the kernel may hold more ready events,
-    /// and the loop's fd raises no new edge for them (see `next_deadline`).
-    more_ready: bool,
     /// This turn's dispatch list, reused across turns (no allocation per event).
     ready: ReadyList,
     notified: Vec<SourceId>,
@@ -341,7 +339,9 @@ impl<S> EventLoop<S> {
     /// sleep in its poll); the turn after that clears it. A caller driving
     /// the loop with `turn` decides itself what stopping means.
     pub fn turn(&mut self, state: &mut S, timeout: Option<Duration>) -> io::Result<Turn> {
-        if !std::mem::take(&mut self.ctx.stop_before_turn) {
+        if self.ctx.stop_before_turn {
+            self.ctx.stop_before_turn = false;
+        } else {
             self.ctx.stop = false;
         }
         self.ctx.turn_no += 1;
@@ -551,8 +551,6 @@ impl<S> EventLoop<S> {
             hot_trace!("evloop: poll interrupted by a signal");
             self.events.clear();
         }
-        // `count` is the buffer's length here, not a walk.
-        self.more_ready = self.events.iter().count() == self.events.capacity();
         let slept = timeout != Some(Duration::ZERO);
         if slept {
             self.ctx.metrics.sleeping_polls += 1;
@@ -920,10 +918,20 @@ impl<S> EventLoop<S> {
     /// (never later than it), or `None`.
     pub fn next_deadline(&self) -> Option<Instant> {
         let c = &self.ctx;
-        if self.more_ready || !c.deferred.is_empty() || !c.scheduled.is_empty() || !c.closing.is_empty() {
+        if self.more_ready() || !c.deferred.is_empty() || !c.scheduled.is_empty() || !c.closing.is_empty() {
             return Some(c.time.clock_now());
         }
         c.timers.next_deadline()
+    }
+}
+
+impl<S> EventLoop<S> {
+    /// The last poll filled the events buffer: the kernel may hold more
+    /// ready events, and the loop's fd raises no new edge for them. Worked
+    /// out from the buffer when asked (`count` is its length, not a walk),
+    /// so the turn pays nothing for it.
+    fn more_ready(&self) -> bool {
+        self.events.iter().count() == self.events.capacity()
     }
 }
 
