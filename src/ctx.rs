@@ -8,7 +8,6 @@
 //! dereferences to its `Ctx`, so the owner can do the same between turns.
 
 use std::any::Any;
-use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io;
 use std::time::{Duration, Instant};
@@ -17,7 +16,7 @@ use mio::Interest;
 use slab::Slab;
 
 use crate::channel::{ChannelEntry, Receiver};
-use crate::clock::Clock;
+use crate::clock::TurnTime;
 use crate::metrics::Metrics;
 use crate::remote::{Link, Posted, Remote};
 use crate::source::{Action, Attach, Entry, Event, Handled, Priority, Ready};
@@ -62,8 +61,8 @@ pub(crate) enum SlotState {
 pub(crate) struct Slot<S> {
     /// `None` only while its handler runs.
     pub(crate) entry: Option<Box<dyn Entry<S>>>,
-    /// Generation of the source in this slot: the low 32 bits of its
-    /// registration sequence number, as in its id.
+    /// Generation of the source in this slot, as in its id: how many
+    /// sources held the slot before it.
     pub(crate) seq: u32,
     /// Where this source stands in the current turn's ready list, if it is
     /// there (the list entry at this place names this slot): merges
@@ -92,7 +91,13 @@ pub struct Ctx<S> {
     pub(crate) poll: mio::Poll,
     pub(crate) link: Link,
     pub(crate) sources: Slab<Slot<S>>,
-    pub(crate) next_seq: u64,
+    /// The generation the next source in each slot gets, by slot index
+    /// (missing: 0). A slot whose generations are used up is retired: it
+    /// stays in `sources`, closed and empty, and is never reused, so a stale
+    /// id can never name a later source.
+    pub(crate) generations: Vec<u32>,
+    /// Slots retired so (they are not sources).
+    pub(crate) retired: usize,
     /// Sources closed since the last reclaim phase.
     pub(crate) closing: Vec<usize>,
     /// Sources to dispatch in the next dispatch phase without a kernel event.
@@ -100,15 +105,13 @@ pub struct Ctx<S> {
     pub(crate) deferred: VecDeque<Deferred<S>>,
     pub(crate) timers: Timers<S>,
     pub(crate) checks: Vec<Check<S>>,
-    pub(crate) clock: Clock,
-    /// The turn's time, read from the clock at its first use in the turn
-    /// (`None`: not read yet). A turn that never asks pays no clock read.
-    pub(crate) now: Cell<Option<Instant>>,
-    /// The same time as nanoseconds since the timers' origin, which is what
-    /// the timer wheel works in; kept beside `now` so that neither the timer
-    /// phase nor `timer_after` converts it again.
-    pub(crate) now_ns: Cell<Option<u64>>,
+    /// The clock, and the reading that stands for "now" while it is valid
+    /// (`clock.rs` has the rule).
+    pub(crate) time: TurnTime,
     pub(crate) stop: bool,
+    /// The stop was asked between turns: the next turn keeps it (it would
+    /// otherwise clear what the last turn asked, and lose this one).
+    pub(crate) stop_before_turn: bool,
     pub(crate) turn_no: u64,
     /// The shared read buffer ([`SCRATCH_SIZE`] bytes, allocated on first
     /// use), out while a read borrows it.
@@ -139,35 +142,19 @@ fn stale(id: SourceId) -> io::Error {
 }
 
 impl<S> Ctx<S> {
-    /// The turn's time: read from the clock the first time it is asked for
-    /// in a turn (by the timer phase when timers are armed), then the same
-    /// value until the turn ends, or until a poll that slept. After the first
-    /// call in a turn, no system call.
+    /// The loop's time. Inside a turn, the clock is read at the first call
+    /// and that reading is kept for the callbacks of the phase (a timer,
+    /// deferred or dispatch phase; the rule and its exceptions are in
+    /// `docs/ARCHITECTURE.md`, "The clock"), so after the first call no
+    /// system call. Between turns every call reads the clock.
     pub fn now(&self) -> Instant {
-        if let Some(t) = self.now.get() {
-            return t;
-        }
-        let t = match self.clock {
-            // A manual clock's time is a nanosecond count (its origin is
-            // the timers' origin): the `Instant` is derived from it.
-            Clock::Manual(_) => self.timers.to_instant(self.now_ns()),
-            Clock::System => Instant::now(),
-        };
-        self.now.set(Some(t));
-        t
+        self.time.now()
     }
 
-    /// [`now`](Self::now) in the timer wheel's nanoseconds, cached alike.
+    /// [`now`](Self::now) in the timer wheel's nanoseconds, kept alike.
+    #[inline]
     pub(crate) fn now_ns(&self) -> u64 {
-        if let Some(ns) = self.now_ns.get() {
-            return ns;
-        }
-        let ns = match &self.clock {
-            Clock::Manual(m) => m.elapsed_ns(),
-            Clock::System => self.timers.to_ns(self.now()),
-        };
-        self.now_ns.set(Some(ns));
-        ns
+        self.time.now_ns()
     }
 
     /// Arm a timer for a deadline in the wheel's nanoseconds.
@@ -175,7 +162,7 @@ impl<S> Ctx<S> {
     where
         F: FnMut(Fired, &mut Ctx<S>, &mut S) + 'static,
     {
-        if self.timers.lagging {
+        if self.timers.wheel.is_empty() {
             // Rare (the first timer after none were armed), so reading the
             // clock here costs nothing in steady state.
             let now = self.now_ns();
@@ -184,17 +171,16 @@ impl<S> Ctx<S> {
         self.timers.arm_ns(deadline_ns, repeat, f)
     }
 
-    /// Drop the turn's cached time: the next ask reads the clock.
-    pub(crate) fn forget_now(&self) {
-        self.now.set(None);
-        self.now_ns.set(None);
-    }
-
     /// Ask the loop to stop: [`EventLoop::run`](crate::EventLoop::run)
-    /// returns after the current turn completes.
+    /// returns after the current turn completes (at once, if asked between
+    /// turns). For a loop driven by [`EventLoop::turn`](crate::EventLoop::turn),
+    /// see there.
     pub fn stop(&mut self) {
         log::trace!("evloop: stop requested");
         self.stop = true;
+        if !self.time.in_turn() {
+            self.stop_before_turn = true;
+        }
     }
 
     /// True once a stop was requested in this turn (see
@@ -297,9 +283,8 @@ impl<S> Ctx<S> {
                 "evloop: source table is full",
             ));
         }
-        let seq = self.next_seq as u32;
+        let seq = self.generations.get(vacant.key()).copied().unwrap_or(0);
         let id = SourceId::new(vacant.key(), seq);
-        self.next_seq += 1;
         vacant.insert(Slot {
             seq,
             priority,
@@ -335,7 +320,8 @@ impl<S> Ctx<S> {
                 reregister: false,
             };
             if let Err(e) = entry.attach(how, &self.link) {
-                self.sources.remove(id.index());
+                // The id was handed out: the slot's next source must not get it.
+                self.release(id.index());
                 return Err(e);
             }
             slot.registered = true;
@@ -461,7 +447,7 @@ impl<S> Ctx<S> {
 
     /// How many sources are registered (closed ones count until reclaimed).
     pub fn source_count(&self) -> usize {
-        self.sources.len()
+        self.sources.len() - self.retired
     }
 
     /// Run `f` in the next deferred phase. Callbacks run FIFO; one deferred
@@ -493,7 +479,7 @@ impl<S> Ctx<S> {
         // Measured from the turn's time only if something already read it:
         // tracing must not read the clock itself, or turning it on would
         // change which instant the turn holds.
-        match self.now.get() {
+        match self.time.peek() {
             Some(now) => log::trace!(
                 "evloop: arm {id:?} at +{:?}",
                 deadline.saturating_duration_since(now)
@@ -517,6 +503,9 @@ impl<S> Ctx<S> {
     /// Arm a fixed-rate periodic timer: first at `now() + period`, then on
     /// the same grid whatever the callbacks cost. When the loop runs late,
     /// the skipped ticks are reported in [`Fired::missed`], not replayed.
+    /// (A periodic timer whose next run would fall past the end of the
+    /// clock's range, 584 years after the loop was built, which only a
+    /// manual clock reaches, is dropped: that run can never come.)
     pub fn timer_every<F>(&mut self, period: Duration, f: F) -> TimerId
     where
         F: FnMut(Fired, &mut Ctx<S>, &mut S) + 'static,
@@ -611,10 +600,17 @@ impl<S> Ctx<S> {
         }
     }
 
+    /// Test hook: as if every slot used so far had been reused until its
+    /// next source gets the last generation before the wrap.
+    #[cfg(test)]
+    pub(crate) fn skip_generations_to_wrap(&mut self) {
+        self.generations.fill(u32::MAX);
+    }
+
     /// Counters kept by the loop.
     pub fn metrics(&self) -> Metrics {
         let mut m = self.metrics;
-        m.sources = self.sources.len();
+        m.sources = self.source_count();
         m.timers = self.timers.len();
         m
     }
@@ -665,6 +661,41 @@ impl<S> Ctx<S> {
         } else if self.out_buf.capacity() == 0 {
             self.out_buf = vec![0; OUT_BUF_SIZE];
         }
+    }
+}
+
+#[cfg(test)]
+mod id_tests {
+    use std::time::Duration;
+
+    use crate::{Action, EventLoop, Interest};
+
+    /// A stale `SourceId` never names a later source, even once the slot's
+    /// generations run out: the loop is set to where four billion
+    /// registrations would leave it, and the slot that reaches the last
+    /// generation is retired.
+    #[test]
+    fn a_stale_source_id_never_names_a_later_source() {
+        let mut el = EventLoop::<()>::new().unwrap();
+        let register = |el: &mut EventLoop<()>| {
+            let (a, _b) = mio::net::UnixStream::pair().unwrap();
+            el.register(a, Interest::READABLE, |_, _, _, _| Action::Keep)
+                .unwrap()
+        };
+        let first = register(&mut el);
+        assert!(el.close(first));
+        el.turn(&mut (), Some(Duration::ZERO)).unwrap();
+        el.skip_generations_to_wrap();
+        let last = register(&mut el);
+        assert_eq!(last.index(), first.index());
+        assert!(el.close(last));
+        el.turn(&mut (), Some(Duration::ZERO)).unwrap();
+        let next = register(&mut el);
+        assert_ne!(next, first, "a stale id names a new source");
+        assert!(!el.close(first), "a stale id closed a live source");
+        assert!(!el.is_open(last));
+        assert!(el.is_open(next));
+        assert_eq!(el.source_count(), 1);
     }
 }
 

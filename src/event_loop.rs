@@ -7,7 +7,6 @@
 //! 6. after-poll hooks, 7. reclaim.
 
 use std::any::Any;
-use std::cell::Cell;
 use std::io;
 use std::ops::{Deref, DerefMut};
 use std::os::fd::{AsRawFd, RawFd};
@@ -17,7 +16,7 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 
 use crate::blocking::{self, Blocking};
-use crate::clock::Clock;
+use crate::clock::{Clock, TurnTime};
 use crate::ctx::{Ctx, Slot, SlotState};
 use crate::metrics::{Metrics, StallWatch};
 use crate::remote::Link;
@@ -36,7 +35,9 @@ const WARM_BATCH: usize = 8;
 /// at 50 connections, -15 % at 1,000 and -30 % at 10,000.
 const WARM_ABOVE: usize = 256;
 
-/// What the loop does when a handler (or timer, deferred or check callback) panics.
+/// What the loop does when a handler (or timer, deferred or check callback,
+/// or the `Drop` of a source being released) panics. A panicking `Drop`
+/// never keeps the other closed sources from being released.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PanicPolicy {
     /// Let the panic unwind out of `turn`/`run` (the default). The source
@@ -158,22 +159,22 @@ impl Builder {
         } else {
             None
         };
-        let origin = self.clock.origin();
+        let time = TurnTime::new(self.clock);
         Ok(EventLoop {
             ctx: Ctx {
                 poll,
                 link,
                 sources: Slab::new(),
-                next_seq: 0,
+                generations: Vec::new(),
+                retired: 0,
                 closing: Vec::new(),
                 scheduled: Vec::new(),
                 deferred: Default::default(),
-                timers: Timers::new(origin, hires.is_some()),
+                timers: Timers::new(time.origin(), hires.is_some()),
                 checks: Vec::new(),
-                clock: self.clock,
-                now: Cell::new(None),
-                now_ns: Cell::new(None),
+                time,
                 stop: false,
+                stop_before_turn: false,
                 turn_no: 0,
                 scratch: None,
                 out_buf: Vec::new(),
@@ -289,6 +290,8 @@ struct ReadyList {
 /// turns, because `EventLoop` dereferences to its `Ctx`.
 pub struct EventLoop<S> {
     ctx: Ctx<S>,
+    /// The last poll's events, kept until the next poll: if they fill the
+    /// buffer, the kernel may hold more (see `next_deadline`).
     events: mio::Events,
     /// This turn's dispatch list, reused across turns (no allocation per event).
     ready: ReadyList,
@@ -318,14 +321,13 @@ impl<S> EventLoop<S> {
     /// Run turns until [`Ctx::stop`] (or [`Remote::stop`](crate::Remote::stop))
     /// is called, then clear the stop request and return.
     pub fn run(&mut self, state: &mut S) -> io::Result<()> {
-        if std::mem::take(&mut self.ctx.stop) {
-            return Ok(()); // stopped before it started
-        }
         loop {
-            self.turn(state, None)?;
             if std::mem::take(&mut self.ctx.stop) {
+                // Asked in the last turn, or before the first one.
+                self.ctx.stop_before_turn = false;
                 return Ok(());
             }
+            self.turn(state, None)?;
         }
     }
 
@@ -334,11 +336,16 @@ impl<S> EventLoop<S> {
     /// rescheduled sources are waiting.
     ///
     /// A stop request ([`Ctx::stop`], [`Remote::stop`](crate::Remote::stop))
-    /// made during a turn shows in [`Ctx::is_stopping`] after it returns, and
-    /// is cleared when the next turn begins: a caller driving the loop with
-    /// `turn` decides itself what stopping means.
+    /// shows in [`Ctx::is_stopping`] after the turn it was made in, or, if
+    /// it was made between turns, after the next turn (which then does not
+    /// sleep in its poll); the turn after that clears it. A caller driving
+    /// the loop with `turn` decides itself what stopping means.
     pub fn turn(&mut self, state: &mut S, timeout: Option<Duration>) -> io::Result<Turn> {
-        self.ctx.stop = false;
+        if self.ctx.stop_before_turn {
+            self.ctx.stop_before_turn = false;
+        } else {
+            self.ctx.stop = false;
+        }
         self.ctx.turn_no += 1;
         self.read_clock(); //                               1. clock
         let timers_fired = self.run_timers(state); //       2. timers
@@ -352,15 +359,16 @@ impl<S> EventLoop<S> {
         };
         self.after_poll(state, done); //                    6. checks, metrics
         self.reclaim(); //                                  7. reclaim
+        self.ctx.time.end_turn();
         Ok(done)
     }
 
-    /// Phase 1: forget the last turn's time. The clock is read when the
+    /// Phase 1: start the turn's time afresh. The clock is read when the
     /// turn first asks for `now()`: at once when timers are armed (the timer
-    /// phase needs it), else by whichever callback wants it first, after the
-    /// poll. A turn in which nothing asks (a plain echo) pays no clock read.
+    /// phase needs it), else by whichever callback wants it first. A turn in
+    /// which nothing asks (a plain echo) pays no clock read.
     fn read_clock(&mut self) {
-        self.ctx.forget_now();
+        self.ctx.time.begin_turn();
         hot_trace!("evloop: turn {} phase clock", self.ctx.turn_no);
     }
 
@@ -371,7 +379,6 @@ impl<S> EventLoop<S> {
         if self.ctx.timers.len() == 0 {
             // Nothing armed: leave the wheel's clock where it is and read no
             // clock; the next arm catches the wheel up (`Timers::catch_up`).
-            self.ctx.timers.lagging = true;
             hot_trace!("evloop: phase timers (0 due)");
             return 0;
         }
@@ -412,6 +419,10 @@ impl<S> EventLoop<S> {
             }
         }
         self.expired.clear();
+        if fired > 0 {
+            // The callbacks took time: what follows reads the clock again.
+            self.ctx.time.expire();
+        }
         fired
     }
 
@@ -447,8 +458,12 @@ impl<S> EventLoop<S> {
         hot_trace!("evloop: fire {id:?} (missed {missed})");
         let t0 = self.stall.start();
         let result = self.guard(|ctx, state| call(ctx, state, kind, slot, fired), state);
-        self.stall
-            .finish(t0, &mut self.ctx.metrics, format_args!("timer {id:?}"));
+        if self
+            .stall
+            .finish(t0, &mut self.ctx.metrics, format_args!("timer {id:?}"))
+        {
+            self.ctx.time.expire();
+        }
         if let Err(payload) = result {
             self.ctx.timers.cancel(id);
             return Err((id, payload));
@@ -464,13 +479,31 @@ impl<S> EventLoop<S> {
                 return Ok(true);
             }
             let next = match repeat {
-                Repeat::Rate(p) => deadline_ns.saturating_add(p.saturating_mul(missed + 1)),
-                Repeat::Delay(p) => now_ns.saturating_add(p),
+                Repeat::Rate(p) => (missed.checked_add(1))
+                    .and_then(|n| p.checked_mul(n))
+                    .and_then(|d| deadline_ns.checked_add(d)),
+                Repeat::Delay(p) => now_ns.checked_add(p),
                 Repeat::Once => return Ok(true),
             };
-            self.ctx.timers.wheel.reset(key, next);
+            match next {
+                Some(next) => {
+                    self.ctx.timers.wheel.reset(key, next);
+                }
+                None => self.retire_timer(id),
+            }
         }
         Ok(true)
+    }
+
+    /// A periodic timer's next tick lies past the end of the clock's range
+    /// (584 years from the loop's start: a manual clock jumped there). It
+    /// can never come; kept at the range's end instead, the timer would be
+    /// due again in every turn once the clock got there.
+    #[cold]
+    #[inline(never)]
+    fn retire_timer(&mut self, id: crate::TimerId) {
+        log::debug!("evloop: {id:?}'s next tick is past the end of the clock's range; dropped");
+        self.ctx.timers.cancel(id);
     }
 
     /// Phase 3: run the callbacks deferred before this phase began, FIFO.
@@ -479,6 +512,7 @@ impl<S> EventLoop<S> {
         hot_trace!("evloop: phase deferred ({n} queued)");
         if n > 0 {
             self.run_queued(n, state);
+            self.ctx.time.expire();
         }
         n
     }
@@ -491,8 +525,12 @@ impl<S> EventLoop<S> {
             };
             let t0 = self.stall.start();
             let result = self.guard(|ctx, state| f(ctx, state), state);
-            self.stall
-                .finish(t0, &mut self.ctx.metrics, format_args!("deferred callback"));
+            if self
+                .stall
+                .finish(t0, &mut self.ctx.metrics, format_args!("deferred callback"))
+            {
+                self.ctx.time.expire();
+            }
             if let Err(payload) = result {
                 self.panicked(payload, format_args!("deferred callback"));
             }
@@ -509,6 +547,7 @@ impl<S> EventLoop<S> {
         hot_trace!("evloop: phase poll (timeout {timeout:?})");
         if let Err(e) = self.ctx.poll.poll(&mut self.events, timeout) {
             if e.kind() != io::ErrorKind::Interrupted {
+                self.ctx.time.end_turn();
                 return Err(e);
             }
             hot_trace!("evloop: poll interrupted by a signal");
@@ -517,10 +556,8 @@ impl<S> EventLoop<S> {
         let slept = timeout != Some(Duration::ZERO);
         if slept {
             self.ctx.metrics.sleeping_polls += 1;
-        }
-        if slept {
             // Handlers must not arm timers from a time read before the sleep.
-            self.ctx.forget_now();
+            self.ctx.time.expire();
         }
         Ok(())
     }
@@ -543,21 +580,31 @@ impl<S> EventLoop<S> {
         if c.local_wakes.as_ref().is_some_and(|w| w.is_pending()) {
             return zero;
         }
-        // Measured from the wheel's own time (the timer phase's `now`), so
-        // no clock read: an empty wheel answers `None`.
-        let timer = c.timers.until_next().and_then(|left| {
-            // A manual clock does not move while we sleep, and a timerfd
-            // wakes us itself: only an already-due timer bounds the sleep.
-            if (c.clock.is_manual() || self.hires.is_some()) && !left.is_zero() {
-                None
-            } else {
-                Some(left)
-            }
-        });
+        // An empty wheel answers `None` without a call; a timerfd wakes us
+        // itself, armed for the absolute deadline.
+        let timer = match c.timers.next_deadline_ns() {
+            Some(next) if self.hires.is_none() => self.until(next),
+            _ => None,
+        };
         match (timer, cap) {
             (Some(t), Some(c)) => Some(t.min(c)),
             (t, c) => t.or(c),
         }
+    }
+
+    /// How long the poll may sleep for a timer due at `next` (wheel
+    /// nanoseconds), measured from a fresh reading of the clock: the turn's
+    /// reading may predate slow callbacks, and a sleep measured from it
+    /// would make the timer late by their time.
+    #[inline(never)]
+    fn until(&self, next: u64) -> Option<Duration> {
+        let left = next.saturating_sub(self.ctx.time.read_ns());
+        // A manual clock does not move while we sleep: only an already-due
+        // timer bounds the sleep.
+        if self.ctx.time.is_manual() && left > 0 {
+            return None;
+        }
+        Some(Duration::from_nanos(left))
     }
 
     /// Phase 5: gather what is ready in the order it became ready (sources
@@ -733,13 +780,19 @@ impl<S> EventLoop<S> {
         hot_trace!("evloop: dispatch {id} {:?}", p.ready);
         let t0 = self.stall.start();
         let mut action = Action::Close;
-        let result = self.guard(|ctx, state| action = entry.dispatch(event, ctx, state), state);
-        self.stall
-            .finish(t0, &mut self.ctx.metrics, format_args!("handler of {id}"));
+        let mut result = self.guard(|ctx, state| action = entry.dispatch(event, ctx, state), state);
+        if self
+            .stall
+            .finish(t0, &mut self.ctx.metrics, format_args!("handler of {id}"))
+        {
+            self.ctx.time.expire();
+        }
         if let Some(slot) = self.ctx.sources.get_mut(index) {
             slot.entry = Some(entry);
             if slot.dirty {
-                self.resync(id);
+                if let Err(payload) = self.resync(id, state) {
+                    result = result.and(Err(payload));
+                }
             }
         }
         if let Err(payload) = result {
@@ -761,13 +814,29 @@ impl<S> EventLoop<S> {
     }
 
     /// Apply the interest or priority a handler changed for its own source
-    /// while it ran.
+    /// while it ran. If the poller refuses, the source is closed, and told
+    /// (`Entry::failed`: a connection's `on_close` runs); `Err` if that
+    /// panicked.
     #[inline(never)]
-    fn resync(&mut self, id: SourceId) {
-        if let Err(e) = self.ctx.sync(id) {
-            log::error!("evloop: re-registering {id} failed: {e}; closing it");
-            self.ctx.close(id);
+    fn resync(&mut self, id: SourceId, state: &mut S) -> Result<(), Panic> {
+        let Err(e) = self.ctx.sync(id) else {
+            return Ok(());
+        };
+        log::error!("evloop: re-registering {id} failed: {e}; closing it");
+        self.ctx.close(id);
+        let Some(mut entry) = self
+            .ctx
+            .sources
+            .get_mut(id.index())
+            .and_then(|slot| slot.entry.take())
+        else {
+            return Ok(());
+        };
+        let result = self.guard(|ctx, state| entry.failed(&e, ctx, state), state);
+        if let Some(slot) = self.ctx.sources.get_mut(id.index()) {
+            slot.entry = Some(entry);
         }
+        result
     }
 
     /// Phase 6: after-poll hooks, in the order they were added, then the
@@ -802,11 +871,14 @@ impl<S> EventLoop<S> {
                 drop(checks.remove(i));
             }
             if let Err(payload) = result {
-                // Put the hooks back before a propagated panic unwinds past us.
-                checks.append(&mut self.ctx.checks);
-                self.ctx.checks = std::mem::take(&mut checks);
+                if self.panic_policy == PanicPolicy::Propagate {
+                    // Put the hooks back before the panic unwinds past us.
+                    checks.append(&mut self.ctx.checks);
+                    self.ctx.checks = std::mem::take(&mut checks);
+                }
+                // Otherwise the phase goes on with its own list: hooks
+                // added during it wait in `ctx.checks` for the next turn.
                 self.panicked(payload, format_args!("check hook"));
-                checks = std::mem::take(&mut self.ctx.checks);
             }
         }
         checks.append(&mut self.ctx.checks);
@@ -825,12 +897,28 @@ impl<S> EventLoop<S> {
     fn release_closed(&mut self) {
         hot_trace!("evloop: phase reclaim ({} closed)", self.ctx.closing.len());
         let mut closing = std::mem::take(&mut self.ctx.closing);
+        let mut dropped = None;
         for &index in &closing {
-            self.ctx.release(index);
+            // Dropping a source runs its (and its handler's) `Drop`: one
+            // that panics must not leave the sources after it closed and
+            // unreleased, their fds open and registered, for ever.
+            let ctx = &mut self.ctx;
+            if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| ctx.release(index))) {
+                match dropped {
+                    None => dropped = Some(payload),
+                    Some(_) => log::error!(
+                        "evloop: dropping a closed source panicked: {}; dropped",
+                        panic_message(&*payload)
+                    ),
+                }
+            }
         }
         closing.clear();
         if self.ctx.closing.is_empty() {
             self.ctx.closing = closing;
+        }
+        if let Some(payload) = dropped {
+            self.panicked(payload, format_args!("dropping a closed source"));
         }
     }
 
@@ -857,6 +945,7 @@ impl<S> EventLoop<S> {
                 // held (its fd, a listener's connection place) is given back
                 // before the next poll, which may sleep for ever.
                 self.reclaim();
+                self.ctx.time.end_turn();
                 panic::resume_unwind(payload)
             }
             PanicPolicy::CloseSource => {
@@ -866,28 +955,63 @@ impl<S> EventLoop<S> {
         }
     }
 
-    /// When the loop next needs a turn for its timers, for a host loop that
-    /// drives this one through its fd. `Some(now)` or earlier when deferred
-    /// callbacks or rescheduled sources are already waiting.
+    /// When the loop next needs a turn, for a host loop that drives this
+    /// one through its fd: after any turn, the host turns it when its fd is
+    /// readable or when this instant has come, and that is all it takes.
+    /// `Some(now)` or earlier when work is already waiting: deferred
+    /// callbacks, rescheduled sources, closed ones to reclaim, or kernel
+    /// events beyond what the last poll could take (it filled
+    /// [`Builder::events_capacity`]: the rest stay in the kernel, and the
+    /// fd raises no new edge for them). Otherwise the next timer's deadline
+    /// (never later than it), or `None`.
     pub fn next_deadline(&self) -> Option<Instant> {
         let c = &self.ctx;
         let woken = c.local_wakes.as_ref().is_some_and(|w| w.is_pending());
-        if !c.deferred.is_empty() || !c.scheduled.is_empty() || !c.closing.is_empty() || woken {
-            return Some(c.clock.now());
+        if self.more_ready()
+            || woken
+            || !c.deferred.is_empty()
+            || !c.scheduled.is_empty()
+            || !c.closing.is_empty()
+        {
+            return Some(c.time.clock_now());
         }
         c.timers.next_deadline()
+    }
+}
+
+impl<S> EventLoop<S> {
+    /// The last poll filled the events buffer: the kernel may hold more
+    /// ready events, and the loop's fd raises no new edge for them. Worked
+    /// out from the buffer when asked (`count` is its length, not a walk),
+    /// so the turn pays nothing for it.
+    fn more_ready(&self) -> bool {
+        self.events.iter().count() == self.events.capacity()
     }
 }
 
 impl<S> Ctx<S> {
     /// Deregister and drop a closed source (reclaim phase, or `Drop`).
     pub(crate) fn release(&mut self, index: usize) {
-        let Some(slot) = self.sources.try_remove(index) else {
+        let Some(seq) = self.sources.get(index).map(|slot| slot.seq) else {
             return;
         };
-        let id = SourceId::new(index, slot.seq);
-        if let Some(mut entry) = slot.entry {
-            if slot.registered {
+        let (entry, registered) = if seq == u32::MAX {
+            // The slot's generations are used up: retire it (see
+            // `Ctx::generations`), closed and empty.
+            self.retired += 1;
+            let slot = &mut self.sources[index];
+            (slot.entry.take(), std::mem::take(&mut slot.registered))
+        } else {
+            if self.generations.len() <= index {
+                self.generations.resize(index + 1, 0);
+            }
+            self.generations[index] = seq + 1;
+            let slot = self.sources.remove(index);
+            (slot.entry, slot.registered)
+        };
+        let id = SourceId::new(index, seq);
+        if let Some(mut entry) = entry {
+            if registered {
                 let how = Attach::Deregister {
                     registry: self.poll.registry(),
                 };
@@ -914,8 +1038,12 @@ impl<S> DerefMut for EventLoop<S> {
     }
 }
 
-/// The loop's epoll fd: watch it for readability in a host loop, then call
-/// `turn` with a zero timeout.
+/// The loop's epoll fd: watch it for readability in a host loop, and call
+/// `turn` with a zero timeout when it is readable or when
+/// [`next_deadline`](EventLoop::next_deadline) has come. After every turn
+/// the host asks `next_deadline` again: those two are the whole contract
+/// (the fd alone misses work the loop already holds, such as ready events
+/// beyond what one poll takes).
 impl<S> AsRawFd for EventLoop<S> {
     fn as_raw_fd(&self) -> RawFd {
         self.ctx.poll.as_raw_fd()
@@ -925,7 +1053,7 @@ impl<S> AsRawFd for EventLoop<S> {
 impl<S> std::fmt::Debug for EventLoop<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EventLoop")
-            .field("sources", &self.ctx.sources.len())
+            .field("sources", &self.ctx.source_count())
             .field("timers", &self.ctx.timers.len())
             .field("turns", &self.ctx.metrics.turns)
             .finish()

@@ -9,9 +9,10 @@
 //! One call of [`EventLoop::turn`] is one iteration; [`EventLoop::run`]
 //! repeats it until stopped. Its phases, in this order, are the contract:
 //!
-//! 1. **clock**: forget the last turn's time; [`Ctx::now`] reads the
-//!    monotonic clock at its first call in the turn and is cached for the
-//!    rest of it (and read afresh after a poll that slept).
+//! 1. **clock**: start the turn's time afresh; [`Ctx::now`] reads the
+//!    monotonic clock at its first call and keeps that reading for the
+//!    callbacks of the phase (read afresh after a phase that ran callbacks,
+//!    after a poll that slept, and on every call between turns).
 //! 2. **timers**: every expired timer fires, by deadline; equal deadlines
 //!    fire in the order they were armed. A timer armed during this phase for
 //!    "now" fires in the next turn.

@@ -48,26 +48,29 @@ impl StallWatch {
         self.threshold.map(|_| Instant::now())
     }
 
-    /// Finish timing `what`; warns and counts when it took too long.
+    /// Finish timing `what`; warns and counts when it took too long, and
+    /// says so (the loop's reading of "now" is stale after it).
     #[inline]
     pub(crate) fn finish(
         &self,
         started: Option<Instant>,
         metrics: &mut Metrics,
         what: std::fmt::Arguments<'_>,
-    ) {
-        if let (Some(t0), Some(limit)) = (started, self.threshold) {
-            Self::check(t0, limit, metrics, what);
+    ) -> bool {
+        match (started, self.threshold) {
+            (Some(t0), Some(limit)) => Self::check(t0, limit, metrics, what),
+            _ => false,
         }
     }
 
     #[cold]
     #[inline(never)]
-    fn check(t0: Instant, limit: Duration, metrics: &mut Metrics, what: std::fmt::Arguments<'_>) {
+    fn check(t0: Instant, limit: Duration, metrics: &mut Metrics, what: std::fmt::Arguments<'_>) -> bool {
         let took = t0.elapsed();
         if took > limit {
             metrics.stalls += 1;
             log::warn!("evloop: {what} stalled the loop for {took:?} (threshold {limit:?})");
         }
+        took > limit
     }
 }

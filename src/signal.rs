@@ -22,6 +22,13 @@
 //! fails with [`io::ErrorKind::AlreadyExists`]. Dropping a [`Signals`] restores the
 //! disposition each signal had when it was installed and releases ownership.
 //!
+//! # A full pipe
+//!
+//! A stalled loop under a storm of one signal (SIGCHLD, a real-time signal)
+//! fills the pipe. The handler then marks the signal in a per-signal flag
+//! instead, and [`Signals::drain`] reports marked signals after the bytes:
+//! repeats of one signal merge, a different one is never lost behind them.
+//!
 //! Only Linux is supported (the handler uses `__errno_location` and the pipe is
 //! created with `pipe2`).
 
@@ -29,7 +36,7 @@ use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr;
-use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
 
 use libc::c_int;
 use mio::unix::SourceFd;
@@ -60,6 +67,19 @@ const NO_FD: AtomicI32 = AtomicI32::new(-1);
 /// Write end of the owning set's pipe, indexed by signal number; -1 = unowned.
 /// This is the only state the handler can reach, hence a plain static.
 static WRITE_FDS: [AtomicI32; MAX_SIGNAL as usize + 1] = [NO_FD; MAX_SIGNAL as usize + 1];
+
+#[allow(clippy::declare_interior_mutable_const)]
+const NOT_LOST: AtomicBool = AtomicBool::new(false);
+
+/// A delivery of the signal found the pipe full, so its byte is not in it.
+/// Repeats of one signal may merge, but a full pipe must not cost a
+/// different signal (SIGTERM behind a storm of SIGCHLD): `drain` reports
+/// these after the bytes.
+static LOST: [AtomicBool; MAX_SIGNAL as usize + 1] = [NOT_LOST; MAX_SIGNAL as usize + 1];
+
+/// Written after a signal is marked lost: no signal has number 0, so the
+/// byte only wakes a reader that may have emptied the pipe just before.
+const WAKE_BYTE: u8 = 0;
 
 /// Number of handler invocations currently between reading a slot and finishing
 /// the write. Drop waits for this to reach zero before closing the write end, so
@@ -120,6 +140,10 @@ impl Signals {
 
         let (read, write) = pipe()?;
         claim(&owned, write.as_raw_fd())?;
+        for &sig in &owned {
+            // A previous owner's undrained mark is not ours to report.
+            LOST[sig as usize].store(false, Ordering::SeqCst);
+        }
         let saved = match install(&owned) {
             Ok(saved) => saved,
             Err(err) => {
@@ -141,7 +165,10 @@ impl Signals {
     /// in arrival order, one entry per delivery.
     ///
     /// Repeats of a signal that arrive while an earlier one is still pending may
-    /// be merged into one by the kernel. Never blocks: it reads until the pipe is
+    /// be merged into one by the kernel, and repeats that find the pipe full
+    /// (a loop stalled under a storm of signals) are merged too: each signal
+    /// delivered while the pipe was full is appended once, after what the
+    /// pipe held, so no signal is lost behind another. Never blocks: it reads until the pipe is
     /// empty and returns the number of signals appended. Does not allocate unless
     /// `out` needs to grow.
     ///
@@ -159,19 +186,35 @@ impl Signals {
             if n < 0 {
                 let err = io::Error::last_os_error();
                 match err.kind() {
-                    io::ErrorKind::WouldBlock => return Ok(count),
+                    io::ErrorKind::WouldBlock => return Ok(count + self.take_lost(out)),
                     io::ErrorKind::Interrupted => continue,
                     _ => return Err(err),
                 }
             }
             // We hold the write end, so EOF cannot happen; treat it as empty anyway.
             if n == 0 {
-                return Ok(count);
+                return Ok(count + self.take_lost(out));
             }
-            let n = n as usize;
-            out.extend(buf[..n].iter().map(|&b| c_int::from(b)));
-            count += n;
+            let before = out.len();
+            let bytes = buf[..n as usize].iter().filter(|&&b| b != WAKE_BYTE);
+            out.extend(bytes.map(|&b| c_int::from(b)));
+            count += out.len() - before;
         }
+    }
+
+    /// Append the signals whose bytes a full pipe refused. Called once the
+    /// pipe reads empty: a handler marks a signal lost only after its write
+    /// failed on a full pipe, then writes a wake-up byte, so a mark made
+    /// after this looks is followed by a byte, hence by another drain.
+    fn take_lost(&self, out: &mut Vec<c_int>) -> usize {
+        let mut n = 0;
+        for &sig in &self.signals {
+            if LOST[sig as usize].swap(false, Ordering::SeqCst) {
+                out.push(sig);
+                n += 1;
+            }
+        }
+        n
     }
 
     /// The signals this set owns, without duplicates, in the order first given.
@@ -232,23 +275,36 @@ extern "C" fn on_signal(signum: c_int) {
         let fd = slot.load(Ordering::SeqCst);
         if fd >= 0 {
             // Validation capped signal numbers at 64, so this fits in a byte.
-            let byte = signum as u8;
-            loop {
-                // SAFETY: `fd` is the write end of a pipe kept open until
-                // IN_FLIGHT drops to zero, and `byte` is one readable byte.
-                let n = unsafe { libc::write(fd, ptr::addr_of!(byte).cast(), 1) };
-                // SAFETY: as above, errno of the current thread.
-                if n >= 0 || unsafe { *libc::__errno_location() } != libc::EINTR {
-                    // EAGAIN means the pipe is full: readers have plenty of
-                    // pending bytes, so dropping this one only coalesces it.
-                    break;
-                }
+            if !write_byte(fd, signum as u8) {
+                // The pipe is full. The reader has bytes to read and will
+                // look at LOST once it has read them all; in case it emptied
+                // the pipe between our write and the mark, wake it again
+                // (if the pipe is still full, that write fails harmlessly).
+                LOST[signum as usize].store(true, Ordering::SeqCst);
+                write_byte(fd, WAKE_BYTE);
             }
         }
     }
     IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
     // SAFETY: as above; restoring errno keeps the interrupted code's view intact.
     unsafe { *libc::__errno_location() = saved_errno };
+}
+
+/// Write one byte from the signal handler; false if the pipe was full.
+fn write_byte(fd: RawFd, byte: u8) -> bool {
+    loop {
+        // SAFETY: `fd` is the write end of a pipe kept open until IN_FLIGHT
+        // drops to zero, and `byte` is one readable byte.
+        let n = unsafe { libc::write(fd, ptr::addr_of!(byte).cast(), 1) };
+        if n >= 0 {
+            return true;
+        }
+        // SAFETY: `__errno_location` has no preconditions; errno of this thread.
+        if unsafe { *libc::__errno_location() } != libc::EINTR {
+            // EAGAIN: full (the only other errors would be our own bugs).
+            return false;
+        }
+    }
 }
 
 fn invalid(msg: &str) -> io::Error {

@@ -180,6 +180,12 @@ pub(crate) trait Entry<S> {
     fn dispatch(&mut self, event: Event, ctx: &mut Ctx<S>, state: &mut S) -> Action;
     /// The source itself, for [`Ctx::source_mut`].
     fn source_any(&mut self) -> Option<&mut dyn Any>;
+    /// The loop could not apply a registration change made while the
+    /// handler ran, and has closed the source: its last word (a connection
+    /// reports the close to its handler, whose `on_close` is promised).
+    fn failed(&mut self, err: &std::io::Error, ctx: &mut Ctx<S>, state: &mut S) {
+        let _ = (err, ctx, state);
+    }
     /// Load the cache lines the next dispatch reads first, and return any
     /// byte of them (so the loads are made). The dispatch phase calls this
     /// for a few sources ahead when the table outgrows the cache: their

@@ -3,10 +3,11 @@
 //! A source lives in a slab slot, and slots are reused once a source is
 //! reclaimed. An id that only named the slot would let a late event, a
 //! rescheduled dispatch or a user's stale copy of the id reach whichever source
-//! took the slot next. So every id also carries the low 32 bits of the
-//! source's registration sequence number: an id whose generation does not
-//! match the slot's current occupant is stale, and everything done with it is
-//! a no-op.
+//! took the slot next. So every id also carries the slot's generation (how
+//! many sources held it before): an id whose generation does not match the
+//! slot's current occupant is stale, and everything done with it is a no-op.
+//! A slot whose generations are used up is retired, never reused, so no
+//! generation ever comes back.
 
 use std::fmt;
 
@@ -25,10 +26,8 @@ pub(crate) const TIMERFD_TOKEN: mio::Token = mio::Token(usize::MAX - 1);
 ///
 /// Ids are cheap to copy and compare. Once the source is closed the id goes
 /// stale: operations on it return an error or `false`, and it cannot address
-/// a newer source that reuses the same slot. (The generation is 32 bits: an
-/// id kept across more than four billion later registrations could in
-/// principle collide; kernel events never can, since they are dispatched in
-/// the turn that polled them.)
+/// a newer source that reuses the same slot, however many times the slot is
+/// reused (a slot is retired before its 32-bit generation would wrap).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SourceId {
     pub(crate) index: u32,

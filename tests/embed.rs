@@ -135,3 +135,34 @@ fn timers_and_deferred_work_reach_evloop_through_next_deadline() {
         "the fd had nothing to report: the deadline did it all"
     );
 }
+
+/// A burst of ready sources larger than the loop's events buffer: one poll
+/// takes only the first, epoll keeps the rest, and the loop's fd raises no
+/// new edge for them, so the host must learn from `next_deadline` that the
+/// loop needs another turn at once.
+#[test]
+fn a_burst_larger_than_the_events_buffer_is_served_without_help() {
+    let mut el: EventLoop<S> = EventLoop::builder().events_capacity(1).build().unwrap();
+    let mut host = Host::new(&el);
+    let mut peers = Vec::new();
+    for _ in 0..50 {
+        let (a, peer) = pair();
+        el.register(a, Interest::READABLE, |sock, _ev, _ctx, s: &mut S| {
+            s.bytes += drain(sock).unwrap_or(0);
+            Action::Keep
+        })
+        .unwrap();
+        peers.push(peer);
+    }
+    let mut s = S::default();
+    for peer in &mut peers {
+        peer.write_all(b"x").unwrap();
+    }
+    host.drive(&mut el, &mut s, |s| s.bytes == 50);
+    // A full poll may have been the last one: one more turn finds nothing,
+    // and then the loop says so.
+    if el.next_deadline().is_some() {
+        el.turn(&mut s, Some(Duration::ZERO)).unwrap();
+    }
+    assert_eq!(el.next_deadline(), None, "nothing is left to do");
+}

@@ -55,8 +55,10 @@ fn unix_socket_echo() {
         assert!(got == big);
     });
     drop(server);
+    let left = path.exists();
     let _ = std::fs::remove_file(&path);
     if let Err(p) = result {
         std::panic::resume_unwind(p);
     }
+    assert!(!left, "the listener left its socket file behind");
 }

@@ -60,3 +60,24 @@ fn udp_burst_all_answered_in_order() {
         assert_eq!(&buf[..n], &(i as u32).to_le_bytes(), "datagram {i}");
     }
 }
+
+/// `net::send_to` sends from outside the socket's handler (here a timer),
+/// with no datagram coming in to run the handler; a stale id sends nothing.
+#[test]
+fn send_to_works_from_outside_the_handler() {
+    let mut el = evloop::EventLoop::<()>::new().unwrap();
+    let (id, _) = net::bind_udp(&mut el, "127.0.0.1:0".parse().unwrap(), |_, _, _, _, _| {}).unwrap();
+    let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.set_read_timeout(Some(WAIT)).unwrap();
+    let to = client.local_addr().unwrap();
+    el.timer_after(std::time::Duration::ZERO, move |_, ctx, _| {
+        assert!(net::send_to(ctx, id, b"from a timer", to));
+    });
+    el.turn(&mut (), Some(std::time::Duration::ZERO)).unwrap();
+    let mut buf = [0u8; 64];
+    let n = client.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"from a timer");
+    el.close(id);
+    el.turn(&mut (), Some(std::time::Duration::ZERO)).unwrap();
+    assert!(!net::send_to(&mut el, id, b"stale", to));
+}

@@ -124,3 +124,20 @@ fn dropping_the_loop_restores_the_previous_disposition() {
     drop(el);
     assert_eq!(disposition(libc::SIGUSR2), before);
 }
+
+/// A full self-pipe (a stalled loop under a storm of one signal) must not
+/// cost a different signal: repeats of one signal may merge, SIGUSR2 behind
+/// 70,000 SIGUSR1 (more bytes than the pipe holds) must still arrive.
+#[test]
+fn a_full_signal_pipe_loses_no_other_signal() {
+    let _g = lock();
+    let mut el = EventLoop::new().unwrap();
+    recorder(&mut el, &[libc::SIGUSR1, libc::SIGUSR2]);
+    for _ in 0..70_000 {
+        raise_here(libc::SIGUSR1);
+    }
+    raise_here(libc::SIGUSR2);
+    let mut got = Vec::new();
+    turn_until(&mut el, &mut got, |got| got.contains(&libc::SIGUSR2));
+    assert!(got.contains(&libc::SIGUSR1));
+}

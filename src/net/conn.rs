@@ -154,7 +154,8 @@ pub trait Handler<S> {
 
     /// Bytes arrived. `data` is everything not yet consumed (an earlier
     /// unconsumed tail followed by the new bytes). Return how many bytes were
-    /// consumed; the rest is handed back, with more, next time.
+    /// consumed; the rest is handed back, with more, next time, or alone
+    /// once reading resumes after [`Conn::pause_reading`].
     fn on_data(&mut self, conn: &mut Conn, data: &[u8], ctx: &mut Ctx<S>, state: &mut S) -> usize;
 
     /// The write queue, after having been non-empty, was fully written.
@@ -192,9 +193,15 @@ pub trait Handler<S> {
     }
 
     /// The connection is closed (called exactly once, also for an outbound
-    /// connection that never opened: see [`CloseReason::ConnectFailed`]) and will be dropped
-    /// at the end of the turn. Not called when one of this handler's methods
-    /// panicked: the loop's [`PanicPolicy`](crate::PanicPolicy) applies.
+    /// connection that never opened: see [`CloseReason::ConnectFailed`], and
+    /// for one whose registration the poller refused) and will be dropped
+    /// at the end of the turn. The exceptions, where the connection is
+    /// dropped without it: one of this handler's methods panicked (the
+    /// loop's [`PanicPolicy`](crate::PanicPolicy) applies); it was closed
+    /// with [`Ctx::close`] rather than [`net::close`](crate::net::close) or
+    /// [`net::abort`](crate::net::abort); or the loop was dropped with it
+    /// open (there is no state to hand it then: for a graceful shutdown,
+    /// close the connections and turn the loop before dropping it).
     fn on_close(&mut self, conn: &mut Conn, reason: CloseReason, ctx: &mut Ctx<S>, state: &mut S) {
         let _ = (conn, reason, ctx, state);
     }
@@ -286,6 +293,9 @@ pub(super) const IDLE_CLOSE: Flags = 1 << 17;
 /// Closed for the handler, but the socket stays open to read out what the
 /// peer still sends (see `driver::begin_linger`).
 pub(super) const LINGERING: Flags = 1 << 18;
+/// Reading resumed with unconsumed input: offer it to the handler again
+/// before reading (no new byte, or only the EOF, may ever come to bring it).
+pub(super) const REOFFER: Flags = 1 << 19;
 
 /// Any of these and the connection does not read.
 pub(super) const NOT_READING: Flags = THROTTLED | PAUSED | PEER_EOF | CLOSING | CLOSED | CONNECTING;
@@ -521,12 +531,18 @@ impl Conn {
         self.set(PAUSED);
     }
 
-    /// Read from this peer again. From outside the connection's own
-    /// handler, use [`net::resume_reading`](crate::net::resume_reading)
-    /// instead, which also makes its driver run.
+    /// Read from this peer again. Input the handler left unconsumed is
+    /// offered to [`on_data`](Handler::on_data) again first, whether or not
+    /// new bytes came meanwhile (and before an EOF is reported). From
+    /// outside the connection's own handler, use
+    /// [`net::resume_reading`](crate::net::resume_reading) instead, which
+    /// also makes its driver run.
     pub fn resume_reading(&mut self) {
         if self.take(PAUSED) {
             self.set(PROBE_READ);
+            if self.has(INPUT) {
+                self.set(REOFFER);
+            }
         }
     }
 

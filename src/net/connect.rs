@@ -369,6 +369,13 @@ impl<S, H: Handler<S>> Entry<S> for Outbound<H> {
     fn touch(&self) -> u8 {
         self.conn.touch()
     }
+
+    fn failed(&mut self, err: &io::Error, ctx: &mut Ctx<S>, state: &mut S) {
+        if let Some(mut dial) = self.dial.take() {
+            give_up(&mut dial, ctx);
+        }
+        driver::registration_failed(&mut self.conn, &mut self.handler, err, ctx, state);
+    }
 }
 
 /// One step of a connect in progress: take the resolver's answer, probe the

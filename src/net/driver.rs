@@ -46,6 +46,26 @@ impl<S, H: Handler<S>> Entry<S> for Driven<H> {
     fn touch(&self) -> u8 {
         self.conn.touch()
     }
+
+    fn failed(&mut self, err: &io::Error, ctx: &mut Ctx<S>, state: &mut S) {
+        registration_failed(&mut self.conn, &mut self.handler, err, ctx, state);
+    }
+}
+
+/// The loop closed the connection because its registration could not be
+/// changed: report it, unless its close was already reported.
+pub(super) fn registration_failed<S, H: Handler<S>>(
+    conn: &mut Conn,
+    h: &mut H,
+    err: &io::Error,
+    ctx: &mut Ctx<S>,
+    state: &mut S,
+) {
+    if conn.closed.is_none() {
+        let reason = reason_of(err);
+        conn.fail(reason);
+        finish(conn, h, reason, ctx, state);
+    }
 }
 
 /// Register `stream` in the slot reserved as `id` (see `Ctx::reserve`), as
@@ -129,7 +149,7 @@ pub(super) fn drive<S, H: Handler<S>>(
         // and nothing held once the queue drains.
         conn.out = ctx.take_out_buf();
     }
-    if conn.flags & (OPENED | IDLE_EXPIRED | LINGERING) != OPENED {
+    if conn.flags & (OPENED | IDLE_EXPIRED | LINGERING | REOFFER) != OPENED {
         if conn.has(LINGERING) {
             return linger(conn, ctx);
         }
@@ -156,9 +176,16 @@ pub(super) fn drive<S, H: Handler<S>>(
 // The driver's rare cases, out of line so that the common dispatch (read,
 // reply, flush) runs on few cache lines of code.
 
-/// First dispatch (greet the peer), or the idle timer expired.
+/// First dispatch (greet the peer), the idle timer expired, or reading
+/// resumed with unconsumed input to offer again.
 #[inline(never)]
 fn open_or_expire<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ctx: &mut Ctx<S>, state: &mut S) {
+    if conn.has(REOFFER) && conn.reading() {
+        conn.clear(REOFFER);
+        if conn.has(INPUT) {
+            deliver_after_tail(conn, h, &[], ctx, state);
+        }
+    }
     if !conn.has(OPENED) {
         conn.set(OPENED);
         h.on_open(conn, ctx, state);

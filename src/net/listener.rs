@@ -2,9 +2,11 @@
 //! fd exhaustion, and hand each connection to a [`Handler`].
 
 use std::cell::Cell;
-use std::fs::File;
+use std::fs::{self, File};
 use std::io;
 use std::net::SocketAddr;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -64,6 +66,13 @@ pub enum Listener {
 
 impl Listener {
     /// Bind `addr` with `cfg`'s socket options.
+    ///
+    /// At a Unix path, a socket file that nobody listens on (left by a
+    /// server that did not remove it) is replaced; one a live listener
+    /// answers on is not, and binding fails with
+    /// [`AddrInUse`](io::ErrorKind::AddrInUse). The file this creates is
+    /// the caller's to remove; [`listen`] removes it when the listener is
+    /// closed or the loop dropped.
     pub fn bind(addr: &Addr, cfg: &ListenConfig) -> io::Result<Listener> {
         let (domain, sockaddr) = match addr {
             Addr::Tcp(a) => (Domain::for_address(*a), SockAddr::from(*a)),
@@ -76,7 +85,14 @@ impl Listener {
                 socket.set_reuse_port(true)?;
             }
         }
-        socket.bind(&sockaddr)?;
+        match (socket.bind(&sockaddr), addr) {
+            (Err(e), Addr::Unix(path)) if e.kind() == io::ErrorKind::AddrInUse && is_stale(path) => {
+                log::warn!("evloop: replacing the stale socket file {}", path.display());
+                fs::remove_file(path)?;
+                socket.bind(&sockaddr)?;
+            }
+            (result, _) => result?,
+        }
         socket.listen(cfg.backlog)?;
         Ok(match addr {
             Addr::Tcp(_) => Listener::Tcp(mio::net::TcpListener::from_std(socket.into())),
@@ -130,6 +146,53 @@ impl mio::event::Source for Listener {
         match self {
             Listener::Tcp(l) => l.deregister(r),
             Listener::Unix(l) => l.deregister(r),
+        }
+    }
+}
+
+/// True if `path` is a socket file that nobody listens on: connecting to it
+/// is refused. (A live listener accepts, or, with its backlog full, makes a
+/// non-blocking connect wait: either way not stale.)
+fn is_stale(path: &Path) -> bool {
+    let is_socket = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+    let refused = || -> io::Result<bool> {
+        let probe = Socket::new(Domain::UNIX, Type::STREAM.nonblocking().cloexec(), None)?;
+        Ok(matches!(probe.connect(&SockAddr::unix(path)?),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused))
+    };
+    is_socket && refused().unwrap_or(false)
+}
+
+/// The socket file a Unix listener made, removed when the listener goes
+/// (closed, or the loop dropped) so that a server restarted on the same
+/// path can bind it; unless it is no longer the same file (another process
+/// replaced it meanwhile), which is not ours to remove.
+struct SocketFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl SocketFile {
+    fn new(path: &Path) -> Option<SocketFile> {
+        let meta = fs::symlink_metadata(path).ok()?;
+        Some(SocketFile {
+            path: path.to_path_buf(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let same = fs::symlink_metadata(&self.path).is_ok_and(|m| (m.dev(), m.ino()) == (self.dev, self.ino));
+        if !same {
+            return;
+        }
+        match fs::remove_file(&self.path) {
+            Ok(()) => log::debug!("evloop: removed the socket file {}", self.path.display()),
+            Err(e) => log::warn!("evloop: removing the socket file {}: {e}", self.path.display()),
         }
     }
 }
@@ -212,6 +275,11 @@ where
     H: Handler<S> + 'static,
 {
     let listener = Listener::bind(addr, &cfg)?;
+    // Dropped with the handler, after the socket: when the listener closes.
+    let file = match addr {
+        Addr::Unix(path) => SocketFile::new(path),
+        Addr::Tcp(_) => None,
+    };
     let addr = listener.local_addr()?;
     let wake: Option<Box<dyn Fn()>> = match cfg.max_connections {
         Some(_) => {
@@ -234,6 +302,7 @@ where
         listener,
         Interest::READABLE,
         move |l: &mut Listener, ev, ctx, state| {
+            let _file = &file;
             let shared = &state_shared;
             let mut taken = 0;
             loop {

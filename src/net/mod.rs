@@ -16,7 +16,7 @@ pub use connect::{connect, ConnectConfig, Connector, Target};
 pub use listener::{listen, ListenConfig, Listener, Listening};
 pub use resolve::{resolve, split_host_port};
 pub use stream::{Addr, Stream};
-pub use udp::{bind_udp, Udp};
+pub use udp::{bind_udp, send_to, Udp};
 
 use crate::{Ctx, SourceId};
 

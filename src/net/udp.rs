@@ -29,6 +29,10 @@ impl Udp {
     /// and sent when it is writable; if the queue is full (1024 datagrams) it
     /// is dropped (UDP may drop anyway), counted in [`dropped`](Self::dropped)
     /// and false is returned.
+    ///
+    /// The queue is watched from the socket's handler: outside it (a timer,
+    /// another source's handler), send with [`net::send_to`](crate::net::send_to),
+    /// or a queued datagram waits for the next inbound one.
     pub fn send_to(&mut self, data: &[u8], to: SocketAddr) -> bool {
         if self.queue.is_empty() {
             match self.socket.send_to(data, to) {
@@ -81,6 +85,23 @@ impl mio::event::Source for Udp {
     fn deregister(&mut self, r: &mio::Registry) -> io::Result<()> {
         self.socket.deregister(r)
     }
+}
+
+/// Send a datagram from UDP socket `id` from anywhere in the loop: as
+/// [`Udp::send_to`], and if the kernel refuses it and it is queued, the
+/// socket's handler is scheduled, so the queue goes out as soon as the
+/// socket is writable instead of waiting for the next inbound datagram.
+/// False if `id` is not an open UDP socket, or as [`Udp::send_to`].
+pub fn send_to<S>(ctx: &mut Ctx<S>, id: SourceId, data: &[u8], to: SocketAddr) -> bool {
+    let Some(udp) = ctx.source_mut::<Udp>(id) else {
+        return false;
+    };
+    let sent = udp.send_to(data, to);
+    if !udp.queue.is_empty() && !udp.polled_writable {
+        // Its handler sends what it can and watches for writability.
+        ctx.schedule(id);
+    }
+    sent
 }
 
 /// Bind a UDP socket at `addr`; `handler` gets each datagram with its sender.

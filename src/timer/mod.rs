@@ -13,6 +13,7 @@ pub(crate) mod wheel;
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use crate::clock::{ns_since, to_instant};
 use crate::Ctx;
 
 /// Identifies an armed timer. Stale ids (fired, cancelled) are harmless:
@@ -134,10 +135,6 @@ pub(crate) struct Timers<S> {
     /// highest index a periodic timer has had, and never read for one-shots.
     pub(crate) periods: Vec<u64>,
     origin: Instant,
-    /// The wheel is empty and its clock may be behind the turn's: the last
-    /// timer phase found it empty and skipped advancing it, or no turn has
-    /// run since the loop was built. The next arm catches it up first.
-    pub(crate) lagging: bool,
 }
 
 /// Width of a level-0 wheel slot in the high-resolution mode: 2^16 ns =
@@ -162,14 +159,13 @@ impl<S> Timers<S> {
             callbacks: callbacks::Callbacks::new(),
             periods: Vec::new(),
             origin,
-            lagging: true,
         }
     }
 
     /// Nanoseconds since the loop's origin; instants before it count as 0,
     /// and ones beyond 584 years saturate (they never fire early).
     pub(crate) fn to_ns(&self, t: Instant) -> u64 {
-        u64::try_from(t.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
+        ns_since(self.origin, t)
     }
 
     pub(crate) fn to_instant(&self, ns: u64) -> Instant {
@@ -237,42 +233,32 @@ impl<S> Timers<S> {
         self.wheel.next_deadline().map(|ns| self.to_instant(ns))
     }
 
-    /// How long from the wheel's time (the last timer phase's, or the arm
-    /// that caught it up) until the next deadline, zero if one is due.
-    /// Worked out in the wheel's nanoseconds: going through `Instant`s costs
-    /// two conversions, and this runs every turn.
+    /// The next deadline in the wheel's nanoseconds (a lower bound: see
+    /// [`wheel::Wheel::next_deadline`]); `None`, without a call, when
+    /// nothing is armed, which is a server at rest every turn.
     #[inline]
-    pub(crate) fn until_next(&self) -> Option<Duration> {
+    pub(crate) fn next_deadline_ns(&self) -> Option<u64> {
         if self.wheel.is_empty() {
-            return None; // the usual case of a server at rest: no call
+            return None;
         }
-        let next = self.wheel.next_deadline()?;
-        Some(Duration::from_nanos(next.saturating_sub(self.wheel.now())))
+        self.wheel.next_deadline()
     }
 
-    /// Bring an empty wheel whose clock was left behind (see
-    /// [`Self::lagging`]) to `now_ns` before a timer goes in: it files
-    /// entries relative to its own time, and from a stale one its next
-    /// deadline would be a slot start long past.
+    /// Bring an empty wheel to `now_ns` before a timer goes in. The timer
+    /// phase leaves an empty wheel's time where it is (it reads no clock
+    /// when nothing is armed), and the wheel files entries relative to its
+    /// own time: from a stale one, its next deadline would be a slot start
+    /// long past.
     pub(crate) fn catch_up(&mut self, now_ns: u64) {
-        if self.lagging && self.wheel.is_empty() {
+        if self.wheel.is_empty() {
             // Nothing is armed, so nothing can be reported.
             self.wheel.collect_expired(now_ns, &mut Vec::new());
         }
-        self.lagging = false;
     }
 
     pub(crate) fn len(&self) -> usize {
         self.wheel.len()
     }
-}
-
-/// `origin + ns`, saturating where `Instant` ends.
-#[inline]
-fn to_instant(origin: Instant, ns: u64) -> Instant {
-    origin
-        .checked_add(Duration::from_nanos(ns))
-        .unwrap_or_else(|| origin + Duration::from_secs(u32::MAX as u64))
 }
 
 /// Duration in whole nanoseconds, saturating (584 years is "never").

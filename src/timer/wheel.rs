@@ -268,12 +268,19 @@ impl<T> Wheel<T> {
         let entry = &mut self.entries[index as usize];
         let value = entry.value.take();
         entry.state = State::Vacant;
+        self.len -= 1;
         // Bumping the generation is what makes every outstanding copy of the
-        // key stale, even after this slot is handed out again.
-        entry.generation = entry.generation.wrapping_add(1);
+        // key stale, even after this slot is handed out again. A slot whose
+        // generations are used up is retired instead, never handed out
+        // again: wrapping would make a key four billion arms old name a
+        // live entry (and with few live timers one slot takes every arm).
+        // 32 bytes lost per 2^32 arms of one slot.
+        if entry.generation == u32::MAX {
+            return value;
+        }
+        entry.generation += 1;
         entry.next = self.free_head;
         self.free_head = index;
-        self.len -= 1;
         value
     }
 
@@ -329,12 +336,6 @@ impl<T> Wheel<T> {
             return None;
         }
         Some((entry.deadline, entry.value.as_mut()?))
-    }
-
-    /// The time last passed to [`collect_expired`](Wheel::collect_expired)
-    /// (or to [`new`](Wheel::new)), never decreasing.
-    pub fn now(&self) -> u64 {
-        self.now
     }
 
     /// Number of entries held: armed ones plus those reported by
@@ -782,6 +783,28 @@ mod tests {
             wheel.insert(u64::MAX, "late");
             assert_eq!(advance(&mut wheel, u64::MAX), ["late"]);
         }
+    }
+
+    /// A slot whose generation would wrap is retired, never handed out
+    /// again: otherwise, with few live timers, one slot takes every arm and
+    /// after 2^32 of them a stale key names a live entry. (The slot's
+    /// generation is set to where 2^32 - 1 reuses would leave it.)
+    #[test]
+    fn a_slot_whose_generation_would_wrap_is_retired() {
+        let mut wheel = Wheel::new(20, 0);
+        let first = wheel.insert(MS, "first");
+        assert_eq!(wheel.remove(first), Some("first"));
+        wheel.entries[first.index as usize].generation = u32::MAX;
+        let last = wheel.insert(MS, "last");
+        assert_eq!((last.index, last.generation), (first.index, u32::MAX));
+        assert_eq!(wheel.remove(last), Some("last"));
+        let next = wheel.insert(MS, "next");
+        assert_ne!(next, first, "a stale key names a new entry");
+        assert_ne!(next.index, first.index, "the worn-out slot was reused");
+        assert_eq!(wheel.remove(first), None);
+        assert_eq!(wheel.remove(last), None);
+        assert_eq!(wheel.remove(next), Some("next"));
+        assert!(wheel.is_empty());
     }
 
     #[test]
