@@ -47,6 +47,14 @@ pub struct Side {
 }
 
 impl<S> Handler<S> for Side {
+    fn on_open(&mut self, conn: &mut Conn, ctx: &mut Ctx<S>, _: &mut S) {
+        // The other side may already be gone (closed while this one
+        // connected, or never registered): nothing to relay for.
+        if !ctx.is_open(self.peer) {
+            conn.close();
+        }
+    }
+
     fn on_data(&mut self, conn: &mut Conn, data: &[u8], ctx: &mut Ctx<S>, _: &mut S) -> usize {
         net::write(ctx, self.peer, data);
         if !net::has_room(ctx, self.peer) {

@@ -1000,6 +1000,9 @@ impl<S> Ctx<S> {
             // `Ctx::generations`), closed and empty.
             self.retired += 1;
             let slot = &mut self.sources[index];
+            // Closed for good: a later `close` of its id finds it so, and
+            // does not release (and count) it twice.
+            slot.state = SlotState::Closed;
             (slot.entry.take(), std::mem::take(&mut slot.registered))
         } else {
             if self.generations.len() <= index {

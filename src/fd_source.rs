@@ -17,7 +17,9 @@ use mio::{Interest, Registry, Token};
 /// Other handlers reach the wrapped value through
 /// [`Ctx::source_mut`](crate::Ctx::source_mut)`::<FdSource<T>>(id)`, and it
 /// dereferences to `T`. The fd must be non-blocking for edge-triggered
-/// polling to be useful: read until `WouldBlock`, or reschedule.
+/// polling to be useful: read until `WouldBlock`, or reschedule. Do not
+/// replace the wrapped value while it is registered (through `DerefMut` or
+/// [`get_mut`](Self::get_mut)): the poller knows the old fd, not the new one.
 ///
 /// ```
 /// use std::io::{Read, Write};

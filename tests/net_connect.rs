@@ -314,3 +314,85 @@ fn localhost_resolves_and_connects() {
     run_until_closed(&mut el, &mut seen);
     assert_eq!(seen.data, b"abc");
 }
+
+/// "Never" as a timeout or an attempt delay is a setting, not a panic.
+#[test]
+fn durations_past_the_clocks_range_mean_never() {
+    let server = echo_server();
+    let live = tcp(&server);
+    let mut el = EventLoop::new().unwrap();
+    for cfg in [
+        ConnectConfig {
+            timeout: Some(Duration::MAX),
+            ..Default::default()
+        },
+        ConnectConfig {
+            attempt_delay: Duration::MAX,
+            ..Default::default()
+        },
+    ] {
+        let to = Target::Addrs(vec![dead_port(), live]);
+        net::connect(
+            &mut el,
+            &to,
+            cfg,
+            Client {
+                want: 2,
+                greet: b"ok",
+            },
+        )
+        .unwrap();
+        let mut seen = Seen::default();
+        run_until_closed(&mut el, &mut seen);
+        assert_eq!(seen.data, b"ok");
+    }
+}
+
+/// A Unix listener whose backlog is full refuses at once (Unix sockets
+/// never say "in progress"): the connect tries again until there is room.
+#[test]
+fn a_unix_connect_waits_out_a_full_backlog() {
+    let dir = std::env::temp_dir().join(format!("evloop-backlog-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("s");
+    let _ = std::fs::remove_file(&path);
+    let l = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+    l.bind(&socket2::SockAddr::unix(&path).unwrap()).unwrap();
+    l.listen(0).unwrap();
+    // Fill the backlog with connections nobody accepts yet.
+    let mut fillers = Vec::new();
+    loop {
+        let s = socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).unwrap();
+        s.set_nonblocking(true).unwrap();
+        match s.connect(&socket2::SockAddr::unix(&path).unwrap()) {
+            Ok(()) => fillers.push(s),
+            Err(_) => break,
+        }
+        assert!(fillers.len() < 64, "the backlog never filled");
+    }
+    let mut el = EventLoop::new().unwrap();
+    let to: Target = format!("unix:{}", path.display()).parse().unwrap();
+    dial(&mut el, &to, 2, b"hi");
+    let mut seen = Seen::default();
+    for _ in 0..5 {
+        el.turn(&mut seen, Some(Duration::from_millis(5))).unwrap();
+    }
+    assert!(seen.closed.is_none(), "gave up on a busy listener: {seen:?}");
+    // Make room, then serve our connection: accept everything, echo the last.
+    let l: std::os::unix::net::UnixListener = l.into();
+    let server = std::thread::spawn(move || {
+        l.set_nonblocking(false).unwrap();
+        for _ in 0..fillers.len() {
+            let _ = l.accept().unwrap();
+        }
+        let (mut s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        let mut buf = [0; 2];
+        s.read_exact(&mut buf).unwrap();
+        s.write_all(&buf).unwrap();
+    });
+    run_until_closed(&mut el, &mut seen);
+    assert_eq!(seen.data, b"hi");
+    server.join().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -38,7 +38,7 @@ impl Streamer {
                         *self.refusals.lock().unwrap() += 1;
                         return; // on_room follows
                     }
-                    Err(WriteError::Closed) => panic!("closed while streaming"),
+                    Err(e) => panic!("refused while streaming: {e}"),
                 }
             } else {
                 assert!(conn.write(chunk));
@@ -214,4 +214,35 @@ fn an_fd_source_is_reached_by_other_handlers() {
     let mut buf = Vec::new();
     b.read_to_end(&mut buf).unwrap();
     assert_eq!(buf, b"from a timer", "then EOF: closing the source closed the fd");
+}
+
+/// A write the queue could never hold is refused as such, and no `on_room`
+/// is owed for it; the connection stays usable.
+#[test]
+fn a_write_larger_than_the_cap_is_too_large_not_full() {
+    let seen = Arc::new(Mutex::new(None));
+    let s = seen.clone();
+    let server = Server::start((), move |el| {
+        let cfg = ListenConfig {
+            conn: ConnConfig {
+                max_queued: 1024,
+                ..ConnConfig::default()
+            },
+            ..ListenConfig::default()
+        };
+        let l = net::listen(el, &"127.0.0.1:0".parse()?, cfg, move |_, id, _, _| {
+            *s.lock().unwrap() = Some(id);
+            Some(common_net::Echo)
+        })?;
+        Ok(l.addr)
+    });
+    let mut c = connect(server.tcp());
+    c.write_all(b"x").unwrap();
+    let mut one = [0; 1];
+    c.read_exact(&mut one).unwrap();
+    let id = seen.lock().unwrap().expect("accepted");
+    let got = server.call(move |ctx, _| (net::try_write(ctx, id, &[0; 2048]), net::try_write(ctx, id, b"y")));
+    assert_eq!(got, (Err(WriteError::TooLarge), Ok(())));
+    c.read_exact(&mut one).unwrap();
+    assert_eq!(&one, b"y");
 }

@@ -5,7 +5,7 @@
 
 mod common_net;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use common_net::{connect, random_bytes, read_to_eof, Server};
@@ -102,4 +102,44 @@ fn lingering_ends_when_its_time_runs_out() {
     assert!(common_net::wait_until(|| server
         .call(|ctx, _| ctx.source_count())
         == lingering - 1));
+}
+
+/// A lingering socket still holds its fd, so it still holds its place
+/// under the listener's connection limit until it is dropped.
+#[test]
+fn lingering_sockets_count_under_max_connections() {
+    let clock = evloop::ManualClock::new();
+    let server = Server::start_with(
+        evloop::EventLoop::builder().clock(evloop::Clock::Manual(clock.clone())),
+        (),
+        |el| {
+            let cfg = ListenConfig {
+                max_connections: Some(2),
+                ..ListenConfig::default()
+            };
+            let l = net::listen(el, &"127.0.0.1:0".parse()?, cfg, |_, _, _, _| {
+                Some(AnswerThenClose(b"bye".to_vec()))
+            })?;
+            Ok(l.addr)
+        },
+    );
+    // Two clients are answered and closed; they keep the sockets lingering
+    // (they never send their FIN).
+    let mut kept = Vec::new();
+    for _ in 0..2 {
+        let mut c = connect(server.tcp());
+        c.write_all(b"hi").unwrap();
+        assert_eq!(read_to_eof(&mut c).unwrap(), b"bye");
+        kept.push(c);
+    }
+    // A third is not accepted while they linger...
+    let mut third = connect(server.tcp());
+    third.write_all(b"hi").unwrap();
+    third.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let mut buf = [0; 3];
+    assert!(third.read(&mut buf).is_err(), "served past the limit");
+    // ...and is once their linger time has run out.
+    clock.advance(Duration::from_secs(5));
+    third.set_read_timeout(Some(common_net::WAIT)).unwrap();
+    assert_eq!(read_to_eof(&mut third).unwrap(), b"bye");
 }

@@ -105,6 +105,9 @@ impl Default for ConnConfig {
 pub enum WriteError {
     /// The queue has no room for it; [`Handler::on_room`] follows.
     Full,
+    /// It is larger than [`ConnConfig::max_queued`]: it would never fit.
+    /// Write it in pieces.
+    TooLarge,
     /// The connection is closing or closed, or its write half is shut.
     Closed,
 }
@@ -113,6 +116,7 @@ impl std::fmt::Display for WriteError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             WriteError::Full => "the connection's output queue is full",
+            WriteError::TooLarge => "the write is larger than the connection's max_queued",
             WriteError::Closed => "the connection is closing or its write half is shut",
         })
     }
@@ -474,11 +478,15 @@ impl Conn {
     /// room for is refused without closing the connection: it sends nothing,
     /// returns [`WriteError::Full`], and [`Handler::on_room`] runs once the
     /// queue has fallen below [`ConnConfig::low_water`]. Room means the
-    /// queue stays within [`ConnConfig::max_queued`] (so one write larger
-    /// than that is always refused).
+    /// queue stays within [`ConnConfig::max_queued`]; a write larger than
+    /// that would never fit, and is refused with [`WriteError::TooLarge`]
+    /// (no `on_room` follows).
     pub fn try_write(&mut self, data: &[u8]) -> Result<(), WriteError> {
         if self.has(NOT_WRITING) {
             return Err(WriteError::Closed);
+        }
+        if data.len() > self.cfg.max_queued {
+            return Err(WriteError::TooLarge);
         }
         if self.queued() + data.len() > self.cfg.max_queued {
             self.set(ROOM_OWED);

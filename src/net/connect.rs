@@ -42,6 +42,11 @@ use super::stream::{Addr, Stream};
 use crate::source::{attach_source, Attach, Entry};
 use crate::{Action, Ctx, Event, Ready, SourceId, TimerId};
 
+/// The first wait before a Unix connect whose backlog was full is retried.
+const UNIX_RETRY_FIRST: Duration = Duration::from_millis(1);
+/// The longest wait between such retries.
+const UNIX_RETRY_MAX: Duration = Duration::from_millis(100);
+
 /// How an outbound connection is made.
 #[derive(Clone, Debug)]
 pub struct ConnectConfig {
@@ -173,11 +178,13 @@ impl Connector {
             target: to.clone(),
             resolved: None,
             addrs: VecDeque::new(),
+            retry_delay: UNIX_RETRY_FIRST,
             primary: false,
             others: Vec::new(),
             last_error: None,
             next_attempt: None,
-            deadline: self.cfg.timeout.map(|t| now + t),
+            // A deadline past the clock's range is no deadline.
+            deadline: self.cfg.timeout.and_then(|t| now.checked_add(t)),
             timer: None,
         });
         // The connection needs a socket from the start (its handler's
@@ -191,12 +198,18 @@ impl Connector {
                 if let Some(e) = immediate {
                     // Reported from the dispatch phase, never from inside
                     // this call: the caller has not even got the id yet.
+                    if backlog_full(addr, &e) {
+                        dial.retry_later(addr.clone(), now);
+                    }
                     dial.fail_primary(e);
                 }
                 stream
             }
             Target::Addrs(list) => {
-                dial.addrs = happy_eyeballs_order(list.clone(), self.cfg.bind);
+                dial.addrs = happy_eyeballs_order(list.clone(), self.cfg.bind)
+                    .into_iter()
+                    .map(Addr::Tcp)
+                    .collect();
                 if dial.addrs.is_empty() {
                     dial.note_failure(no_address(&dial));
                 }
@@ -250,7 +263,10 @@ impl Connector {
 /// idle timeout, `net::write`/`close` from other handlers.
 ///
 /// An error is returned only when no socket can be made at all (out of
-/// fds, say); a refused or unreachable address is reported to the handler.
+/// fds, say); anything about the address itself (refused, unreachable, a
+/// bind address in use) is reported to the handler. Closing the connection
+/// with [`Ctx::close`] while it connects drops it as it is; its connect
+/// timer, if any, fires once later and finds it gone.
 ///
 /// ```
 /// use evloop::net::{self, Conn, ConnectConfig, Handler, ListenConfig, CloseReason};
@@ -315,8 +331,12 @@ struct Dial {
     target: Target,
     /// Where the resolver leaves its answer (a name target, until resolved).
     resolved: Option<Resolved>,
-    /// Addresses not tried yet, in the order to try them.
-    addrs: VecDeque<SocketAddr>,
+    /// Addresses not tried yet, in the order to try them (a Unix path whose
+    /// backlog was full comes back here, to be tried again).
+    addrs: VecDeque<Addr>,
+    /// The wait before a Unix path whose backlog was full is tried again;
+    /// doubles each time.
+    retry_delay: Duration,
     /// The connection's own socket has an attempt in flight.
     primary: bool,
     /// Further attempts in flight (Happy Eyeballs), under the same token.
@@ -336,6 +356,13 @@ impl Dial {
     fn note_failure(&mut self, e: io::Error) {
         log::debug!("evloop: connect to {} failed: {e}", self.target);
         self.last_error = Some(e);
+    }
+
+    /// Try `addr` again after the retry delay (a Unix backlog was full).
+    fn retry_later(&mut self, addr: Addr, now: Instant) {
+        self.addrs.push_front(addr);
+        self.next_attempt = now.checked_add(self.retry_delay);
+        self.retry_delay = (self.retry_delay * 2).min(UNIX_RETRY_MAX);
     }
 
     /// The attempt on the connection's own socket failed: the socket stays
@@ -396,7 +423,12 @@ fn dial<S, H: Handler<S>>(o: &mut Outbound<H>, ev: Event, ctx: &mut Ctx<S>, stat
         if let Some(answer) = cell.take() {
             dial.resolved = None;
             match answer {
-                Ok(list) => dial.addrs = happy_eyeballs_order(list, dial.cfg.bind),
+                Ok(list) => {
+                    dial.addrs = happy_eyeballs_order(list, dial.cfg.bind)
+                        .into_iter()
+                        .map(Addr::Tcp)
+                        .collect()
+                }
                 Err(e) => dial.last_error = Some(e),
             }
             if dial.addrs.is_empty() && dial.last_error.is_none() {
@@ -419,9 +451,14 @@ fn dial<S, H: Handler<S>>(o: &mut Outbound<H>, ev: Event, ctx: &mut Ctx<S>, stat
     }
     // RFC 8305: the next address starts when an attempt fails, or when the
     // attempt delay has passed without an answer.
+    // With nothing in flight, only a Unix retry's wait holds it back.
     let in_flight = dial.primary || !dial.others.is_empty();
-    let due = dial.next_attempt.is_some_and(|t| now >= t);
-    if !dial.waiting_for_names() && (!in_flight || probed == Probed::Lost || due) {
+    let due = if in_flight {
+        dial.next_attempt.is_some_and(|t| now >= t)
+    } else {
+        dial.next_attempt.map_or(true, |t| now >= t)
+    };
+    if !dial.waiting_for_names() && (due || probed == Probed::Lost) {
         start_next(&mut o.conn, &mut dial, id, now, ctx);
     }
     let in_flight = dial.primary || !dial.others.is_empty();
@@ -495,8 +532,8 @@ fn connected(stream: &Stream) -> io::Result<bool> {
 /// Start attempts with the next addresses until one is in flight (an
 /// attempt that fails at once makes way for the next at once).
 fn start_next<S>(conn: &mut Conn, dial: &mut Dial, id: SourceId, now: Instant, ctx: &mut Ctx<S>) {
-    while let Some(sa) = dial.addrs.pop_front() {
-        let (mut stream, immediate) = match start_attempt(&Addr::Tcp(sa), &dial.cfg) {
+    while let Some(addr) = dial.addrs.pop_front() {
+        let (mut stream, immediate) = match start_attempt(&addr, &dial.cfg) {
             Ok(started) => started,
             Err(e) => {
                 dial.note_failure(e);
@@ -504,10 +541,15 @@ fn start_next<S>(conn: &mut Conn, dial: &mut Dial, id: SourceId, now: Instant, c
             }
         };
         if let Some(e) = immediate {
+            if backlog_full(&addr, &e) {
+                dial.retry_later(addr, now);
+                dial.note_failure(e);
+                return;
+            }
             dial.note_failure(e);
             continue;
         }
-        log::debug!("evloop: {id} trying {sa}");
+        log::debug!("evloop: {id} trying {addr}");
         let registry = ctx.poll.registry();
         if !dial.primary {
             // The connection's own socket is free (never used, or its
@@ -527,7 +569,8 @@ fn start_next<S>(conn: &mut Conn, dial: &mut Dial, id: SourceId, now: Instant, c
             }
             dial.others.push(stream);
         }
-        dial.next_attempt = Some(now + dial.cfg.attempt_delay);
+        // A delay past the clock's range: the next address only on failure.
+        dial.next_attempt = now.checked_add(dial.cfg.attempt_delay);
         // Probe it once whatever the kernel reports (see the module docs).
         ctx.schedule(id);
         return;
@@ -642,32 +685,52 @@ fn placeholder() -> io::Result<Stream> {
 /// The second value is an error the connect reported at once (refused,
 /// unreachable...), for the dispatch phase to report.
 fn start_attempt(addr: &Addr, cfg: &ConnectConfig) -> io::Result<(Stream, Option<io::Error>)> {
-    let (domain, sockaddr) = match addr {
-        Addr::Tcp(a) => (Domain::for_address(*a), SockAddr::from(*a)),
-        Addr::Unix(p) => (Domain::UNIX, SockAddr::unix(p)?),
+    let domain = match addr {
+        Addr::Tcp(a) => Domain::for_address(*a),
+        Addr::Unix(_) => Domain::UNIX,
     };
-    let socket = Socket::new(domain, Type::STREAM.nonblocking().cloexec(), None)?;
-    if let Addr::Tcp(_) = addr {
-        if cfg.nodelay {
-            socket.set_nodelay(true)?;
-        }
-        if let Some(idle) = cfg.keepalive {
-            socket.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?;
-        }
-        if let Some(local) = cfg.bind {
-            socket.bind(&local.into())?;
-        }
-    }
-    let immediate = match socket.connect(&sockaddr) {
-        Ok(()) => None,
-        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => None,
-        Err(e) => Some(e),
-    };
+    let socket = Socket::new(domain, Type::STREAM.nonblocking().cloexec(), None)
+        .map_err(|e| io::Error::new(e.kind(), format!("evloop: no socket to connect to {addr}: {e}")))?;
+    // Everything past the socket concerns this address only (a bind
+    // address in use, a path too long, a refusal): the handler hears it.
+    let immediate = configure_and_connect(&socket, addr, cfg)
+        .err()
+        .map(|e| io::Error::new(e.kind(), format!("connecting to {addr}: {e}")));
     let stream = match addr {
         Addr::Tcp(_) => Stream::Tcp(mio::net::TcpStream::from_std(socket.into())),
         Addr::Unix(_) => Stream::Unix(mio::net::UnixStream::from_std(socket.into())),
     };
     Ok((stream, immediate))
+}
+
+/// Set `cfg`'s options on `socket` and start connecting it to `addr`.
+fn configure_and_connect(socket: &Socket, addr: &Addr, cfg: &ConnectConfig) -> io::Result<()> {
+    let sockaddr = match addr {
+        Addr::Tcp(a) => {
+            if cfg.nodelay {
+                socket.set_nodelay(true)?;
+            }
+            if let Some(idle) = cfg.keepalive {
+                socket.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle))?;
+            }
+            if let Some(local) = cfg.bind {
+                socket.bind(&local.into())?;
+            }
+            SockAddr::from(*a)
+        }
+        Addr::Unix(p) => SockAddr::unix(p)?,
+    };
+    match socket.connect(&sockaddr) {
+        Err(e) if e.raw_os_error() != Some(libc::EINPROGRESS) => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// A Unix connect that found the listener's backlog full: it was not made
+/// and no event will say when to try again (Unix sockets never answer
+/// `EINPROGRESS`), so it is retried on a timer.
+fn backlog_full(addr: &Addr, e: &io::Error) -> bool {
+    matches!(addr, Addr::Unix(_)) && e.kind() == io::ErrorKind::WouldBlock
 }
 
 /// RFC 8305's order: keep the resolver's preference, but alternate address

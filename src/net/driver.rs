@@ -597,7 +597,11 @@ fn release<S>(conn: &mut Conn, ctx: &mut Ctx<S>) {
     conn.out_end = 0;
     conn.input = Vec::new();
     conn.clear(INPUT | TIMED | TIME_WRITES | ROOM_OWED);
-    if let Some(l) = conn.listener.take() {
-        l.connection_closed(ctx);
+    // A lingering socket still holds its fd: its place under the listener's
+    // `max_connections` is given back when it is dropped (`Conn`'s `Drop`).
+    if !conn.has(LINGERING) {
+        if let Some(l) = conn.listener.take() {
+            l.connection_closed(ctx);
+        }
     }
 }

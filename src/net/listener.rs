@@ -274,7 +274,8 @@ where
     F: FnMut(&Stream, SourceId, &mut Ctx<S>, &mut S) -> Option<H> + 'static,
     H: Handler<S> + 'static,
 {
-    let listener = Listener::bind(addr, &cfg)?;
+    let listener = Listener::bind(addr, &cfg)
+        .map_err(|e| io::Error::new(e.kind(), format!("evloop: cannot listen on {addr}: {e}")))?;
     // Dropped with the handler, after the socket: when the listener closes.
     let file = match addr {
         Addr::Unix(path) => SocketFile::new(path),
