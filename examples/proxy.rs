@@ -36,12 +36,12 @@ use evloop::{Ctx, EventLoop, SourceId};
 
 /// How long an upstream may take to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a pair may carry nothing, either way, before it is closed.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a peer may be silent before the kernel checks it is there.
+const KEEPALIVE: Duration = Duration::from_secs(60);
 
 /// One side of a proxied pair: the other side's id is all it needs (and
-/// all it holds: a pair costs two connections, two table rows and one idle
-/// timer, under 512 bytes).
+/// all it holds: a pair costs two connections and two table rows, under
+/// 512 bytes).
 pub struct Side {
     peer: SourceId,
 }
@@ -97,24 +97,23 @@ pub fn start<S: 'static>(
     connect_timeout: Duration,
 ) -> io::Result<Listening> {
     // Both sides relay: each throttles the other, never itself (see above).
-    let upstream_side = ConnConfig {
+    let conn = ConnConfig {
         read_backpressure: false,
         ..ConnConfig::default()
     };
-    // One idle timer per pair is enough: what the client side sends and
-    // what it is sent both count, so it hears of traffic either way, and
-    // its close closes the upstream side.
-    let client_side = ConnConfig {
-        idle_timeout: Some(IDLE_TIMEOUT),
-        ..upstream_side.clone()
-    };
+    // A peer that vanishes without a FIN or a reset is found by the
+    // kernel's keepalive probes, which cost no timer of ours; a quiet pair
+    // whose peers are alive (a pooled database connection) stays open, as
+    // it would without the proxy.
     let connector = Connector::new(ConnectConfig {
-        conn: upstream_side,
+        conn: conn.clone(),
         timeout: Some(connect_timeout),
+        keepalive: Some(KEEPALIVE),
         ..ConnectConfig::default()
     });
     let cfg = ListenConfig {
-        conn: client_side,
+        conn,
+        keepalive: Some(KEEPALIVE),
         ..ListenConfig::default()
     };
     net::listen(ctx, listen, cfg, move |_, client, ctx, _| {

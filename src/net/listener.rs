@@ -34,6 +34,11 @@ pub struct ListenConfig {
     pub max_connections: Option<usize>,
     /// TCP_NODELAY on accepted streams (default on).
     pub nodelay: bool,
+    /// TCP keepalive on accepted streams: the kernel probes a peer silent
+    /// for this long and resets the connection if it is gone (default off).
+    /// Unlike [`ConnConfig::idle_timeout`] it costs no timer, and keeps a
+    /// quiet but live peer.
+    pub keepalive: Option<Duration>,
     /// How long to stop accepting when out of fds and no reserve fd is left.
     pub emfile_backoff: Duration,
     /// Settings for every accepted connection.
@@ -49,6 +54,7 @@ impl Default for ListenConfig {
             accept_budget: 64,
             max_connections: None,
             nodelay: true,
+            keepalive: None,
             emfile_backoff: Duration::from_millis(100),
             conn: ConnConfig::default(),
         }
@@ -113,13 +119,21 @@ impl Listener {
         }
     }
 
-    fn accept(&self, nodelay: bool) -> io::Result<(Stream, Option<SocketAddr>)> {
+    /// Accept one connection, with TCP_NODELAY and keepalive as asked
+    /// (`None`: neither, for a connection shed at once).
+    fn accept(&self, opts: Option<&ListenConfig>) -> io::Result<(Stream, Option<SocketAddr>)> {
         match self {
             Listener::Tcp(l) => {
                 let (s, peer) = l.accept()?;
-                if nodelay {
+                if opts.is_some_and(|o| o.nodelay) {
                     if let Err(e) = s.set_nodelay(true) {
                         log::debug!("evloop: TCP_NODELAY on {peer}: {e}");
+                    }
+                }
+                if let Some(idle) = opts.and_then(|o| o.keepalive) {
+                    let keepalive = socket2::TcpKeepalive::new().with_time(idle);
+                    if let Err(e) = socket2::SockRef::from(&s).set_tcp_keepalive(&keepalive) {
+                        log::debug!("evloop: keepalive on {peer}: {e}");
                     }
                 }
                 Ok((Stream::Tcp(s), Some(peer)))
@@ -322,7 +336,7 @@ where
                     }
                     return Action::Keep;
                 }
-                match l.accept(cfg.nodelay) {
+                match l.accept(Some(&cfg)) {
                     Ok((stream, peer)) => {
                         taken += 1;
                         let id = match ctx.reserve(Priority::Normal) {
@@ -405,7 +419,7 @@ fn shed(l: &Listener, reserve: &mut Option<File>) -> bool {
         *reserve = File::open("/dev/null").ok();
         return false;
     }
-    let shed = l.accept(false).is_ok();
+    let shed = l.accept(None).is_ok();
     *reserve = File::open("/dev/null").ok();
     shed && reserve.is_some()
 }
