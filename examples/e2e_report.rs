@@ -4,126 +4,21 @@
 //!
 //! Usage: `e2e_report RESULTS OUT.md OUT.svg [SETTINGS]`
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
+
+#[path = "report/mod.rs"]
+mod report;
+
+use report::{cpu_model, esc, mark, num, parse, thousands, Table};
 
 /// The order servers appear in, and the baseline every ratio is taken to.
 const SERVERS: [&str; 5] = ["evloop", "echo_async", "mio", "tokio", "calloop"];
 const BASELINE: &str = "mio";
 const COLORS: [&str; 5] = ["#d62728", "#ff9896", "#7f7f7f", "#1f77b4", "#2ca02c"];
 
-/// One loadgen result line: labels and numbers by key.
-type Row = BTreeMap<String, String>;
-
-fn parse(text: &str) -> Vec<Row> {
-    text.lines()
-        .filter_map(|l| l.strip_prefix("result "))
-        .map(|l| {
-            l.split_whitespace()
-                .filter_map(|kv| kv.split_once('='))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        })
-        .collect()
-}
-
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    v.retain(|x| x.is_finite());
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let m = v.len() / 2;
-    Some(if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
-    })
-}
-
-/// Medians of every numeric key, per (scenario, server).
-struct Table {
-    scenarios: Vec<String>,
-    cells: BTreeMap<(String, String), BTreeMap<String, f64>>,
-    runs: usize,
-}
-
-impl Table {
-    fn new(rows: &[Row]) -> Table {
-        let mut scenarios: Vec<String> = Vec::new();
-        let mut samples: BTreeMap<(String, String), BTreeMap<String, Vec<f64>>> = BTreeMap::new();
-        let mut runs = 0;
-        for r in rows {
-            let (Some(sc), Some(srv)) = (r.get("scenario"), r.get("server")) else {
-                continue;
-            };
-            if !scenarios.contains(sc) {
-                scenarios.push(sc.clone());
-            }
-            let cell = samples.entry((sc.clone(), srv.clone())).or_default();
-            for (k, v) in r {
-                if let Ok(x) = v.parse::<f64>() {
-                    cell.entry(k.clone()).or_default().push(x);
-                }
-            }
-            runs = runs.max(cell.get("msgs_per_s").map_or(0, Vec::len));
-        }
-        let cells = samples
-            .into_iter()
-            .map(|(key, m)| {
-                (
-                    key,
-                    m.into_iter().filter_map(|(k, v)| Some((k, median(v)?))).collect(),
-                )
-            })
-            .collect();
-        Table {
-            scenarios,
-            cells,
-            runs,
-        }
-    }
-
-    fn get(&self, sc: &str, srv: &str, key: &str) -> Option<f64> {
-        self.cells
-            .get(&(sc.to_string(), srv.to_string()))?
-            .get(key)
-            .copied()
-    }
-
-    fn servers(&self, sc: &str) -> impl Iterator<Item = &'static str> + '_ {
-        let sc = sc.to_string();
-        SERVERS
-            .into_iter()
-            .filter(move |s| self.cells.contains_key(&(sc.clone(), s.to_string())))
-    }
-
-    fn ratio(&self, sc: &str, srv: &str, key: &str) -> Option<f64> {
-        Some(self.get(sc, srv, key)? / self.get(sc, BASELINE, key)?)
-    }
-}
-
-fn num(v: Option<f64>, decimals: usize) -> String {
-    v.map_or_else(|| "–".into(), |x| format!("{x:.decimals$}"))
-}
-
-fn thousands(v: Option<f64>) -> String {
-    let Some(v) = v else { return "–".into() };
-    let s = format!("{:.0}", v);
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn shape(t: &Table, sc: &str) -> String {
-    let srv = t.servers(sc).next().unwrap_or(BASELINE);
-    let g = |k| t.get(sc, srv, k).unwrap_or(0.0);
-    format!("{} conn × {} B × depth {}", g("conns"), g("size"), g("depth"))
+/// Each server's `key` in scenario `sc` relative to the baseline's.
+fn ratio(t: &Table, sc: &str, srv: &str, key: &str) -> Option<f64> {
+    Some(t.get(sc, srv, key)? / t.get(sc, BASELINE, key)?)
 }
 
 fn markdown(t: &Table, settings: &str) -> String {
@@ -165,14 +60,14 @@ fn markdown(t: &Table, settings: &str) -> String {
     );
     let _ = writeln!(w, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|");
     for sc in &t.scenarios {
-        for srv in t.servers(sc) {
+        for srv in t.members(sc) {
             let g = |k| t.get(sc, srv, k);
             let _ = writeln!(
                 w,
                 "| {sc} ({}) | {srv} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                shape(t, sc),
+                t.shape(sc),
                 thousands(g("msgs_per_s")),
-                num(t.ratio(sc, srv, "msgs_per_s"), 2),
+                num(ratio(t, sc, srv, "msgs_per_s"), 2),
                 num(g("mb_per_s"), 1),
                 num(g("p50_us"), 1),
                 num(g("p99_us"), 1),
@@ -203,7 +98,7 @@ fn markdown(t: &Table, settings: &str) -> String {
     );
     let _ = writeln!(w, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
     for sc in &t.scenarios {
-        for srv in t.servers(sc) {
+        for srv in t.members(sc) {
             let g = |k| t.get(sc, srv, k);
             let _ = writeln!(
                 w,
@@ -215,7 +110,7 @@ fn markdown(t: &Table, settings: &str) -> String {
                 num(g("ctls_per_msg"), 3),
                 num(g("cpu_ns_per_msg"), 0),
                 num(g("user_ns_per_msg"), 0),
-                num(t.ratio(sc, srv, "user_ns_per_msg"), 2),
+                num(ratio(t, sc, srv, "user_ns_per_msg"), 2),
                 thousands(g("hwm_kb")),
             );
         }
@@ -242,7 +137,7 @@ fn markdown(t: &Table, settings: &str) -> String {
             "| server | RSS before KiB | RSS idle KiB | bytes / connection | − mio B | peak RSS KiB |"
         );
         let _ = writeln!(w, "|---|--:|--:|--:|--:|--:|");
-        for srv in t.servers(sc) {
+        for srv in t.members(sc) {
             let g = |k| t.get(sc, srv, k);
             let diff = g("rss_per_conn_b")
                 .zip(t.get(sc, BASELINE, "rss_per_conn_b"))
@@ -285,14 +180,6 @@ fn markdown(t: &Table, settings: &str) -> String {
     md
 }
 
-fn mark(ok: bool) -> &'static str {
-    if ok {
-        "✅"
-    } else {
-        "❌"
-    }
-}
-
 /// The targets, checked against the medians.
 fn targets(t: &Table) -> Vec<String> {
     let mut out = Vec::new();
@@ -333,7 +220,7 @@ fn targets(t: &Table) -> Vec<String> {
         }
         if let Some(ev) = g("evloop", "msgs_per_s") {
             let best = t
-                .servers(sc)
+                .members(sc)
                 .filter(|s| *s != "evloop")
                 .filter_map(|s| Some((s, g(s, "msgs_per_s")?)))
                 .max_by(|a, b| a.1.total_cmp(&b.1));
@@ -347,7 +234,7 @@ fn targets(t: &Table) -> Vec<String> {
         }
         if let Some(ev) = g("evloop", "p99_us") {
             let peers: Vec<(&str, f64)> = t
-                .servers(sc)
+                .members(sc)
                 .filter(|s| *s != "evloop")
                 .filter_map(|s| Some((s, g(s, "p99_us")?)))
                 .collect();
@@ -427,27 +314,6 @@ fn async_targets(t: &Table) -> Vec<String> {
     out
 }
 
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                Some(
-                    l.strip_prefix("model name")?
-                        .split(':')
-                        .nth(1)?
-                        .trim()
-                        .to_string(),
-                )
-            })
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
-}
-
 /// Grouped horizontal bars: each scenario's msg/s per server, relative to mio.
 fn svg(t: &Table) -> String {
     let (left, top, bar, gap, width) = (190.0, 50.0, 14.0, 16.0, 560.0);
@@ -456,7 +322,7 @@ fn svg(t: &Table) -> String {
     let max = t
         .scenarios
         .iter()
-        .flat_map(|sc| SERVERS.iter().filter_map(move |s| t.ratio(sc, s, "msgs_per_s")))
+        .flat_map(|sc| SERVERS.iter().filter_map(move |s| ratio(t, sc, s, "msgs_per_s")))
         .fold(1.0f64, f64::max)
         .max(1.2)
         * 1.1;
@@ -512,7 +378,7 @@ fn svg(t: &Table) -> String {
             esc(sc)
         );
         for (si, (srv, color)) in SERVERS.iter().zip(COLORS).enumerate() {
-            let Some(r) = t.ratio(sc, srv, "msgs_per_s") else {
+            let Some(r) = ratio(t, sc, srv, "msgs_per_s") else {
                 continue;
             };
             let y = gy + si as f64 * bar;
@@ -545,7 +411,7 @@ fn main() {
         eprintln!("e2e_report: {}: {e}", args[1]);
         std::process::exit(2);
     });
-    let table = Table::new(&parse(&text));
+    let table = Table::new(&parse(&text), "server", &SERVERS, |_, _| true);
     if table.scenarios.is_empty() {
         eprintln!("e2e_report: no result lines in {}", args[1]);
         std::process::exit(2);

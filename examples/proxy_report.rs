@@ -6,8 +6,12 @@
 //!
 //! Usage: `proxy_report RESULTS OUT.md OUT.svg [SETTINGS [NOTE...]]`
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
+
+#[path = "report/mod.rs"]
+mod report;
+
+use report::{cpu_model, esc, mark, num, parse, thousands, Row, Table};
 
 /// The order proxies appear in; the first is the one judged against the others.
 const PROXIES: [&str; 3] = ["evloop", "haproxy", "nginx"];
@@ -28,112 +32,24 @@ const COUNT_KEYS: [&str; 5] = [
     "ctls_per_msg",
 ];
 
-/// One loadgen result line: labels and numbers by key.
-type Row = BTreeMap<String, String>;
-
-fn parse(text: &str) -> Vec<Row> {
-    text.lines()
-        .filter_map(|l| l.strip_prefix("result "))
-        .map(|l| {
-            l.split_whitespace()
-                .filter_map(|kv| kv.split_once('='))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        })
-        .collect()
+/// Which pass a row's key comes from: the counting pass's figures from
+/// it, everything else from the uninstrumented pass.
+fn keep(row: &Row, key: &str) -> bool {
+    let counting = row.get("pass").is_some_and(|p| p == "count");
+    counting == COUNT_KEYS.contains(&key)
 }
 
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    v.retain(|x| x.is_finite());
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let m = v.len() / 2;
-    Some(if v.len() % 2 == 1 {
-        v[m]
-    } else {
-        (v[m - 1] + v[m]) / 2.0
-    })
+/// CPU per message in µs (loadgen reports on-CPU ns, user + system).
+fn cpu_us(t: &Table, sc: &str, px: &str) -> Option<f64> {
+    Some(t.get(sc, px, "cpu_ns_per_msg")? / 1000.0)
 }
 
-/// Medians of every numeric key, per (scenario, proxy).
-struct Table {
-    scenarios: Vec<String>,
-    cells: BTreeMap<(String, String), BTreeMap<String, f64>>,
-    runs: usize,
-}
-
-impl Table {
-    fn new(rows: &[Row]) -> Table {
-        let mut scenarios: Vec<String> = Vec::new();
-        let mut samples: BTreeMap<(String, String), BTreeMap<String, Vec<f64>>> = BTreeMap::new();
-        let mut runs = 0;
-        for r in rows {
-            let (Some(sc), Some(px)) = (r.get("scenario"), r.get("proxy")) else {
-                continue;
-            };
-            if !scenarios.contains(sc) {
-                scenarios.push(sc.clone());
-            }
-            let cell = samples.entry((sc.clone(), px.clone())).or_default();
-            let counting = r.get("pass").is_some_and(|p| p == "count");
-            for (k, v) in r {
-                if counting != COUNT_KEYS.contains(&k.as_str()) {
-                    continue;
-                }
-                if let Ok(x) = v.parse::<f64>() {
-                    cell.entry(k.clone()).or_default().push(x);
-                }
-            }
-            runs = runs.max(cell.get("msgs_per_s").map_or(0, Vec::len));
-        }
-        let cells = samples
-            .into_iter()
-            .map(|(key, m)| {
-                (
-                    key,
-                    m.into_iter().filter_map(|(k, v)| Some((k, median(v)?))).collect(),
-                )
-            })
-            .collect();
-        Table {
-            scenarios,
-            cells,
-            runs,
-        }
-    }
-
-    fn get(&self, sc: &str, px: &str, key: &str) -> Option<f64> {
-        self.cells
-            .get(&(sc.to_string(), px.to_string()))?
-            .get(key)
-            .copied()
-    }
-
-    fn proxies(&self, sc: &str) -> impl Iterator<Item = &'static str> + '_ {
-        let sc = sc.to_string();
-        PROXIES
-            .into_iter()
-            .filter(move |p| self.cells.contains_key(&(sc.clone(), p.to_string())))
-    }
-
-    /// CPU per message in µs (loadgen reports on-CPU ns, user + system).
-    fn cpu_us(&self, sc: &str, px: &str) -> Option<f64> {
-        Some(self.get(sc, px, "cpu_ns_per_msg")? / 1000.0)
-    }
-
-    /// The lower of haproxy's and nginx's `value`, and whose it is.
-    fn best_peer(value: impl Fn(&str) -> Option<f64>) -> Option<(&'static str, f64)> {
-        PEERS
-            .into_iter()
-            .filter_map(|p| Some((p, value(p)?)))
-            .min_by(|a, b| a.1.total_cmp(&b.1))
-    }
-}
-
-fn num(v: Option<f64>, decimals: usize) -> String {
-    v.map_or_else(|| "–".into(), |x| format!("{x:.decimals$}"))
+/// The lower of haproxy's and nginx's `value`, and whose it is.
+fn best_peer(value: impl Fn(&str) -> Option<f64>) -> Option<(&'static str, f64)> {
+    PEERS
+        .into_iter()
+        .filter_map(|p| Some((p, value(p)?)))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
 }
 
 /// Three significant figures or so: 0.452, 7.41, 54.2, 131.
@@ -145,27 +61,6 @@ fn us(v: Option<f64>) -> String {
         Some(x) => format!("{x:.0}"),
         None => "–".into(),
     }
-}
-
-fn thousands(v: Option<f64>) -> String {
-    let Some(v) = v else { return "–".into() };
-    let s = format!("{:.0}", v);
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 && c != '-' {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
-fn shape(t: &Table, sc: &str) -> String {
-    let Some(px) = t.proxies(sc).next() else {
-        return String::new();
-    };
-    let g = |k| t.get(sc, px, k).unwrap_or(0.0);
-    format!("{} conn × {} B × depth {}", g("conns"), g("size"), g("depth"))
 }
 
 fn markdown(t: &Table, settings: &str, notes: &[String]) -> String {
@@ -235,14 +130,14 @@ fn markdown(t: &Table, settings: &str, notes: &[String]) -> String {
     );
     let _ = writeln!(w, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
     for sc in &t.scenarios {
-        for px in t.proxies(sc) {
+        for px in t.members(sc) {
             let g = |k| t.get(sc, px, k);
             let _ = writeln!(
                 w,
                 "| {sc} ({}) | {px} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                shape(t, sc),
+                t.shape(sc),
                 thousands(g("msgs_per_s")),
-                us(t.cpu_us(sc, px)),
+                us(cpu_us(t, sc, px)),
                 num(g("syscalls_per_msg"), 2),
                 num(g("reads_per_msg"), 2),
                 num(g("writes_per_msg"), 2),
@@ -268,9 +163,9 @@ fn markdown(t: &Table, settings: &str, notes: &[String]) -> String {
     );
     let _ = writeln!(w, "|---|--:|--:|--:|--:|--:|--:|");
     for sc in &t.scenarios {
-        let cpu = Table::best_peer(|p| t.cpu_us(sc, p));
-        let sys = Table::best_peer(|p| t.get(sc, p, "syscalls_per_msg"));
-        let ev_cpu = t.cpu_us(sc, "evloop");
+        let cpu = best_peer(|p| cpu_us(t, sc, p));
+        let sys = best_peer(|p| t.get(sc, p, "syscalls_per_msg"));
+        let ev_cpu = cpu_us(t, sc, "evloop");
         let ev_sys = t.get(sc, "evloop", "syscalls_per_msg");
         let peer = |b: Option<(&str, f64)>, f: &dyn Fn(Option<f64>) -> String| {
             b.map_or_else(|| "–".into(), |(p, v)| format!("{} ({p})", f(Some(v))))
@@ -289,7 +184,7 @@ fn markdown(t: &Table, settings: &str, notes: &[String]) -> String {
 
     if t.scenarios.iter().any(|s| s == RSS_SCENARIO) {
         let sc = RSS_SCENARIO;
-        let n = t.proxies(sc).find_map(|p| t.get(sc, p, "conns")).unwrap_or(0.0);
+        let n = t.members(sc).find_map(|p| t.get(sc, p, "conns")).unwrap_or(0.0);
         let _ = writeln!(
             w,
             "\n## Memory per proxied pair ({sc}: {} pairs open)\n",
@@ -307,7 +202,7 @@ fn markdown(t: &Table, settings: &str, notes: &[String]) -> String {
             "| proxy | RSS at start KiB | RSS with the pairs KiB | bytes / pair | peak RSS KiB |"
         );
         let _ = writeln!(w, "|---|--:|--:|--:|--:|");
-        for px in t.proxies(sc) {
+        for px in t.members(sc) {
             let g = |k| t.get(sc, px, k);
             let _ = writeln!(
                 w,
@@ -327,18 +222,10 @@ fn markdown(t: &Table, settings: &str, notes: &[String]) -> String {
     md
 }
 
-fn mark(ok: bool) -> &'static str {
-    if ok {
-        "✅"
-    } else {
-        "❌"
-    }
-}
-
 /// The targets: CPU and system calls per message at or below the
 /// better peer's in every scenario; RSS per pair at most 512 B.
 fn targets(t: &Table) -> Vec<String> {
-    let measured = t.scenarios.iter().any(|sc| t.proxies(sc).any(|p| p == "evloop"));
+    let measured = t.scenarios.iter().any(|sc| t.members(sc).any(|p| p == "evloop"));
     if !measured {
         return vec!["not judged: evloop was not measured in this run".into()];
     }
@@ -359,7 +246,7 @@ fn targets(t: &Table) -> Vec<String> {
                 parts.push(format!("{sc}: evloop not measured"));
                 continue;
             };
-            match Table::best_peer(|p| value(sc, p)) {
+            match best_peer(|p| value(sc, p)) {
                 Some((peer, b)) => {
                     all &= ev <= b;
                     parts.push(format!(
@@ -391,29 +278,8 @@ fn targets(t: &Table) -> Vec<String> {
     out
 }
 
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                Some(
-                    l.strip_prefix("model name")?
-                        .split(':')
-                        .nth(1)?
-                        .trim()
-                        .to_string(),
-                )
-            })
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
-}
-
 fn cores() -> usize {
     std::thread::available_parallelism().map_or(0, |n| n.get())
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 /// Grouped horizontal bars: each scenario's CPU µs per message per proxy, on
@@ -425,7 +291,7 @@ fn svg(t: &Table) -> String {
     let values: Vec<f64> = t
         .scenarios
         .iter()
-        .flat_map(|sc| PROXIES.iter().filter_map(move |p| t.cpu_us(sc, p)))
+        .flat_map(|sc| PROXIES.iter().filter_map(move |p| cpu_us(t, sc, p)))
         .filter(|v| *v > 0.0)
         .collect();
     // Whole decades around the data.
@@ -491,7 +357,7 @@ fn svg(t: &Table) -> String {
             esc(sc)
         );
         for (pi, (px, color)) in PROXIES.iter().zip(COLORS).enumerate() {
-            let Some(v) = t.cpu_us(sc, px).filter(|v| *v > 0.0) else {
+            let Some(v) = cpu_us(t, sc, px).filter(|v| *v > 0.0) else {
                 continue;
             };
             let y = gy + pi as f64 * bar;
@@ -525,7 +391,7 @@ fn main() {
         eprintln!("proxy_report: {}: {e}", args[1]);
         std::process::exit(2);
     });
-    let table = Table::new(&parse(&text));
+    let table = Table::new(&parse(&text), "proxy", &PROXIES, keep);
     if table.scenarios.is_empty() {
         eprintln!("proxy_report: no result lines in {}", args[1]);
         std::process::exit(2);
