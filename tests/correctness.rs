@@ -13,20 +13,11 @@ use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{pair, peer_sees_eof, turn_until, Watchdog};
+use common::{manual_loop as manual, pair, peer_sees_eof, turn_until, Watchdog};
 use evloop::net::{self, Addr, CloseReason, Conn, Handler, ListenConfig};
-use evloop::{Action, Clock, Ctx, EventLoop, Interest, ManualClock, PanicPolicy};
+use evloop::{Action, Ctx, EventLoop, Interest, PanicPolicy};
 
 const ZERO: Option<Duration> = Some(Duration::ZERO);
-
-fn manual<S>() -> (EventLoop<S>, ManualClock) {
-    let clock = ManualClock::new();
-    let el = EventLoop::builder()
-        .clock(Clock::Manual(clock.clone()))
-        .build()
-        .unwrap();
-    (el, clock)
-}
 
 // ---- 1. a timer armed between turns measures from the clock ----
 

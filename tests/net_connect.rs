@@ -4,6 +4,7 @@
 //! on the test's thread; peers are plain blocking std sockets or evloop
 //! servers on their own thread. Every wait is bounded.
 
+mod common;
 mod common_net;
 
 use std::io::{Read, Write};
@@ -12,7 +13,7 @@ use std::time::Duration;
 
 use common_net::{echo_server, Server, TICK, WAIT};
 use evloop::net::{self, CloseReason, Conn, ConnectConfig, Handler, Target};
-use evloop::{Clock, Ctx, EventLoop, ManualClock, SourceId};
+use evloop::{Ctx, EventLoop, SourceId};
 
 /// What the client's handler saw, in order.
 #[derive(Default, Debug)]
@@ -70,16 +71,6 @@ fn tcp(server: &Server<()>) -> SocketAddr {
 /// Connect `el` to `to` with the default settings and a [`Client`].
 fn dial(el: &mut EventLoop<Seen>, to: &Target, want: usize, greet: &'static [u8]) -> SourceId {
     net::connect(el, to, ConnectConfig::default(), Client { want, greet }).unwrap()
-}
-
-/// A client loop on a manual clock.
-fn manual_loop() -> (ManualClock, EventLoop<Seen>) {
-    let clock = ManualClock::new();
-    let el = EventLoop::builder()
-        .clock(Clock::Manual(clock.clone()))
-        .build()
-        .unwrap();
-    (clock, el)
 }
 
 /// A port on 127.0.0.1 where nothing listens.
@@ -153,7 +144,7 @@ fn black_hole() -> (socket2::Socket, std::net::TcpStream, SocketAddr) {
 #[test]
 fn a_connect_nobody_answers_times_out_on_the_loop_clock() {
     let (_l, _filler, addr) = black_hole();
-    let (clock, mut el) = manual_loop();
+    let (mut el, clock) = common::manual_loop::<Seen>();
     let cfg = ConnectConfig {
         timeout: Some(Duration::from_secs(3)),
         ..Default::default()
@@ -186,7 +177,7 @@ fn the_next_address_starts_after_the_attempt_delay_and_wins() {
     let (_l, _filler, hole) = black_hole();
     let server = echo_server();
     let live = tcp(&server);
-    let (clock, mut el) = manual_loop();
+    let (mut el, clock) = common::manual_loop::<Seen>();
     // The refused one in the middle fails after the delay: the live one
     // must start at once, not one more delay later.
     let to = Target::Addrs(vec![hole, dead_port(), live]);

@@ -6,13 +6,11 @@ use std::time::{Duration, Instant};
 use evloop::{Clock, EventLoop, ManualClock, TimerId};
 use proptest::prelude::*;
 
+mod common;
+
+/// This file's loops hold the fired timers' tags.
 fn manual_loop() -> (EventLoop<Vec<u32>>, ManualClock) {
-    let clock = ManualClock::new();
-    let el = EventLoop::builder()
-        .clock(Clock::Manual(clock.clone()))
-        .build()
-        .unwrap();
-    (el, clock)
+    common::manual_loop()
 }
 
 fn ms(n: u64) -> Duration {

@@ -52,7 +52,8 @@ const UNIX_RETRY_MAX: Duration = Duration::from_millis(100);
 pub struct ConnectConfig {
     /// Give up if no attempt has connected this long after [`connect`]
     /// (default 10 s; `None`: leave it to the kernel, which gives up on an
-    /// unanswered TCP handshake after about two minutes).
+    /// unanswered TCP handshake after about two minutes, but a Unix path
+    /// whose backlog stays full is then retried for ever).
     pub timeout: Option<Duration>,
     /// How long an attempt may go unanswered before the next address is
     /// tried beside it (RFC 8305's "connection attempt delay", default 250 ms).

@@ -201,3 +201,13 @@ impl Drop for Watchdog {
         self.0.take();
     }
 }
+
+/// A loop on a manual clock, and the clock that drives it.
+pub fn manual_loop<S>() -> (EventLoop<S>, evloop::ManualClock) {
+    let clock = evloop::ManualClock::new();
+    let el = EventLoop::builder()
+        .clock(evloop::Clock::Manual(clock.clone()))
+        .build()
+        .unwrap();
+    (el, clock)
+}
