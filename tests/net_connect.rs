@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
-use common_net::{echo_server, Server, TICK, WAIT};
+use common_net::{black_hole, echo_server, Server, TICK, WAIT};
 use evloop::net::{self, CloseReason, Conn, ConnectConfig, Handler, Target};
 use evloop::{Ctx, EventLoop, SourceId};
 
@@ -129,18 +129,6 @@ fn a_list_of_addresses_falls_through_to_one_that_answers() {
     assert_eq!(seen.closed, Some(CloseReason::Local));
 }
 
-/// A listener with a backlog of one, filled by a connection it never
-/// accepts: further handshakes get no answer.
-fn black_hole() -> (socket2::Socket, std::net::TcpStream, SocketAddr) {
-    let l = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    l.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
-        .unwrap();
-    l.listen(0).unwrap();
-    let addr = l.local_addr().unwrap().as_socket().unwrap();
-    let filler = std::net::TcpStream::connect_timeout(&addr, WAIT).unwrap();
-    (l, filler, addr)
-}
-
 #[test]
 fn a_connect_nobody_answers_times_out_on_the_loop_clock() {
     let (_l, _filler, addr) = black_hole();
@@ -255,11 +243,7 @@ fn aborting_while_connecting_reports_local_and_frees_the_socket() {
 
 #[test]
 fn a_graceful_close_while_connecting_still_delivers_what_was_written() {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let peer = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        s.set_read_timeout(Some(WAIT)).unwrap();
+    let (addr, peer) = common_net::one_peer(|mut s| {
         let mut got = Vec::new();
         s.read_to_end(&mut got).unwrap();
         got

@@ -15,7 +15,8 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use common_net::{
-    connect, echo_server, random_bytes, read_to_eof, round_trip, set_fd_limit, wait_until, Server, WAIT,
+    black_hole, connect, echo_server, one_peer, random_bytes, read_to_eof, round_trip, set_fd_limit,
+    wait_until, Server, WAIT,
 };
 use evloop::net::Target;
 
@@ -65,11 +66,7 @@ fn four_mib_each_way_at_once_arrive_intact() {
 
 #[test]
 fn a_client_half_close_reaches_the_upstream_and_the_answer_comes_back() {
-    let up = TcpListener::bind("127.0.0.1:0").unwrap();
-    let up_addr = up.local_addr().unwrap();
-    let upstream = std::thread::spawn(move || {
-        let (mut s, _) = up.accept().unwrap();
-        s.set_read_timeout(Some(WAIT)).unwrap();
+    let (up_addr, upstream) = one_peer(|mut s| {
         let got = read_to_eof(&mut s).unwrap();
         s.write_all(format!("got {} bytes", got.len()).as_bytes())
             .unwrap();
@@ -84,11 +81,7 @@ fn a_client_half_close_reaches_the_upstream_and_the_answer_comes_back() {
 
 #[test]
 fn an_upstream_half_close_reaches_the_client_which_can_still_send() {
-    let up = TcpListener::bind("127.0.0.1:0").unwrap();
-    let up_addr = up.local_addr().unwrap();
-    let upstream = std::thread::spawn(move || {
-        let (mut s, _) = up.accept().unwrap();
-        s.set_read_timeout(Some(WAIT)).unwrap();
+    let (up_addr, upstream) = one_peer(|mut s| {
         s.write_all(b"hello").unwrap();
         s.shutdown(Shutdown::Write).unwrap();
         read_to_eof(&mut s).unwrap()
@@ -141,11 +134,7 @@ fn a_client_that_never_reads_is_throttled_while_fifty_others_are_served() {
 
 #[test]
 fn an_upstream_reset_mid_stream_closes_the_client() {
-    let up = TcpListener::bind("127.0.0.1:0").unwrap();
-    let up_addr = up.local_addr().unwrap();
-    let upstream = std::thread::spawn(move || {
-        let (mut s, _) = up.accept().unwrap();
-        s.set_read_timeout(Some(WAIT)).unwrap();
+    let (up_addr, upstream) = one_peer(|mut s| {
         let mut first = [0; 4];
         s.read_exact(&mut first).unwrap();
         s.write_all(b"partial").unwrap();
@@ -174,12 +163,7 @@ fn an_upstream_that_refuses_or_never_answers_closes_the_client() {
     assert_eq!(read_to_eof(&mut c).unwrap(), b"");
 
     // A listener with a full backlog never completes the handshake.
-    let hole = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    hole.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
-        .unwrap();
-    hole.listen(0).unwrap();
-    let hole_addr = hole.local_addr().unwrap().as_socket().unwrap();
-    let _filler = TcpStream::connect_timeout(&hole_addr, WAIT).unwrap();
+    let (_hole, _filler, hole_addr) = black_hole();
     let proxy = proxy_to(hole_addr, Duration::from_millis(200));
     let mut c = connect(proxy.tcp());
     c.write_all(b"anyone?").unwrap();

@@ -284,3 +284,34 @@ pub fn echo_while_writing(addr: SocketAddr, data: &[u8]) {
     w.join().expect("writer");
     assert!(got == data, "echoed bytes differ from what was sent");
 }
+
+/// A plain std peer on 127.0.0.1 (any port) that accepts one connection,
+/// with read and write timeouts of [`WAIT`], and runs `f` on it on its own
+/// thread; join the handle for what `f` returns.
+pub fn one_peer<T, F>(f: F) -> (SocketAddr, JoinHandle<T>)
+where
+    T: Send + 'static,
+    F: FnOnce(TcpStream) -> T + Send + 'static,
+{
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a peer");
+    let addr = listener.local_addr().unwrap();
+    let thread = std::thread::spawn(move || {
+        let (s, _) = listener.accept().expect("the peer's connection");
+        s.set_read_timeout(Some(WAIT)).unwrap();
+        s.set_write_timeout(Some(WAIT)).unwrap();
+        f(s)
+    });
+    (addr, thread)
+}
+
+/// A listener with a backlog of one, filled by a connection it never
+/// accepts: further handshakes get no answer. Keep all three alive.
+pub fn black_hole() -> (socket2::Socket, TcpStream, SocketAddr) {
+    let l = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    l.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    l.listen(0).unwrap();
+    let addr = l.local_addr().unwrap().as_socket().unwrap();
+    let filler = TcpStream::connect_timeout(&addr, WAIT).unwrap();
+    (l, filler, addr)
+}
