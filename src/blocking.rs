@@ -288,8 +288,9 @@ impl<S: 'static> Ctx<S> {
     /// For calls that block and have no non-blocking form: name resolution
     /// (see [`net::resolve`](crate::net::resolve)), file I/O, CPU-heavy
     /// work. `done` runs as the dispatch of one source (the pool's result
-    /// channel, woken through the loop's shared waker, so a burst of
-    /// completions costs one wake-up), in the order the jobs completed.
+    /// channel, woken through the loop's shared waker, so completions that
+    /// arrive before the loop takes the batch share one wake-up), in the
+    /// order the jobs completed.
     ///
     /// The pool starts with the first call: before it, the loop has no
     /// thread of its own. Threads start one at a time, when all running ones
