@@ -173,8 +173,9 @@ impl<S> Ctx<S> {
 
     /// Ask the loop to stop: [`EventLoop::run`](crate::EventLoop::run)
     /// returns after the current turn completes (at once, if asked between
-    /// turns). For a loop driven by [`EventLoop::turn`](crate::EventLoop::turn),
-    /// see there.
+    /// turns), having ended every task (see
+    /// [`EventLoop::run`](crate::EventLoop::run)). For a loop driven by
+    /// [`EventLoop::turn`](crate::EventLoop::turn), see there.
     pub fn stop(&mut self) {
         log::trace!("evloop: stop requested");
         self.stop = true;

@@ -320,12 +320,18 @@ impl<S> EventLoop<S> {
 
     /// Run turns until [`Ctx::stop`] (or [`Remote::stop`](crate::Remote::stop))
     /// is called, then clear the stop request and return.
+    ///
+    /// A stop ends every [task](crate::task): their futures are dropped,
+    /// the connections and listeners they owned are closed, and one more
+    /// turn that does not wait lets those connections send what the kernel
+    /// takes now (what it does not take is dropped with the loop). Sources
+    /// registered with callbacks stay, so `run` may be called again.
     pub fn run(&mut self, state: &mut S) -> io::Result<()> {
         loop {
             if std::mem::take(&mut self.ctx.stop) {
                 // Asked in the last turn, or before the first one.
                 self.ctx.stop_before_turn = false;
-                return Ok(());
+                return self.end_tasks(state);
             }
             self.turn(state, None)?;
         }
@@ -887,7 +893,7 @@ impl<S> EventLoop<S> {
 
     /// Phase 7: deregister and drop the sources closed during the turn.
     #[inline]
-    fn reclaim(&mut self) {
+    pub(crate) fn reclaim(&mut self) {
         if !self.ctx.closing.is_empty() {
             self.release_closed();
         }

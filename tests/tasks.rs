@@ -489,3 +489,86 @@ fn block_on_runs_tasks_and_handlers_meanwhile() {
         .unwrap();
     assert_eq!(got, [0, 1, 2], "None once every sender is gone");
 }
+
+/// Sets its flag when dropped: tells whether a task's future was dropped.
+struct DropFlag(Rc<Cell<bool>>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.set(true);
+    }
+}
+
+#[test]
+fn stop_drops_every_task_and_closes_what_they_held() {
+    let _watchdog = Watchdog::new(20, "stop_drops_every_task_and_closes_what_they_held");
+    let mut el = EventLoop::<()>::new().unwrap();
+    let listener = task::listen(&mut el, &"127.0.0.1:0".parse().unwrap(), Default::default()).unwrap();
+    let Addr::Tcp(addr) = listener.local_addr().clone() else {
+        unreachable!()
+    };
+    let served = Rc::new(Cell::new(0));
+    let (s, on_io, on_timer) = (
+        served.clone(),
+        Rc::new(Cell::new(false)),
+        Rc::new(Cell::new(false)),
+    );
+    let (flag_io, flag_timer) = (DropFlag(on_io.clone()), DropFlag(on_timer.clone()));
+    let acceptor = el
+        .spawn(async move {
+            let _flag = flag_io;
+            let mut conn = listener.accept().await.unwrap();
+            conn.write_all(b"hello\n").await.unwrap();
+            s.set(1);
+            // Parked on I/O: the client never writes.
+            let mut buf = [0u8; 8];
+            let _ = conn.read(&mut buf).await;
+        })
+        .unwrap();
+    let sleeper = el
+        .spawn(async move {
+            let _flag = flag_timer;
+            task::sleep(Duration::from_secs(3600)).await;
+        })
+        .unwrap();
+    // A callback source survives the stop.
+    let (fd, _keep) = common::pipe();
+    let callback = el
+        .register(fd, Interest::READABLE, |_, _, _, _| Action::Keep)
+        .unwrap();
+    let mut client = std::net::TcpStream::connect(addr).unwrap();
+    turn_until(&mut el, &mut (), |_| served.get() == 1);
+    el.stop();
+    el.run(&mut ()).unwrap();
+
+    assert!(on_io.get() && on_timer.get(), "both futures were dropped");
+    assert!(!el.is_open(acceptor) && !el.is_open(sleeper));
+    assert!(el.is_open(callback), "callback sources stay");
+    // What the task wrote came before the close, with no turn after `run`.
+    client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = Vec::new();
+    client.read_to_end(&mut got).unwrap();
+    assert_eq!(
+        got, b"hello\n",
+        "the connection was closed after what it was owed"
+    );
+    // Once the client is gone, the lingering close ends, and no timer is
+    // left: the sleep's went with its task.
+    drop(client);
+    for _ in 0..200 {
+        if el.timer_count() == 0 {
+            break;
+        }
+        el.turn(&mut (), Some(common::TICK)).unwrap();
+    }
+    assert_eq!(el.timer_count(), 0);
+    // The loop runs again, with new tasks.
+    let again = Rc::new(Cell::new(false));
+    let a = again.clone();
+    el.spawn(async move {
+        task::yield_now().await;
+        a.set(true);
+    })
+    .unwrap();
+    turn_until(&mut el, &mut (), |_| again.get());
+}

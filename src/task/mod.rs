@@ -384,12 +384,43 @@ impl<S> EventLoop<S> {
         while !woken.get() {
             self.turn(state, None)?;
             if self.is_stopping() {
+                self.end_tasks(state)?;
                 return Err(io::Error::new(
                     io::ErrorKind::Interrupted,
                     "evloop: the loop was stopped before block_on's future was done",
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// A stop ends every task: each is closed and its future dropped at
+    /// once (so connections and listeners it owned note their closing in
+    /// the hub), the hub closes them, and one turn that does not wait lets
+    /// them write what the kernel takes and close.
+    pub(crate) fn end_tasks(&mut self, state: &mut S) -> io::Result<()> {
+        let Some(hub) = self.tasks.clone() else {
+            return Ok(());
+        };
+        let tasks: Vec<SourceId> = self
+            .sources
+            .iter_mut()
+            .filter_map(|(index, slot)| {
+                let id = SourceId::new(index, slot.seq);
+                let task = slot.is_open(id) && slot.entry.as_mut()?.source_any()?.is::<Arc<TaskWaker>>();
+                task.then_some(id)
+            })
+            .collect();
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        log::debug!("evloop: stopping: ending {} tasks", tasks.len());
+        for id in tasks {
+            self.close(id);
+        }
+        self.reclaim();
+        hub.apply(self);
+        self.turn(state, Some(std::time::Duration::ZERO))?;
         Ok(())
     }
 }
