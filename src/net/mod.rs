@@ -58,6 +58,17 @@ fn write_with<S>(
     accepted
 }
 
+/// [`write`], then [`has_room`], with one look-up (a task's sends).
+pub(crate) fn write_then_room<S>(ctx: &mut Ctx<S>, id: SourceId, data: &[u8]) -> bool {
+    let mut room = true;
+    write_with(ctx, id, data, |conn, data| {
+        let accepted = conn.write(data);
+        room = conn.has_room();
+        accepted
+    });
+    room
+}
+
 /// Close connection `id` gracefully from anywhere in the loop: queued output
 /// is written first and its handler's `on_close` runs. Returns false for an
 /// id that is not an open connection.

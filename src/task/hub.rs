@@ -39,15 +39,16 @@ pub(crate) enum When {
     After(Duration),
 }
 
-/// Something a future asked of the loop.
+/// Bytes a future asked to send on connection `conn`: `staging[start..end]`.
+struct Write {
+    conn: SourceId,
+    io: Rc<RefCell<Io>>,
+    start: usize,
+    end: usize,
+}
+
+/// Something else a future asked of the loop.
 pub(crate) enum Op {
-    /// Send `staging[start..end]` on connection `conn`.
-    Write {
-        conn: SourceId,
-        io: Rc<RefCell<Io>>,
-        start: usize,
-        end: usize,
-    },
     /// Read from connection `conn` again.
     Resume(SourceId),
     /// Shut connection `conn`'s write half once its queue is written.
@@ -84,10 +85,14 @@ pub(crate) struct Hub {
     pub(super) polling: Cell<bool>,
     /// The task being dispatched (its entry is out of the table meanwhile).
     pub(super) running: Cell<Option<SourceId>>,
+    /// Sends, kept apart from the other ops: they are the common case, and
+    /// applied in place, without moving them, they cost no more than the
+    /// write itself.
+    writes: RefCell<Vec<Write>>,
     ops: RefCell<Vec<Op>>,
     /// The ops being applied (kept to reuse the vector).
     applying: RefCell<Vec<Op>>,
-    /// Bytes that write ops refer to.
+    /// Bytes that writes refer to.
     staging: RefCell<Vec<u8>>,
     spawned: RefCell<Vec<Task>>,
     pub(crate) timers: RefCell<Slab<TimerSlot>>,
@@ -139,6 +144,7 @@ impl Hub {
             local,
             polling: Cell::new(false),
             running: Cell::new(None),
+            writes: RefCell::new(Vec::new()),
             ops: RefCell::new(Vec::new()),
             applying: RefCell::new(Vec::new()),
             staging: RefCell::new(Vec::new()),
@@ -154,9 +160,13 @@ impl Hub {
 
     /// Have the hub's source apply what is noted, in the next dispatch phase.
     pub(super) fn wake_self(&self) {
-        if !self.ops.borrow().is_empty() || !self.spawned.borrow().is_empty() {
+        if self.has_notes() {
             self.local.push(self.id);
         }
+    }
+
+    fn has_notes(&self) -> bool {
+        !self.writes.borrow().is_empty() || !self.ops.borrow().is_empty() || !self.spawned.borrow().is_empty()
     }
 
     pub(crate) fn push(&self, op: Op) {
@@ -181,20 +191,20 @@ impl Hub {
         staging.extend_from_slice(data);
         let end = staging.len();
         drop(staging);
-        let mut ops = self.ops.borrow_mut();
-        if let Some(Op::Write { conn: c, end: e, .. }) = ops.last_mut() {
-            if *c == conn && *e == start {
-                *e = end;
-                return;
-            }
+        let mut writes = self.writes.borrow_mut();
+        match writes.last_mut() {
+            Some(w) if w.conn == conn && w.end == start => w.end = end,
+            _ => writes.push(Write {
+                conn,
+                io: io.clone(),
+                start,
+                end,
+            }),
         }
-        drop(ops);
-        self.push(Op::Write {
-            conn,
-            io: io.clone(),
-            start,
-            end,
-        });
+        drop(writes);
+        if !self.polling.get() {
+            self.local.push(self.id);
+        }
     }
 
     /// An input buffer for a connection that has none.
@@ -223,26 +233,46 @@ impl Hub {
 
     /// Do what the futures asked, in the order they asked it.
     pub(crate) fn apply<S>(self: &Rc<Self>, ctx: &mut Ctx<S>) {
+        // Sends first: a shutdown or close a future notes after a write
+        // must follow it, and nothing a future can note goes before a send.
+        if !self.writes.borrow().is_empty() {
+            self.apply_writes(ctx);
+        }
         if self.ops.borrow().is_empty() && self.spawned.borrow().is_empty() {
             return;
         }
         self.apply_ops(ctx);
     }
 
+    fn apply_writes<S>(&self, ctx: &mut Ctx<S>) {
+        {
+            // Held across the sends: writing to a connection from outside
+            // its dispatch runs no handler and no future, so nothing can
+            // note more while these are borrowed.
+            let writes = self.writes.borrow();
+            let staging = self.staging.borrow();
+            for w in writes.iter() {
+                let room = crate::net::write_then_room(ctx, w.conn, &staging[w.start..w.end]);
+                w.io.borrow_mut().room(room);
+            }
+        }
+        self.writes.borrow_mut().clear();
+        let mut staging = self.staging.borrow_mut();
+        if staging.capacity() > STAGING_KEEP {
+            *staging = Vec::new();
+        } else {
+            staging.clear();
+        }
+    }
+
     #[inline(never)]
     fn apply_ops<S>(self: &Rc<Self>, ctx: &mut Ctx<S>) {
         let mut ops = self.applying.take();
         std::mem::swap(&mut ops, &mut *self.ops.borrow_mut());
-        let staging = self.staging.take();
         for op in ops.drain(..) {
-            self.apply_one(op, &staging, ctx);
+            self.apply_one(op, ctx);
         }
         *self.applying.borrow_mut() = ops;
-        let mut staging = staging;
-        staging.clear();
-        if staging.capacity() <= STAGING_KEEP && self.staging.borrow().capacity() == 0 {
-            *self.staging.borrow_mut() = staging;
-        }
         let spawned = self.spawned.take();
         for task in spawned {
             if let Err(e) = super::spawn_boxed(ctx, task) {
@@ -251,13 +281,8 @@ impl Hub {
         }
     }
 
-    fn apply_one<S>(self: &Rc<Self>, op: Op, staging: &[u8], ctx: &mut Ctx<S>) {
+    fn apply_one<S>(self: &Rc<Self>, op: Op, ctx: &mut Ctx<S>) {
         match op {
-            Op::Write { conn, io, start, end } => {
-                crate::net::write(ctx, conn, &staging[start..end]);
-                let room = crate::net::has_room(ctx, conn);
-                io.borrow_mut().room(room);
-            }
             Op::Resume(conn) => {
                 crate::net::resume_reading(ctx, conn);
             }

@@ -57,7 +57,7 @@ use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
@@ -77,9 +77,13 @@ pub use time::{sleep, sleep_until, timeout, yield_now, Sleep};
 type Task = Pin<Box<dyn Future<Output = ()>>>;
 
 thread_local! {
-    /// The hub and id of the task being polled on this thread, so leaf
-    /// futures (which get only a `Context`) reach their loop.
-    static CURRENT: RefCell<Option<(Rc<Hub>, SourceId)>> = const { RefCell::new(None) };
+    /// The id of the task being polled on this thread.
+    static CURRENT: Cell<Option<SourceId>> = const { Cell::new(None) };
+    /// The hub of the task being polled, so leaf futures (which get only a
+    /// `Context`) reach their loop. Left in place between polls: setting it
+    /// only when the loop changes saves two reference counts a poll, and a
+    /// weak reference holds no buffer, timer or waker of a dropped loop.
+    static CURRENT_HUB: RefCell<Weak<Hub>> = const { RefCell::new(Weak::new()) };
     /// Its address tells threads apart without a system call or a
     /// reference count (`thread::current()` clones an `Arc`).
     static THREAD_MARK: u8 = const { 0 };
@@ -91,13 +95,14 @@ fn thread_mark() -> usize {
 
 /// The hub of the task being polled, and its id.
 pub(crate) fn current_hub() -> Option<(Rc<Hub>, SourceId)> {
-    CURRENT.with(|c| c.borrow().clone())
+    let id = current()?;
+    Some((CURRENT_HUB.with(|h| h.borrow().upgrade())?, id))
 }
 
 /// The id of the task being polled on this thread (`None` outside a
 /// task's poll).
 pub fn current() -> Option<SourceId> {
-    CURRENT.with(|c| c.borrow().as_ref().map(|(_, id)| *id))
+    CURRENT.with(Cell::get)
 }
 
 fn not_in_task() -> io::Error {
@@ -171,27 +176,43 @@ impl Wake for TaskWaker {
 
 /// Sets [`CURRENT`] for one poll and puts back what was there, also when
 /// the poll panics.
-struct Polling {
-    hub: Rc<Hub>,
-    prev: Option<(Rc<Hub>, SourceId)>,
+struct Polling<'a> {
+    hub: &'a Rc<Hub>,
+    prev: Option<SourceId>,
+    /// The hub that was current, if it was another loop's (a task polling
+    /// a second loop's `block_on`).
+    prev_hub: Option<Weak<Hub>>,
     was_polling: bool,
 }
 
-impl Polling {
-    fn enter(hub: &Rc<Hub>, id: SourceId) -> Polling {
-        let prev = CURRENT.with(|c| c.replace(Some((hub.clone(), id))));
+impl<'a> Polling<'a> {
+    fn enter(hub: &'a Rc<Hub>, id: SourceId) -> Polling<'a> {
+        let prev = CURRENT.with(|c| c.replace(Some(id)));
+        let prev_hub = CURRENT_HUB.with(|h| {
+            let mut h = h.borrow_mut();
+            if std::ptr::eq(h.as_ptr(), Rc::as_ptr(hub)) {
+                return None;
+            }
+            let was = std::mem::replace(&mut *h, Rc::downgrade(hub));
+            // Only a poll inside another's needs it back afterwards.
+            prev.is_some().then_some(was)
+        });
         let was_polling = hub.polling.replace(true);
         Polling {
-            hub: hub.clone(),
+            hub,
             prev,
+            prev_hub,
             was_polling,
         }
     }
 }
 
-impl Drop for Polling {
+impl Drop for Polling<'_> {
     fn drop(&mut self) {
-        CURRENT.with(|c| *c.borrow_mut() = self.prev.take());
+        CURRENT.with(|c| c.set(self.prev));
+        if let Some(prev_hub) = self.prev_hub.take() {
+            CURRENT_HUB.with(|h| *h.borrow_mut() = prev_hub);
+        }
         self.hub.polling.set(self.was_polling);
         if std::thread::panicking() {
             // The executor will not apply what the poll asked for: the hub's
