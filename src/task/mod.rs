@@ -140,6 +140,33 @@ pub(crate) fn wait_in(slot: &mut Option<Waker>, cx: &Context<'_>) {
     }
 }
 
+/// Who waits for something that comes again and again (a connection's
+/// input): its waker is kept between waits, so waiting again and being
+/// woken touch no reference count.
+#[derive(Default)]
+pub(crate) struct Waiter {
+    waker: Option<Waker>,
+    waiting: bool,
+}
+
+impl Waiter {
+    /// Wait with `cx`'s waker.
+    pub(crate) fn wait(&mut self, cx: &Context<'_>) {
+        wait_in(&mut self.waker, cx);
+        self.waiting = true;
+    }
+
+    /// Wake the waiter, if one waits (a kept waker of a task that has moved
+    /// on to something else is not woken).
+    pub(crate) fn wake(&mut self) {
+        if std::mem::take(&mut self.waiting) {
+            if let Some(w) = &self.waker {
+                w.wake_by_ref();
+            }
+        }
+    }
+}
+
 /// Wake whoever waits in `slot`.
 pub(crate) fn wake(slot: &mut Option<Waker>) {
     if let Some(w) = slot.take() {
@@ -163,12 +190,16 @@ impl Wake for TaskWaker {
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        if self.woken.swap(true, Ordering::AcqRel) {
-            return;
-        }
         if thread_mark() == self.home {
-            self.local.push(self.id);
-        } else {
+            // Only the loop's thread clears the flag, so on it a load and a
+            // store do (a locked swap costs more than the rest of the wake).
+            // A remote wake racing with this one queues the task twice at
+            // worst, and the dispatch phase merges the two.
+            if !self.woken.load(Ordering::Acquire) {
+                self.woken.store(true, Ordering::Release);
+                self.local.push(self.id);
+            }
+        } else if !self.woken.swap(true, Ordering::AcqRel) {
             self.remote.notify();
         }
     }

@@ -24,7 +24,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use super::hub::{Hub, Op};
-use super::{wait_in, wake};
+use super::{wait_in, wake, Waiter};
 use crate::net::{self as n, Addr, CloseReason, Conn, ConnectConfig, Handler, ListenConfig, Target};
 use crate::{Ctx, SourceId};
 
@@ -51,7 +51,7 @@ pub(crate) struct Io {
     full: bool,
     /// `shutdown` or a drop asked to end the output.
     shut: bool,
-    reader: Option<Waker>,
+    reader: Waiter,
     writer: Option<Waker>,
 }
 
@@ -66,7 +66,7 @@ impl Io {
             connecting,
             full: false,
             shut: false,
-            reader: None,
+            reader: Waiter::default(),
             writer: None,
         }))
     }
@@ -132,7 +132,7 @@ impl<S> Handler<S> for TaskConn {
             conn.pause_reading();
             io.paused = true;
         }
-        wake(&mut io.reader);
+        io.reader.wake();
         data.len()
     }
 
@@ -140,7 +140,7 @@ impl<S> Handler<S> for TaskConn {
         // The task decides when to close (after writing what it owes).
         let mut io = self.io.borrow_mut();
         io.eof = true;
-        wake(&mut io.reader);
+        io.reader.wake();
     }
 
     fn on_room(&mut self, _conn: &mut Conn, _ctx: &mut Ctx<S>, _state: &mut S) {
@@ -151,7 +151,7 @@ impl<S> Handler<S> for TaskConn {
         let mut io = self.io.borrow_mut();
         io.closed = Some(reason);
         io.connecting = false;
-        wake(&mut io.reader);
+        io.reader.wake();
         wake(&mut io.writer);
     }
 }
@@ -198,7 +198,7 @@ impl AsyncConn {
         if let Some(end) = io.end_of_input() {
             return Poll::Ready(Some(end));
         }
-        wait_in(&mut io.reader, cx);
+        io.reader.wait(cx);
         Poll::Pending
     }
 
