@@ -7,7 +7,7 @@
 #   QUICK=1 benches/e2e.sh    smoke run: 1 run, short windows (about 2 minutes)
 #
 # Knobs (environment): RUNS, DURATION and WARMUP (seconds per measurement),
-# SERVERS (subset of "evloop echo_async mio tokio calloop"), SCENARIOS (subset of the
+# SERVERS (subset of "evloop echo_async mio tokio tokio_lines calloop"), SCENARIOS (subset of the
 # names below), PERF=0 to skip counting system calls, OUT (default docs/bench).
 # The server runs on core 0 and the load generator on core 1 (taskset).
 set -euo pipefail
@@ -18,7 +18,7 @@ if [[ "${QUICK:-0}" == 1 ]]; then
 else
     RUNS=${RUNS:-9} DURATION=${DURATION:-4} WARMUP=${WARMUP:-1}
 fi
-SERVERS=${SERVERS:-"evloop echo_async mio tokio calloop"}
+SERVERS=${SERVERS:-"evloop echo_async mio tokio tokio_lines calloop"}
 SCENARIOS=${SCENARIOS:-"pingpong c50_d1 c50_d16 c10_16k_d4 c1000_d1 c10000_d1"}
 OUT=${OUT:-docs/bench}
 PERF=${PERF:-1}
@@ -38,15 +38,21 @@ declare -A BIN=(
     [tokio]=bench_tokio_echo
     [calloop]=bench_calloop_echo
     [echo_async]=echo_async
+    [tokio_lines]=bench_tokio_echo
+)
+# Arguments after the listen address.
+declare -A SERVER_FLAGS=(
+    [tokio_lines]=--lines
 )
 # echo_async echoes lines, as eventlet's server does: its load ends every
 # message with the message's only newline (same sizes, same checks).
 declare -A LOAD_FLAGS=(
     [echo_async]=--lines
+    [tokio_lines]=--lines
 )
 
 cargo build --release --quiet --example loadgen --example e2e_report \
-    $(for s in $SERVERS; do echo --example "${BIN[$s]}"; done)
+    $(for s in $SERVERS; do echo --example "${BIN[$s]}"; done | sort -u)
 EX=target/release/examples
 
 ulimit -n "$(ulimit -Hn)"
@@ -80,7 +86,7 @@ for run in $(seq 1 "$RUNS"); do
             srv=${SERVER_LIST[$(((k + run - 1) % NSERVERS))]}
             port=$((port + 1))
             addr=127.0.0.1:$port
-            RUST_LOG=warn taskset -c 0 "$EX/${BIN[$srv]}" "$addr" 2>>target/e2e/servers.log &
+            RUST_LOG=warn taskset -c 0 "$EX/${BIN[$srv]}" "$addr" ${SERVER_FLAGS[$srv]:-} 2>>target/e2e/servers.log &
             SERVER_PID=$!
             echo "e2e: run $run/$RUNS  $sc  $srv" >&2
             taskset -c 1 "$EX/loadgen" --addr "$addr" --conns "$conns" --size "$size" --depth "$depth" \

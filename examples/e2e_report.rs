@@ -12,9 +12,9 @@ mod report;
 use report::{cpu_model, esc, mark, num, parse, thousands, Table};
 
 /// The order servers appear in, and the baseline every ratio is taken to.
-const SERVERS: [&str; 5] = ["evloop", "echo_async", "mio", "tokio", "calloop"];
+const SERVERS: [&str; 6] = ["evloop", "echo_async", "mio", "tokio", "tokio_lines", "calloop"];
 const BASELINE: &str = "mio";
-const COLORS: [&str; 5] = ["#d62728", "#ff9896", "#7f7f7f", "#1f77b4", "#2ca02c"];
+const COLORS: [&str; 6] = ["#d62728", "#ff9896", "#7f7f7f", "#1f77b4", "#aec7e8", "#2ca02c"];
 
 /// Each server's `key` in scenario `sc` relative to the baseline's.
 fn ratio(t: &Table, sc: &str, srv: &str, key: &str) -> Option<f64> {
@@ -39,7 +39,9 @@ fn markdown(t: &Table, settings: &str) -> String {
          every message with a newline, `loadgen --lines`), **mio** (`examples/bench_mio_echo.rs`: a hand-written \
          edge-triggered mio loop with a slab, reading until `WouldBlock`; the baseline of every \
          ratio), **tokio** (`examples/bench_tokio_echo.rs`: current-thread runtime, a task and a \
-         16 KiB buffer per connection) and **calloop** (`examples/bench_calloop_echo.rs`: one \
+         16 KiB buffer per connection), **tokio_lines** (the same with `--lines`: a \
+         `BufReader`, `read_until` a newline into a line, `write_all` it: the work \
+         `echo_async` does, written as a tokio user would; load with `--lines`) and **calloop** (`examples/bench_calloop_echo.rs`: one \
          `Generic` source per socket). The load generator (`examples/loadgen.rs`, mio, core 1) \
          keeps `depth` messages in flight per connection, checks every echoed byte, and reads \
          the server's `/proc` and `perf stat` counters over the measured window.\n"
@@ -282,10 +284,12 @@ fn async_targets(t: &Table) -> Vec<String> {
             let tokio = g("tokio", key);
             out.push(format!(
                 "{} {sc}: {what} per message within 1.10 × echo's and below tokio's \
-                 ({:.2} × echo; echo_async {a:.0} ns, echo {e:.0} ns, tokio {} ns)",
+                 ({:.2} × echo; echo_async {a:.0} ns, echo {e:.0} ns, tokio {} ns, \
+                 tokio_lines {} ns)",
                 mark(a <= 1.10 * e && tokio.map_or(true, |to| a < to)),
                 a / e,
-                num(tokio, 0)
+                num(tokio, 0),
+                num(g("tokio_lines", key), 0)
             ));
         }
         if let (Some(a), Some(e)) = (
