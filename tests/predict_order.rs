@@ -63,8 +63,14 @@ fn run_the_exercise() -> Vec<String> {
 fn documented_output() -> Vec<String> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/ARCHITECTURE.md");
     let doc = std::fs::read_to_string(path).unwrap();
-    let after = doc.split_once(MARKER).expect("the marker is in ARCHITECTURE.md").1;
-    let block = after.trim_start().strip_prefix("```text\n").expect("a ```text block after the marker");
+    let after = doc
+        .split_once(MARKER)
+        .expect("the marker is in ARCHITECTURE.md")
+        .1;
+    let block = after
+        .trim_start()
+        .strip_prefix("```text\n")
+        .expect("a ```text block after the marker");
     let block = &block[..block.find("```").expect("the block ends")];
     block.lines().map(str::to_string).collect()
 }
