@@ -5,7 +5,8 @@
 //! loop has no periodic tick: the poll sleeps until the next deadline, or
 //! earlier for a timer more than 64 wheel ticks (67.1 ms) away, which the
 //! loop wakes once to file closer. Run with `RUST_LOG=evloop=trace`: of the
-//! 14 turns, 7 fire nothing (`tests/guide_claims.rs` counts them).
+//! 14 turns, 7 fire nothing, the first and six such early wake-ups
+//! (`tests/guide_claims.rs` counts them).
 //!
 //! Usage: `cargo run --example timers`
 

@@ -44,7 +44,8 @@ fn a_timer_beyond_level_0_is_reached_through_one_early_wake_up() {
 /// `examples/timers.rs`'s timers, replayed: a 100 ms fixed-rate tick
 /// stopped at the fifth, two one-shots at 150 ms, one armed for 200 ms and
 /// cancelled, one armed for 50 ms and reset to 250 ms. A real run traced 14
-/// turns, 7 of which fired nothing (ARCHITECTURE.md, phase 4).
+/// turns, 7 of which fired nothing: the first and six early wake-ups
+/// (ARCHITECTURE.md, phase 4).
 #[test]
 fn the_timers_example_takes_14_turns_of_which_7_fire_nothing() {
     let (mut el, clock) = manual_loop::<u32>();
