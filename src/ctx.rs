@@ -197,6 +197,49 @@ impl<S> Ctx<S> {
     ///
     /// Works while a handler runs, too: the new source is dispatched from the
     /// next poll on.
+    ///
+    /// # Drain or reschedule
+    ///
+    /// Sources are registered edge-triggered: the poll reports that a
+    /// source *became* ready, once, not that it still is. A handler must
+    /// therefore either consume what is ready until the source says
+    /// `WouldBlock` (or, for a stream, a short read or EOF), or return
+    /// [`Action::Reschedule`] to be called again next turn without a new
+    /// event. A handler that reads one chunk and returns [`Action::Keep`]
+    /// leaves the rest unread with nothing to wake it. Rescheduling is also
+    /// how a busy source lets others run: stop after a budget, reschedule.
+    ///
+    /// ```
+    /// use std::io::{ErrorKind, Read, Write};
+    /// use evloop::{Action, EventLoop, Interest};
+    ///
+    /// let mut el = EventLoop::<Vec<u8>>::new()?;
+    /// let (a, mut peer) = mio::net::UnixStream::pair()?;
+    /// el.register(a, Interest::READABLE, |sock, _event, ctx, got: &mut Vec<u8>| {
+    ///     let mut buf = [0u8; 4]; // small on purpose: one read is not enough
+    ///     match sock.read(&mut buf) {
+    ///         // More may be waiting and no new edge will say so: ask again
+    ///         // next turn (this also lets other sources run in between).
+    ///         Ok(n) if n > 0 => {
+    ///             got.extend_from_slice(&buf[..n]);
+    ///             Action::Reschedule
+    ///         }
+    ///         // Drained: the next byte that arrives raises a new edge.
+    ///         Err(e) if e.kind() == ErrorKind::WouldBlock => Action::Keep,
+    ///         // EOF or an error: done.
+    ///         _ => {
+    ///             ctx.stop();
+    ///             Action::Close
+    ///         }
+    ///     }
+    /// })?;
+    /// peer.write_all(b"more than four bytes")?;
+    /// drop(peer);
+    /// let mut got = Vec::new();
+    /// el.run(&mut got)?;
+    /// assert_eq!(got, b"more than four bytes");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn register<T, F>(&mut self, source: T, interest: Interest, handler: F) -> io::Result<SourceId>
     where
         T: mio::event::Source + Any,
@@ -491,6 +534,32 @@ impl<S> Ctx<S> {
     }
 
     /// Arm a one-shot timer `after` from the turn's `now()`.
+    ///
+    /// It fires in the timer phase of the first turn whose `now()` is at or
+    /// past the deadline: never early, late by the poll's rounding (whole
+    /// milliseconds unless
+    /// [`Builder::high_resolution_timers`](crate::Builder::high_resolution_timers))
+    /// and by whatever callback is running when it comes due.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use evloop::{Clock, EventLoop, ManualClock};
+    ///
+    /// // A manual clock makes timer code testable without waiting.
+    /// let clock = ManualClock::new();
+    /// let mut el: EventLoop<Vec<&str>> = EventLoop::builder()
+    ///     .clock(Clock::Manual(clock.clone()))
+    ///     .build()?;
+    /// el.timer_after(Duration::from_millis(20), |_, _, log| log.push("second"));
+    /// el.timer_after(Duration::from_millis(10), |_, _, log| log.push("first"));
+    /// let doomed = el.timer_after(Duration::from_millis(15), |_, _, log| log.push("never"));
+    /// el.cancel_timer(doomed);
+    /// let mut log = Vec::new();
+    /// clock.advance(Duration::from_millis(20));
+    /// el.turn(&mut log, Some(Duration::ZERO))?;
+    /// assert_eq!(log, ["first", "second"]); // by deadline, not by arming
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn timer_after<F>(&mut self, after: Duration, f: F) -> TimerId
     where
         F: FnMut(Fired, &mut Ctx<S>, &mut S) + 'static,
@@ -507,6 +576,25 @@ impl<S> Ctx<S> {
     /// (A periodic timer whose next run would fall past the end of the
     /// clock's range, 584 years after the loop was built, which only a
     /// manual clock reaches, is dropped: that run can never come.)
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use evloop::{Clock, EventLoop, ManualClock};
+    ///
+    /// let clock = ManualClock::new();
+    /// let mut el: EventLoop<Vec<u64>> = EventLoop::builder()
+    ///     .clock(Clock::Manual(clock.clone()))
+    ///     .build()?;
+    /// el.timer_every(Duration::from_millis(10), |fired, _, missed| missed.push(fired.missed));
+    /// let mut missed = Vec::new();
+    /// clock.advance(Duration::from_millis(10));
+    /// el.turn(&mut missed, Some(Duration::ZERO))?;
+    /// // A late turn: three periods pass before the loop looks again.
+    /// clock.advance(Duration::from_millis(30));
+    /// el.turn(&mut missed, Some(Duration::ZERO))?;
+    /// assert_eq!(missed, [0, 2]); // one run, two ticks reported missed, on the grid
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn timer_every<F>(&mut self, period: Duration, f: F) -> TimerId
     where
         F: FnMut(Fired, &mut Ctx<S>, &mut S) + 'static,

@@ -346,6 +346,26 @@ impl<S> EventLoop<S> {
     /// it was made between turns, after the next turn (which then does not
     /// sleep in its poll); the turn after that clears it. A caller driving
     /// the loop with `turn` decides itself what stopping means.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use evloop::EventLoop;
+    ///
+    /// let mut el = EventLoop::<Vec<&str>>::new()?;
+    /// el.defer(|ctx, log| {
+    ///     log.push("deferred");
+    ///     ctx.timer_after(Duration::ZERO, |_, _, log| log.push("timer"));
+    /// });
+    /// let mut log = Vec::new();
+    /// // Work is waiting, so the poll does not sleep, whatever the cap.
+    /// let done = el.turn(&mut log, None)?;
+    /// assert_eq!((done.deferred_run, done.timers_fired), (1, 0));
+    /// // The timer armed in the deferred phase fires in the next turn.
+    /// let done = el.turn(&mut log, Some(Duration::from_millis(10)))?;
+    /// assert_eq!(done.timers_fired, 1);
+    /// assert_eq!(log, ["deferred", "timer"]);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn turn(&mut self, state: &mut S, timeout: Option<Duration>) -> io::Result<Turn> {
         if self.ctx.stop_before_turn {
             self.ctx.stop_before_turn = false;
@@ -970,6 +990,36 @@ impl<S> EventLoop<S> {
     /// [`Builder::events_capacity`]: the rest stay in the kernel, and the
     /// fd raises no new edge for them). Otherwise the next timer's deadline
     /// (never later than it), or `None`.
+    ///
+    /// A host loop that owns the thread and turns evloop when it is due: it
+    /// waits on its own terms (here it sleeps; a real host also watches the
+    /// loop's fd, [`as_raw_fd`](std::os::fd::AsRawFd::as_raw_fd), for
+    /// readability) until `next_deadline`, turns the loop without letting it
+    /// sleep, and asks again after every turn.
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use evloop::EventLoop;
+    ///
+    /// let mut el = EventLoop::<u32>::new()?;
+    /// el.timer_every(Duration::from_millis(2), |fired, ctx, n| {
+    ///     *n += 1;
+    ///     if *n == 3 {
+    ///         ctx.cancel_timer(fired.id);
+    ///     }
+    /// });
+    /// let mut fired = 0;
+    /// let mut host_frames = 0;
+    /// while let Some(at) = el.next_deadline() {
+    ///     host_frames += 1; // the host's own work goes here
+    ///     std::thread::sleep(at.saturating_duration_since(Instant::now()));
+    ///     el.turn(&mut fired, Some(Duration::ZERO))?;
+    /// }
+    /// // Nothing armed, nothing waiting: `None`, and the host is done with it.
+    /// assert_eq!(fired, 3);
+    /// assert!(host_frames >= 3);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn next_deadline(&self) -> Option<Instant> {
         let c = &self.ctx;
         let woken = c.local_wakes.as_ref().is_some_and(|w| w.is_pending());

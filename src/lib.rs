@@ -20,7 +20,12 @@
 //!    started, FIFO; ones queued while it runs wait for the next turn.
 //! 4. **poll**: block in mio for 0 if deferred work or rescheduled handlers are
 //!    pending, else until the next timer deadline, else until woken (capped by
-//!    the caller's timeout).
+//!    the caller's timeout). For a timer more than 64 wheel ticks (67.1 ms)
+//!    away the wait ends earlier, at the start of the wheel slot holding it,
+//!    to file it closer: such a turn fires nothing. No timer fires before its
+//!    deadline; how late one fires is the poll's rounding (whole
+//!    milliseconds, unless [`Builder::high_resolution_timers`]) plus
+//!    whatever callback is running when it comes due.
 //! 5. **dispatch**: ready sources are dispatched by priority, then in the
 //!    order they became ready (rescheduled ones first, then what the poll
 //!    found, first-ready first), so no source waits behind others that
@@ -34,8 +39,10 @@
 //! 6. **after-poll hooks**: [`Ctx::add_check`] callbacks, then metrics.
 //! 7. **reclaim**: sources closed during the turn are deregistered and dropped.
 //!
-//! With `RUST_LOG=evloop=trace` (or any `log` backend at trace level) every
-//! phase and every dispatch is logged, so you can watch the loop turn.
+//! With `RUST_LOG=evloop=trace` (or any `log` backend at trace level) the
+//! first five phases and every dispatch are logged in every turn, the check
+//! and reclaim phases in the turns where they have a hook to run or a source
+//! to release, so you can watch the loop turn.
 //!
 //! ## Example
 //!

@@ -150,6 +150,57 @@ pub enum CloseReason {
 
 /// What a connection's owner implements. Only [`on_data`](Handler::on_data)
 /// is required.
+///
+/// A handler for a line protocol: `on_data` answers every complete line and
+/// returns how many bytes it used, so a line split across reads is handed
+/// back whole with the rest of it. The state counts lines; `on_close` stops
+/// the loop here only so that the example ends.
+///
+/// ```
+/// use std::io::{BufRead, BufReader, Write};
+/// use evloop::net::{self, CloseReason, Conn, Handler, ListenConfig};
+/// use evloop::{Ctx, EventLoop};
+///
+/// struct Upper;
+///
+/// impl Handler<u32> for Upper {
+///     fn on_data(&mut self, conn: &mut Conn, data: &[u8], _: &mut Ctx<u32>, lines: &mut u32) -> usize {
+///         let mut used = 0;
+///         while let Some(end) = data[used..].iter().position(|&b| b == b'\n') {
+///             let line = &data[used..used + end + 1];
+///             conn.write(&line.to_ascii_uppercase());
+///             *lines += 1;
+///             used += end + 1;
+///         }
+///         used // an unfinished line stays for the next call
+///     }
+///
+///     fn on_close(&mut self, _: &mut Conn, _: CloseReason, ctx: &mut Ctx<u32>, _: &mut u32) {
+///         ctx.stop();
+///     }
+/// }
+///
+/// let mut el = EventLoop::<u32>::new()?;
+/// let addr = "127.0.0.1:0".parse().unwrap();
+/// let server = net::listen(&mut el, &addr, ListenConfig::default(), |_, _, _, _| Some(Upper))?;
+/// let port = server.addr.to_string();
+/// let client = std::thread::spawn(move || {
+///     let mut s = std::net::TcpStream::connect(port).unwrap();
+///     s.write_all(b"hel").unwrap(); // half a line first
+///     s.flush().unwrap();
+///     s.write_all(b"lo\nworld\n").unwrap();
+///     let mut r = BufReader::new(s);
+///     let (mut a, mut b) = (String::new(), String::new());
+///     r.read_line(&mut a).unwrap();
+///     r.read_line(&mut b).unwrap();
+///     (a, b) // dropping the stream closes it
+/// });
+/// let mut lines = 0;
+/// el.run(&mut lines)?;
+/// assert_eq!(client.join().unwrap(), ("HELLO\n".into(), "WORLD\n".into()));
+/// assert_eq!(lines, 2);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub trait Handler<S> {
     /// The connection is registered; greet the peer here if the protocol says so.
     fn on_open(&mut self, conn: &mut Conn, ctx: &mut Ctx<S>, state: &mut S) {

@@ -274,9 +274,48 @@ pub struct Listening {
 /// Accepting stops for the turn after [`ListenConfig::accept_budget`]
 /// connections. When the process runs out of fds, the listener sheds the
 /// waiting connection using a reserve fd (so the peer sees a close instead of
-/// hanging, and epoll does not spin on a backlog we cannot drain), logs a
-/// warning, and, if even that fails, stops accepting for
-/// [`ListenConfig::emfile_backoff`] before trying again.
+/// hanging on a backlog we cannot drain) and logs a warning. At the fd limit
+/// every accept fails, even with nobody waiting, so the episode always ends
+/// with a shed that finds no one: then the listener logs a warning and stops
+/// accepting for [`ListenConfig::emfile_backoff`] before trying again.
+///
+/// An echo server on a port the system picks, and one client:
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use evloop::net::{self, CloseReason, Conn, Handler, ListenConfig};
+/// use evloop::{Ctx, EventLoop};
+///
+/// struct Echo;
+///
+/// impl Handler<()> for Echo {
+///     fn on_data(&mut self, conn: &mut Conn, data: &[u8], _: &mut Ctx<()>, _: &mut ()) -> usize {
+///         conn.write(data);
+///         data.len()
+///     }
+///
+///     fn on_close(&mut self, _: &mut Conn, _: CloseReason, ctx: &mut Ctx<()>, _: &mut ()) {
+///         ctx.stop(); // one client, then the example ends
+///     }
+/// }
+///
+/// let mut el = EventLoop::new()?;
+/// let addr = "127.0.0.1:0".parse().unwrap();
+/// let server = net::listen(&mut el, &addr, ListenConfig::default(), |_stream, _id, _ctx, _state| {
+///     Some(Echo) // or None to refuse this connection
+/// })?;
+/// let port = server.addr.to_string();
+/// let client = std::thread::spawn(move || {
+///     let mut s = std::net::TcpStream::connect(port).unwrap();
+///     s.write_all(b"ping").unwrap();
+///     let mut back = [0u8; 4];
+///     s.read_exact(&mut back).unwrap();
+///     back
+/// });
+/// el.run(&mut ())?;
+/// assert_eq!(&client.join().unwrap(), b"ping");
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub fn listen<S, F, H>(
     ctx: &mut Ctx<S>,
     addr: &Addr,
