@@ -93,9 +93,9 @@ mod token;
 pub use channel::{bounded, channel, Receiver, SendError, Sender, TrySendError};
 pub use clock::{Clock, ManualClock};
 pub use ctx::Ctx;
-pub use event_loop::{Builder, EventLoop, PanicPolicy, Turn};
+pub use event_loop::{Builder, EventLoop, PanicPolicy, PollMode, Turn};
 pub use fd_source::FdSource;
-pub use metrics::Metrics;
+pub use metrics::{LatencyHistogram, Metrics, LATENCY_BUCKETS};
 pub use mio::Interest;
 pub use remote::{LoopGone, Remote};
 #[cfg(target_os = "linux")]
