@@ -26,7 +26,7 @@ if [[ "${QUICK:-0}" == 1 ]]; then
 else
     RUNS=${RUNS:-3} COUNT=${COUNT:-20000} OPEN_COUNT=${OPEN_COUNT:-400} IDLE=${IDLE:-2}
 fi
-RATE=${RATE:-10000}
+RATE=${RATE:-2000}
 BUDGET=${BUDGET:-100}
 SERVERS=${SERVERS:-"c_block c_spin evloop_block evloop_spin evloop_stb"}
 # A QUICK run writes its page only where OUT says (a smoke's figures are
@@ -172,6 +172,17 @@ col() { awk -v s="${LABEL[$1]}" -v c="$2" -F' \\| ' '$1 == "| " s { gsub(/ \|$/,
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf (b > 0 ? "%.2f" : "n/a"), a / b }'; }
 {
     cat "$WORK/table.md"
+    echo
+    echo "How to read it: the client busy-polls on its own core, so a round trip is"
+    echo "the kernel's loopback twice plus the server's wake-up and work. A blocking"
+    echo "server pays a wake-up per message that finds it asleep; a spinning one"
+    echo "finds it awake, for the CPU in the last column. SpinThenBlock spins only"
+    echo "for its budget after work, so under steady ping-pong it behaves like Spin"
+    echo "and idle it sleeps like Block. On this VM (gVisor, 2 cores shared with"
+    echo "other builds) the p99 and p99.9 columns are mostly other processes taking"
+    echo "the core: they move by milliseconds from run to run; the p50s and CPU µs"
+    echo "per message are the repeatable figures. A spinning server's idle CPU below"
+    echo "100 % is the share of core 0 it got, not a pause in its spinning."
     echo
     echo "Targets (issue 22), from the medians above:"
     echo

@@ -47,7 +47,8 @@ fn main() -> std::io::Result<()> {
     let server = net::listen(&mut el, &addr.parse()?, ListenConfig::default(), |_, _, _, _| {
         Some(Echo)
     })?;
-    log::info!("echo server listening on {} (poll {mode:?})", server.addr);
+    log::info!("echo server listening on {}", server.addr);
+    log::info!("poll mode {mode:?}");
     el.add_signals(&[libc::SIGINT, libc::SIGTERM], |sig, ctx, _| {
         log::info!("signal {sig}: shutting down");
         ctx.stop();

@@ -75,11 +75,13 @@ pub enum PollMode {
     /// kept busy all the time, with traffic or without.
     Spin,
     /// After a turn that found work (a handler, timer or deferred callback
-    /// ran), poll without sleeping until this much time has passed with no
-    /// more work, then block as [`Block`](PollMode::Block) does. Each turn
-    /// that finds work starts the budget again. The budget is measured on
-    /// the turn's reading of the clock ([`Ctx::now`]), so spinning costs
-    /// one clock read per turn; a zero budget is `Block`.
+    /// ran), poll without sleeping for this long, counted from the next
+    /// turn's poll, then block as [`Block`](PollMode::Block) does. Each
+    /// turn that finds work starts the budget again, so under steady
+    /// traffic the loop never sleeps, and once traffic stops it sleeps
+    /// after one budget. The budget is measured on the turn's reading of
+    /// the clock ([`Ctx::now`]), so spinning costs one clock read per turn;
+    /// a zero budget is `Block`.
     SpinThenBlock(Duration),
 }
 
