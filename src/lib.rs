@@ -19,8 +19,8 @@
 //! 3. **deferred**: callbacks queued with [`Ctx::defer`] before this phase
 //!    started, FIFO; ones queued while it runs wait for the next turn.
 //! 4. **poll**: block in mio for 0 if deferred work or rescheduled handlers are
-//!    pending, else until the next timer deadline, else until woken (capped by
-//!    the caller's timeout).
+//!    pending or the [`PollMode`] spins, else until the next timer deadline,
+//!    else until woken (capped by the caller's timeout).
 //! 5. **dispatch**: ready sources are dispatched by priority, then in the
 //!    order they became ready (rescheduled ones first, then what the poll
 //!    found, first-ready first), so no source waits behind others that
