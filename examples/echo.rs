@@ -4,11 +4,20 @@
 //! net layer does the rest: accept budget, partial writes, backpressure,
 //! half-close and resets. Run it, then `nc 127.0.0.1 6000`.
 //!
-//! Usage: `cargo run --release --example echo [ADDR]` (default 127.0.0.1:6000).
-//! Stops cleanly on SIGINT/SIGTERM.
+//! The poll mode is the one setting a latency-bound server tunes:
+//! `--poll spin-then-block` keeps the loop polling for 100 µs after each
+//! message (`spin-then-block:US` for another budget) so the next one finds
+//! it awake, then sleeps; `--poll spin` never sleeps (a whole core, always).
+//! `--histograms` keeps the loop's own latency histograms and logs their
+//! percentiles at shutdown (see `evloop::LatencyHistogram`).
+//!
+//! Usage: `cargo run --release --example echo [ADDR] [--poll block|spin|spin-then-block[:US]] [--histograms]`
+//! (default 127.0.0.1:6000, block). Stops cleanly on SIGINT/SIGTERM.
+
+use std::time::Duration;
 
 use evloop::net::{self, Conn, Handler, ListenConfig};
-use evloop::{Ctx, EventLoop};
+use evloop::{Ctx, EventLoop, LatencyHistogram, PollMode};
 
 struct Echo;
 
@@ -21,17 +30,66 @@ impl Handler<()> for Echo {
 
 fn main() -> std::io::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:6000".into());
-    let mut el = EventLoop::new()?;
+    let (mut addr, mut mode, mut histograms) = ("127.0.0.1:6000".to_string(), PollMode::Block, false);
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--poll" => mode = poll_mode(&args.next().unwrap_or_default())?,
+            "--histograms" => histograms = true,
+            _ if !arg.starts_with("--") => addr = arg,
+            _ => return Err(bad(format!("unexpected argument {arg:?}"))),
+        }
+    }
+    let mut el = EventLoop::builder()
+        .poll_mode(mode)
+        .latency_histograms(histograms)
+        .build()?;
     let server = net::listen(&mut el, &addr.parse()?, ListenConfig::default(), |_, _, _, _| {
         Some(Echo)
     })?;
     log::info!("echo server listening on {}", server.addr);
+    log::info!("poll mode {mode:?}");
     el.add_signals(&[libc::SIGINT, libc::SIGTERM], |sig, ctx, _| {
         log::info!("signal {sig}: shutting down");
         ctx.stop();
     })?;
     el.run(&mut ())?;
+    if histograms {
+        let m = el.metrics();
+        log::info!("poll return to handler: {}", summary(&m.dispatch_latency));
+        log::info!("turn length (poll's wait left out): {}", summary(&m.turn_length));
+    }
     log::info!("echo server stopped");
     Ok(())
+}
+
+/// `block`, `spin`, or `spin-then-block[:US]` (budget in microseconds).
+fn poll_mode(arg: &str) -> std::io::Result<PollMode> {
+    let (name, budget) = arg.split_once(':').unwrap_or((arg, "100"));
+    match (name, budget.parse()) {
+        ("block", _) if name == arg => Ok(PollMode::Block),
+        ("spin", _) if name == arg => Ok(PollMode::Spin),
+        ("spin-then-block", Ok(us)) => Ok(PollMode::SpinThenBlock(Duration::from_micros(us))),
+        _ => Err(bad(format!(
+            "--poll takes block, spin or spin-then-block[:US], got {arg:?}"
+        ))),
+    }
+}
+
+/// Percentiles are upper bounds: the top of the power-of-two bucket each
+/// falls in.
+fn summary(h: &LatencyHistogram) -> String {
+    let p = |q| h.percentile(q).unwrap_or_default();
+    format!(
+        "{} counted, p50 <= {:?}, p99 <= {:?}, p99.9 <= {:?}, max {:?}",
+        h.count(),
+        p(0.5),
+        p(0.99),
+        p(0.999),
+        h.max()
+    )
+}
+
+fn bad(msg: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidInput, msg)
 }

@@ -49,6 +49,42 @@ pub enum PanicPolicy {
     CloseSource,
 }
 
+/// How the poll waits when nothing is ready (see [`Builder::poll_mode`]).
+///
+/// Blocking costs a wake-up when work arrives: the kernel has to schedule
+/// the sleeping thread again, tens of microseconds on a busy or virtualised
+/// machine. Spinning (polling with a zero timeout, again and again) finds
+/// the work as soon as the kernel has it, for the price of a core.
+/// Spinning for a while after work, then blocking, pays that price only
+/// while traffic flows: a message that follows another within the budget
+/// finds the loop awake, and an idle loop sleeps.
+///
+/// The mode governs the loop's own poll (`run`, and `turn` with a timeout
+/// other than zero); a host loop that drives this one through its fd
+/// decides its own waiting. Timers are exact in every mode: a spinning loop
+/// runs its timer phase every turn, so a timer fires in the first turn at
+/// or after its deadline, and once a spin ends the poll sleeps no longer
+/// than until the next deadline.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PollMode {
+    /// Sleep in the poll until something is ready, a timer is due or the
+    /// caller's cap runs out (the default).
+    #[default]
+    Block,
+    /// Never sleep in the poll: the lowest wake-up latency, and a core
+    /// kept busy all the time, with traffic or without.
+    Spin,
+    /// After a turn that found work (a handler, timer or deferred callback
+    /// ran), poll without sleeping for this long, counted from the next
+    /// turn's poll, then block as [`Block`](PollMode::Block) does. Each
+    /// turn that finds work starts the budget again, so under steady
+    /// traffic the loop never sleeps, and once traffic stops it sleeps
+    /// after one budget. The budget is measured on the turn's reading of
+    /// the clock ([`Ctx::now`]), so spinning costs one clock read per turn;
+    /// a zero budget is `Block`.
+    SpinThenBlock(Duration),
+}
+
 /// What one turn did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Turn {
@@ -73,7 +109,8 @@ pub struct Builder {
     clock: Clock,
     panic_policy: PanicPolicy,
     events_capacity: usize,
-    busy_poll: bool,
+    poll_mode: PollMode,
+    latency_histograms: bool,
     high_resolution: bool,
     stall_threshold: Option<Duration>,
     blocking: blocking::Config,
@@ -85,7 +122,8 @@ impl Default for Builder {
             clock: Clock::System,
             panic_policy: PanicPolicy::Propagate,
             events_capacity: 1024,
-            busy_poll: false,
+            poll_mode: PollMode::Block,
+            latency_histograms: false,
             high_resolution: false,
             stall_threshold: None,
             blocking: blocking::Config::default(),
@@ -112,9 +150,29 @@ impl Builder {
         self
     }
 
+    /// How the poll waits when nothing is ready: block (the default), spin,
+    /// or spin for a while after work and then block. See [`PollMode`].
+    pub fn poll_mode(mut self, mode: PollMode) -> Builder {
+        self.poll_mode = mode;
+        self
+    }
+
     /// Never sleep in the poll: trade a core for the lowest wake-up latency.
+    /// Shorthand for [`poll_mode`](Self::poll_mode): `true` is
+    /// [`PollMode::Spin`], `false` [`PollMode::Block`]. Consider
+    /// [`PollMode::SpinThenBlock`], which gives the core back when idle.
     pub fn busy_poll(mut self, on: bool) -> Builder {
-        self.busy_poll = on;
+        self.poll_mode = if on { PollMode::Spin } else { PollMode::Block };
+        self
+    }
+
+    /// Keep [`Metrics::dispatch_latency`] and [`Metrics::turn_length`]
+    /// (default off). Costs two clock reads per turn and one per dispatch,
+    /// beyond those the loop makes anyway (the clock is the loop's: a
+    /// [`ManualClock`](crate::ManualClock) in tests); off, a test of this
+    /// flag per turn and per dispatch.
+    pub fn latency_histograms(mut self, on: bool) -> Builder {
+        self.latency_histograms = on;
         self
     }
 
@@ -191,7 +249,8 @@ impl Builder {
             scheduled: Vec::new(),
             expired: Vec::new(),
             panic_policy: self.panic_policy,
-            busy_poll: self.busy_poll,
+            spin: Spin::new(self.poll_mode),
+            marks: self.latency_histograms.then(Marks::default),
             hires,
             stall: StallWatch::new(self.stall_threshold),
         })
@@ -284,6 +343,42 @@ struct ReadyList {
     mixed: bool,
 }
 
+/// The poll mode, and the spin's state under `SpinThenBlock`.
+#[derive(Clone, Copy, Debug)]
+struct Spin {
+    mode: PollMode,
+    /// `SpinThenBlock`'s budget in nanoseconds.
+    budget_ns: u64,
+    /// The last turn found work: the next spin decision starts the budget.
+    worked: bool,
+    /// The clock's time (loop nanoseconds) at which the spin ends.
+    until_ns: u64,
+}
+
+impl Spin {
+    fn new(mode: PollMode) -> Spin {
+        let budget = match mode {
+            PollMode::SpinThenBlock(b) => b,
+            _ => Duration::ZERO,
+        };
+        Spin {
+            mode,
+            budget_ns: u64::try_from(budget.as_nanos()).unwrap_or(u64::MAX),
+            worked: false,
+            until_ns: 0,
+        }
+    }
+}
+
+/// Clock readings (loop nanoseconds) of one turn, for the latency
+/// histograms: its start, and the poll's call and return.
+#[derive(Clone, Copy, Debug, Default)]
+struct Marks {
+    start: u64,
+    poll_in: u64,
+    poll_out: u64,
+}
+
 /// A single-threaded event loop over application state `S`.
 ///
 /// Everything a handler can do through its [`Ctx`] the owner can do between
@@ -299,7 +394,9 @@ pub struct EventLoop<S> {
     scheduled: Vec<(SourceId, Ready)>,
     expired: Vec<wheel::Key>,
     panic_policy: PanicPolicy,
-    busy_poll: bool,
+    spin: Spin,
+    /// This turn's clock readings, when latency histograms are kept.
+    marks: Option<Marks>,
     hires: Option<HiRes>,
     stall: StallWatch,
 }
@@ -385,7 +482,7 @@ impl<S> EventLoop<S> {
         };
         self.after_poll(state, done); //                    6. checks, metrics
         self.reclaim(); //                                  7. reclaim
-        self.ctx.time.end_turn();
+        self.end_turn();
         Ok(done)
     }
 
@@ -395,6 +492,9 @@ impl<S> EventLoop<S> {
     /// which nothing asks (a plain echo) pays no clock read.
     fn read_clock(&mut self) {
         self.ctx.time.begin_turn();
+        if let Some(marks) = &mut self.marks {
+            marks.start = self.ctx.time.read_ns();
+        }
         hot_trace!("evloop: turn {} phase clock", self.ctx.turn_no);
     }
 
@@ -571,7 +671,14 @@ impl<S> EventLoop<S> {
             self.arm_timerfd()?;
         }
         hot_trace!("evloop: phase poll (timeout {timeout:?})");
-        if let Err(e) = self.ctx.poll.poll(&mut self.events, timeout) {
+        if let Some(marks) = &mut self.marks {
+            marks.poll_in = self.ctx.time.read_ns();
+        }
+        let polled = self.ctx.poll.poll(&mut self.events, timeout);
+        if let Some(marks) = &mut self.marks {
+            marks.poll_out = self.ctx.time.read_ns();
+        }
+        if let Err(e) = polled {
             if e.kind() != io::ErrorKind::Interrupted {
                 self.ctx.time.end_turn();
                 return Err(e);
@@ -596,16 +703,20 @@ impl<S> EventLoop<S> {
         }
     }
 
-    fn poll_timeout(&self, cap: Option<Duration>) -> Option<Duration> {
+    fn poll_timeout(&mut self, cap: Option<Duration>) -> Option<Duration> {
         let c = &self.ctx;
         let zero = Some(Duration::ZERO);
         // A zero cap (an embedder's non-blocking turn) settles it at once.
-        if cap == zero || self.busy_poll || c.stop || !c.deferred.is_empty() || !c.scheduled.is_empty() {
+        if cap == zero || c.stop || !c.deferred.is_empty() || !c.scheduled.is_empty() {
             return zero;
         }
         if c.local_wakes.as_ref().is_some_and(|w| w.is_pending()) {
             return zero;
         }
+        if self.spinning() {
+            return zero;
+        }
+        let c = &self.ctx;
         // An empty wheel answers `None` without a call; a timerfd wakes us
         // itself, armed for the absolute deadline.
         let timer = match c.timers.next_deadline_ns() {
@@ -616,6 +727,29 @@ impl<S> EventLoop<S> {
             (Some(t), Some(c)) => Some(t.min(c)),
             (t, c) => t.or(c),
         }
+    }
+
+    /// The poll mode says not to sleep in this turn's poll.
+    #[inline]
+    fn spinning(&mut self) -> bool {
+        match self.spin.mode {
+            PollMode::Block => false,
+            PollMode::Spin => true,
+            PollMode::SpinThenBlock(_) => self.spin_left(),
+        }
+    }
+
+    /// `SpinThenBlock`: start the budget if the last turn found work, and
+    /// say whether it still runs. The turn's reading of the clock serves
+    /// (taken here if the timer phase took none): one read per turn.
+    #[inline(never)]
+    fn spin_left(&mut self) -> bool {
+        let now = self.ctx.time.now_ns();
+        let spin = &mut self.spin;
+        if std::mem::take(&mut spin.worked) {
+            spin.until_ns = now.saturating_add(spin.budget_ns);
+        }
+        now < spin.until_ns
     }
 
     /// How long the poll may sleep for a timer due at `next` (wheel
@@ -804,6 +938,12 @@ impl<S> EventLoop<S> {
         let id = SourceId::new(index, slot.seq);
         let event = Event { id, ready: p.ready };
         hot_trace!("evloop: dispatch {id} {:?}", p.ready);
+        if let Some(marks) = &self.marks {
+            self.ctx
+                .metrics
+                .dispatch_latency
+                .record(self.ctx.time.read_ns().saturating_sub(marks.poll_out));
+        }
         let t0 = self.stall.start();
         let mut action = Action::Close;
         let mut result = self.guard(|ctx, state| action = entry.dispatch(event, ctx, state), state);
@@ -869,11 +1009,23 @@ impl<S> EventLoop<S> {
     /// turn's counts go into the metrics.
     fn after_poll(&mut self, state: &mut S, done: Turn) {
         self.run_checks(state);
+        self.spin.worked = !done.is_idle();
         let m = &mut self.ctx.metrics;
         m.turns += 1;
         m.dispatched += done.dispatched as u64;
         m.timers_fired += done.timers_fired as u64;
         m.deferred_run += done.deferred_run as u64;
+    }
+
+    /// The turn is over: its time, and its length when that is kept.
+    #[inline]
+    fn end_turn(&mut self) {
+        if let Some(marks) = &self.marks {
+            let end = self.ctx.time.read_ns();
+            let busy = marks.poll_in.saturating_sub(marks.start) + end.saturating_sub(marks.poll_out);
+            self.ctx.metrics.turn_length.record(busy);
+        }
+        self.ctx.time.end_turn();
     }
 
     fn run_checks(&mut self, state: &mut S) {

@@ -19,13 +19,14 @@
 //! 3. **deferred**: callbacks queued with [`Ctx::defer`] before this phase
 //!    started, FIFO; ones queued while it runs wait for the next turn.
 //! 4. **poll**: block in mio for 0 if deferred work or rescheduled handlers are
-//!    pending, else until the next timer deadline, else until woken (capped by
-//!    the caller's timeout). For a timer more than 64 wheel ticks (67.1 ms)
-//!    away the wait ends earlier, at the start of the wheel slot holding it,
-//!    to file it closer: such a turn fires nothing. No timer fires before its
-//!    deadline; how late one fires is the poll's rounding (whole
-//!    milliseconds, unless [`Builder::high_resolution_timers`]) plus
-//!    whatever callback is running when it comes due.
+//!    pending or the [`PollMode`] spins, else until the next timer deadline,
+//!    else until woken (capped by the caller's timeout). For a timer more
+//!    than 64 wheel ticks (67.1 ms) away the wait ends earlier, at the start
+//!    of the wheel slot holding it, to file it closer: such a turn fires
+//!    nothing. No timer fires before its deadline; how late one fires is the
+//!    poll's rounding (whole milliseconds, unless
+//!    [`Builder::high_resolution_timers`]) plus whatever callback is running
+//!    when it comes due.
 //! 5. **dispatch**: ready sources are dispatched by priority, then in the
 //!    order they became ready (rescheduled ones first, then what the poll
 //!    found, first-ready first), so no source waits behind others that
@@ -100,9 +101,9 @@ mod token;
 pub use channel::{bounded, channel, Receiver, SendError, Sender, TrySendError};
 pub use clock::{Clock, ManualClock};
 pub use ctx::Ctx;
-pub use event_loop::{Builder, EventLoop, PanicPolicy, Turn};
+pub use event_loop::{Builder, EventLoop, PanicPolicy, PollMode, Turn};
 pub use fd_source::FdSource;
-pub use metrics::Metrics;
+pub use metrics::{LatencyHistogram, Metrics, LATENCY_BUCKETS};
 pub use mio::Interest;
 pub use remote::{LoopGone, Remote};
 #[cfg(target_os = "linux")]

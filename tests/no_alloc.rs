@@ -9,13 +9,25 @@ mod common_alloc;
 use std::os::fd::AsRawFd;
 
 use common::{eventfd, eventfd_read, eventfd_write, FdSource};
-use evloop::{Action, EventLoop, Interest};
+use std::time::Duration;
+
+use evloop::{Action, Builder, EventLoop, Interest, PollMode};
 
 #[test]
 fn dispatching_events_allocates_nothing() {
+    dispatch_without_allocating(EventLoop::builder());
+    // The latency histograms are fixed arrays, and the spin's state two words.
+    dispatch_without_allocating(
+        EventLoop::builder()
+            .latency_histograms(true)
+            .poll_mode(PollMode::SpinThenBlock(Duration::from_micros(50))),
+    );
+}
+
+fn dispatch_without_allocating(builder: Builder) {
     const WARM_UP: u64 = 1_000;
     const MEASURED: u64 = 100_000;
-    let mut el = EventLoop::<u64>::new().unwrap();
+    let mut el = builder.build::<u64>().unwrap();
     let efd = eventfd();
     eventfd_write(efd.as_raw_fd(), 1);
     // Each dispatch consumes the counter and bumps it again: a new edge, so
