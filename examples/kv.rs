@@ -16,8 +16,20 @@
 //!   read also treats an overdue key as gone, since the timer for it only
 //!   fires in the next turn's timer phase.
 //! - **Pipelining for free.** `on_data` runs every complete command in the
-//!   buffer and sends all the replies with one write; a half-arrived command
-//!   is left unconsumed and offered again with more bytes.
+//!   buffer and sends the replies together; a half-arrived command is left
+//!   unconsumed and offered again with more bytes, and the parser goes on
+//!   where it stopped rather than from the command's start.
+//! - **Any answer, however big, to a peer that reads.** Values are shared
+//!   (`Rc<[u8]>`), so a reply queues references, not copies, and is handed
+//!   to the connection in 64 KiB pieces while `Conn::has_room` says yes;
+//!   when it says no, the client stops reading commands and `on_room`
+//!   carries on. A peer that does not read holds us to the connection's
+//!   high-water mark plus a piece, whatever it asked for (`MGET` of 2,048
+//!   copies of a 1 MiB value is 2,048 references).
+//! - **One client cannot starve the rest.** A call of `on_data` runs about
+//!   a millisecond's worth of commands, then pauses reading and defers its
+//!   own `resume_reading`: the rest of the pipeline is offered again once
+//!   the other ready clients have had their turn.
 //! - **Bad input closes, it does not crash or hang.** A protocol error gets
 //!   `-ERR Protocol error: ...` and the connection is closed.
 //!
@@ -26,15 +38,17 @@
 //! Stops cleanly on SIGINT/SIGTERM.
 
 #[path = "proto/resp.rs"]
+#[allow(dead_code)] // what the parser offers tests (its work counter, `parse`)
 mod resp;
 
 use std::collections::HashMap;
 use std::io::{self, Write};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use evloop::net::{self, Addr, Conn, ConnConfig, Handler, ListenConfig, Listening};
 use evloop::{Ctx, EventLoop, TimerId};
-use resp::{reply, Args};
+use resp::{reply, Args, Parser};
 
 /// The longest TTL kept (100 years); longer ones are clamped to it.
 const MAX_TTL_MS: i64 = 100 * 365 * 24 * 3600 * 1000;
@@ -45,8 +59,13 @@ pub struct Store {
     map: HashMap<Vec<u8>, Entry>,
 }
 
+/// A stored value. Shared, so that a reply can send it as the peer reads
+/// without copying it (and a later write to the key does not change what
+/// the reply sends).
+type Value = Rc<[u8]>;
+
 struct Entry {
-    value: Vec<u8>,
+    value: Value,
     /// The timer that deletes this key, if it has a TTL.
     expiry: Option<TimerId>,
 }
@@ -65,11 +84,20 @@ pub fn start(ctx: &mut Ctx<Store>, addr: &Addr) -> io::Result<Listening> {
     net::listen(ctx, addr, cfg, |_, _, _, _| Some(Client::default()))
 }
 
+/// Replies are handed to the connection in pieces of about this size, and
+/// values longer than this are written from the store's copy in pieces of
+/// it rather than copied whole into a reply buffer.
+const CHUNK: usize = 64 * 1024;
+/// Work one `on_data` call may do before it lets other clients run: a
+/// command costs one unit plus one per argument. About a millisecond of CPU.
+const WORK_PER_CALL: usize = 4096;
+
 /// One connection: buffers reused from command to command.
 #[derive(Default)]
 struct Client {
+    parser: Parser,
     args: Args,
-    out: Vec<u8>,
+    reply: Reply,
 }
 
 /// What the connection does after a command.
@@ -79,43 +107,183 @@ enum Next {
     Close,
 }
 
+/// The reply being written: small replies are encoded into `out`; a value
+/// is queued by reference (its store copy is shared, not copied) and
+/// written as the connection has room, so what one command makes us hold
+/// is bounded by the connection's caps, not by the size of its answer.
+#[derive(Default)]
+struct Reply {
+    out: Vec<u8>,
+    /// Values still to send, in order, from `next` on (None: a null).
+    items: Vec<Option<Value>>,
+    next: usize,
+    /// A long value being written, and how much of it has gone.
+    body: Option<(Value, usize)>,
+}
+
+impl Reply {
+    /// True while values are queued that the connection has no room for yet.
+    fn busy(&self) -> bool {
+        self.body.is_some() || self.next < self.items.len()
+    }
+
+    /// Reply with `value` (a bulk string, or null), sending it as room allows.
+    fn value(&mut self, value: Option<&Value>) {
+        if self.busy() || value.is_some_and(|v| v.len() > CHUNK) {
+            self.items.push(value.cloned());
+        } else {
+            match value {
+                Some(v) => reply::bulk(&mut self.out, v),
+                None => reply::null(&mut self.out),
+            }
+        }
+    }
+
+    /// Reply with `bytes` (an argument: copied, since the next command
+    /// reuses its buffer).
+    fn bytes(&mut self, bytes: &[u8]) {
+        if self.busy() || bytes.len() > CHUNK {
+            self.items.push(Some(Value::from(bytes)));
+        } else {
+            reply::bulk(&mut self.out, bytes);
+        }
+    }
+
+    /// Hand what is owed to the connection while it has room. True once
+    /// everything is handed over (a short tail may stay in `out`, written
+    /// with the next command's replies); false when the connection is full,
+    /// in which case its `on_room` follows.
+    fn pump(&mut self, conn: &mut Conn) -> bool {
+        loop {
+            if self.out.len() >= CHUNK {
+                self.flush(conn);
+            }
+            if !conn.has_room() {
+                return false;
+            }
+            if let Some((v, sent)) = &mut self.body {
+                write_out(&mut self.out, conn);
+                let n = (v.len() - *sent).min(CHUNK);
+                let ok = conn.write(&v[*sent..*sent + n]);
+                *sent += n;
+                if *sent == v.len() || !ok {
+                    self.body = None;
+                    self.out.extend_from_slice(b"\r\n");
+                }
+                if !ok {
+                    // Closing: nothing more will be written.
+                    self.items.clear();
+                    self.next = 0;
+                    return true;
+                }
+                continue;
+            }
+            let Some(item) = self.items.get_mut(self.next) else {
+                self.next = 0;
+                shrink_clear(&mut self.items);
+                return true;
+            };
+            self.next += 1;
+            match item.take() {
+                None => reply::null(&mut self.out),
+                Some(v) if v.len() <= CHUNK => reply::bulk(&mut self.out, &v),
+                Some(v) => {
+                    let _ = write!(self.out, "${}\r\n", v.len());
+                    self.body = Some((v, 0));
+                }
+            }
+        }
+    }
+
+    /// Write `out` to the connection.
+    fn flush(&mut self, conn: &mut Conn) {
+        write_out(&mut self.out, conn);
+    }
+}
+
+fn write_out(out: &mut Vec<u8>, conn: &mut Conn) {
+    if !out.is_empty() {
+        conn.write(out);
+        out.clear();
+    }
+}
+
+/// Empty `v`, letting its buffer go if a huge reply grew it.
+fn shrink_clear<T>(v: &mut Vec<T>) {
+    if v.capacity() * std::mem::size_of::<T>() > 4 * CHUNK {
+        *v = Vec::new();
+    } else {
+        v.clear();
+    }
+}
+
 impl Handler<Store> for Client {
     fn on_data(&mut self, conn: &mut Conn, data: &[u8], ctx: &mut Ctx<Store>, store: &mut Store) -> usize {
-        let mut out = std::mem::take(&mut self.out);
+        if self.reply.busy() {
+            // Offered input again while a reply still waits for room.
+            conn.pause_reading();
+            return 0;
+        }
         let mut used = 0;
+        let mut work = 0;
         let mut next = Next::Continue;
-        while used < data.len() && next == Next::Continue {
-            match resp::parse(&data[used..], &mut self.args) {
+        while used < data.len() {
+            if work >= WORK_PER_CALL {
+                // A long pipeline: let the other clients have their turn and
+                // come back for the rest once the loop has been round.
+                conn.pause_reading();
+                let id = conn.id();
+                ctx.defer(move |ctx, _| {
+                    net::resume_reading(ctx, id);
+                });
+                break;
+            }
+            match self.parser.parse(&data[used..], &mut self.args) {
                 Ok(Some(n)) => {
                     used += n;
+                    work += 1 + self.args.len();
                     if !self.args.is_empty() {
-                        next = execute(&self.args, &mut out, ctx, store);
+                        next = execute(&self.args, &mut self.reply, ctx, store);
                     }
                 }
                 Ok(None) => break,
                 Err(e) => {
                     log::debug!("connection {}: protocol error: {e}", conn.id());
-                    reply::error(&mut out, &format!("ERR Protocol error: {e}"));
+                    reply::error(&mut self.reply.out, &format!("ERR Protocol error: {e}"));
                     next = Next::Close;
                 }
             }
+            if next == Next::Close {
+                break;
+            }
+            if (self.reply.busy() || self.reply.out.len() >= CHUNK) && !self.reply.pump(conn) {
+                // Resumed by on_room once the peer has read enough.
+                conn.pause_reading();
+                break;
+            }
         }
-        conn.write(&out);
-        out.clear();
-        // Keep a modest reply buffer for next time; let a huge one go.
-        if out.capacity() <= 64 * 1024 {
-            self.out = out;
-        }
+        // Let go of what a huge command grew, rather than keep it while idle.
+        self.args.clear();
+        self.reply.flush(conn);
+        shrink_clear(&mut self.reply.out);
         if next == Next::Close {
             conn.close();
             return data.len();
         }
         used
     }
+
+    fn on_room(&mut self, conn: &mut Conn, _: &mut Ctx<Store>, _: &mut Store) {
+        if self.reply.pump(conn) {
+            self.reply.flush(conn);
+            conn.resume_reading();
+        }
+    }
 }
 
-/// Run one command, appending its reply to `out`.
-fn execute(args: &Args, out: &mut Vec<u8>, ctx: &mut Ctx<Store>, store: &mut Store) -> Next {
+/// Run one command, adding its reply to `reply`.
+fn execute(args: &Args, reply: &mut Reply, ctx: &mut Ctx<Store>, store: &mut Store) -> Next {
+    let out = &mut reply.out;
     // Command names are case-insensitive: lowercase into a small buffer.
     let mut name_buf = [0u8; 16];
     let name = &args[0];
@@ -130,6 +298,7 @@ fn execute(args: &Args, out: &mut Vec<u8>, ctx: &mut Ctx<Store>, store: &mut Sto
     let n = args.len();
     let arity_ok = match name {
         b"ping" => n <= 2,
+        b"dbsize" => n == 1,
         b"echo" | b"get" | b"incr" | b"decr" | b"ttl" | b"pttl" | b"persist" | b"select" => n == 2,
         b"set" => n >= 3,
         b"del" | b"exists" | b"mget" => n >= 2,
@@ -147,21 +316,17 @@ fn execute(args: &Args, out: &mut Vec<u8>, ctx: &mut Ctx<Store>, store: &mut Sto
         return Next::Continue;
     }
     match name {
-        b"ping" if n == 2 => reply::bulk(out, &args[1]),
+        b"ping" if n == 2 => reply.bytes(&args[1]),
         b"ping" => reply::simple(out, "PONG"),
-        b"echo" => reply::bulk(out, &args[1]),
-        b"get" => match store.get(ctx, &args[1]) {
-            Some(e) => reply::bulk(out, &e.value),
-            None => reply::null(out),
-        },
-        b"set" => set(args, out, ctx, store),
+        b"echo" => reply.bytes(&args[1]),
+        b"get" => reply.value(store.get(ctx, &args[1]).map(|e| &e.value)),
+        b"set" => set(args, reply, ctx, store),
         b"mget" => {
             reply::array(out, n - 1);
+            // Every value as it is now (shared, not copied), sent as room allows.
             for key in args.iter().skip(1) {
-                match store.get(ctx, key) {
-                    Some(e) => reply::bulk(out, &e.value),
-                    None => reply::null(out),
-                }
+                let value = store.get(ctx, key).map(|e| e.value.clone());
+                reply.items.push(value);
             }
         }
         b"mset" => {
@@ -186,14 +351,16 @@ fn execute(args: &Args, out: &mut Vec<u8>, ctx: &mut Ctx<Store>, store: &mut Sto
         b"decr" => incr_by(&args[1], -1, out, ctx, store),
         b"incrby" | b"decrby" => match resp::parse_int(&args[2]) {
             Some(by) if name == b"incrby" => incr_by(&args[1], by, out, ctx, store),
-            Some(by) if by != i64::MIN => incr_by(&args[1], -by, out, ctx, store),
-            _ => reply::error(out, "ERR value is not an integer or out of range"),
+            Some(i64::MIN) => reply::error(out, "ERR decrement would overflow"),
+            Some(by) => incr_by(&args[1], -by, out, ctx, store),
+            None => reply::error(out, NOT_AN_INTEGER),
         },
         b"expire" | b"pexpire" => {
             let unit = if name == b"expire" { 1000 } else { 1 };
-            match resp::parse_int(&args[2]).and_then(|t| t.checked_mul(unit)) {
-                Some(ms) => reply::int(out, i64::from(store.expire(ctx, &args[1], ms))),
-                None => reply::error(out, "ERR value is not an integer or out of range"),
+            match resp::parse_int(&args[2]).map(|t| expire_ms(t, unit)) {
+                None => reply::error(out, NOT_AN_INTEGER),
+                Some(None) => reply::error(out, &bad_expire(name)),
+                Some(Some(ms)) => reply::int(out, i64::from(store.expire(ctx, &args[1], ms))),
             }
         }
         b"ttl" | b"pttl" => {
@@ -225,8 +392,11 @@ fn execute(args: &Args, out: &mut Vec<u8>, ctx: &mut Ctx<Store>, store: &mut Sto
             }
             reply::simple(out, "OK");
         }
-        b"select" if &args[1] == b"0" => reply::simple(out, "OK"),
-        b"select" => reply::error(out, "ERR DB index is out of range"),
+        b"select" => match resp::parse_int(&args[1]) {
+            Some(0) => reply::simple(out, "OK"),
+            Some(_) => reply::error(out, "ERR DB index is out of range"),
+            None => reply::error(out, NOT_AN_INTEGER),
+        },
         b"quit" => {
             reply::simple(out, "OK");
             return Next::Close;
@@ -250,52 +420,105 @@ fn execute(args: &Args, out: &mut Vec<u8>, ctx: &mut Ctx<Store>, store: &mut Sto
             );
             reply::bulk(out, text.as_bytes());
         }
-        _ => {
-            let msg = format!("ERR unknown command '{}'", String::from_utf8_lossy(&args[0]));
-            reply::error(out, &msg);
-        }
+        _ => unknown(args, out),
     }
     Next::Continue
 }
 
-/// SET key value [NX|XX] [EX s|PX ms|KEEPTTL] [GET]
-fn set(args: &Args, out: &mut Vec<u8>, ctx: &mut Ctx<Store>, store: &mut Store) {
+const NOT_AN_INTEGER: &str = "ERR value is not an integer or out of range";
+
+fn bad_expire(command: &[u8]) -> String {
+    format!(
+        "ERR invalid expire time in '{}' command",
+        String::from_utf8_lossy(command)
+    )
+}
+
+/// Redis's answer to an unknown command: the name and the first arguments,
+/// each cut to 128 bytes (a huge name must not make a huge error line).
+fn unknown(args: &Args, out: &mut Vec<u8>) {
+    let cut = |a: &[u8], n: usize| String::from_utf8_lossy(&a[..a.len().min(n)]).into_owned();
+    let mut listed = String::new();
+    for a in args.iter().skip(1) {
+        if listed.len() >= 128 {
+            break;
+        }
+        listed.push_str(&format!("'{}' ", cut(a, 128 - listed.len())));
+    }
+    let msg = format!(
+        "ERR unknown command '{}', with args beginning with: {listed}",
+        cut(&args[0], 128)
+    );
+    reply::error(out, &msg);
+}
+
+/// Milliseconds since the Unix epoch: Redis keeps expiry as absolute times
+/// and refuses a TTL whose deadline would overflow, so we check against the
+/// same clock.
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// An EXPIRE/PEXPIRE argument `t` in `unit` ms as a TTL in ms, or None
+/// where Redis answers "invalid expire time": the product or the deadline
+/// (now plus it) out of i64's range. Negative TTLs are fine (they delete).
+fn expire_ms(t: i64, unit: i64) -> Option<i64> {
+    let ms = t.checked_mul(unit)?;
+    ms.checked_add(unix_ms())?;
+    Some(ms)
+}
+
+/// SET key value [NX|XX] [EX s|PX ms|KEEPTTL] [GET], options checked as
+/// Redis 7 does: NX and XX exclude each other, EX, PX and KEEPTTL too, but
+/// one option may repeat (the last EX wins); the expire time is read only
+/// once every option has passed.
+fn set(args: &Args, reply: &mut Reply, ctx: &mut Ctx<Store>, store: &mut Store) {
     let (key, value) = (&args[1], &args[2]);
     let (mut nx, mut xx, mut keep_ttl, mut get) = (false, false, false, false);
-    let mut ttl_ms: Option<i64> = None;
+    // The TTL's argument and its unit in ms.
+    let mut ttl: Option<(&[u8], i64)> = None;
     let mut i = 3;
     while i < args.len() {
         let opt = args[i].to_ascii_uppercase();
         let arg = args.get(i + 1);
-        match opt.as_slice() {
-            b"NX" if !xx => nx = true,
-            b"XX" if !nx => xx = true,
-            b"GET" => get = true,
-            b"KEEPTTL" if ttl_ms.is_none() => keep_ttl = true,
-            b"EX" | b"PX" if ttl_ms.is_none() && !keep_ttl && arg.is_some() => {
-                let unit = if opt == b"EX" { 1000 } else { 1 };
-                match arg.and_then(resp::parse_int).and_then(|t| t.checked_mul(unit)) {
-                    Some(ms) if ms > 0 => ttl_ms = Some(ms),
-                    Some(_) => return reply::error(out, "ERR invalid expire time in 'set' command"),
-                    None => return reply::error(out, "ERR value is not an integer or out of range"),
-                }
+        let unit = ttl.map(|(_, unit)| unit);
+        match (opt.as_slice(), arg) {
+            (b"NX", _) if !xx => nx = true,
+            (b"XX", _) if !nx => xx = true,
+            (b"GET", _) => get = true,
+            (b"KEEPTTL", _) if ttl.is_none() => keep_ttl = true,
+            (b"EX", Some(arg)) if !keep_ttl && unit != Some(1) => {
+                ttl = Some((arg, 1000));
                 i += 1;
             }
-            _ => return reply::error(out, "ERR syntax error"),
+            (b"PX", Some(arg)) if !keep_ttl && unit != Some(1000) => {
+                ttl = Some((arg, 1));
+                i += 1;
+            }
+            _ => return reply::error(&mut reply.out, "ERR syntax error"),
         }
         i += 1;
     }
-    let old = store.get(ctx, key);
+    let ttl_ms = match ttl {
+        None => None,
+        Some((arg, unit)) => match resp::parse_int(arg) {
+            None => return reply::error(&mut reply.out, NOT_AN_INTEGER),
+            Some(t) => match expire_ms(t, unit) {
+                Some(ms) if t > 0 => Some(ms),
+                _ => return reply::error(&mut reply.out, &bad_expire(b"set")),
+            },
+        },
+    };
+    let old = store.get(ctx, key).map(|e| e.value.clone());
     let exists = old.is_some();
     if get {
-        match old {
-            Some(e) => reply::bulk(out, &e.value),
-            None => reply::null(out),
-        }
+        reply.value(old.as_ref());
     }
     if (nx && exists) || (xx && !exists) {
         if !get {
-            reply::null(out);
+            reply::null(&mut reply.out);
         }
         return;
     }
@@ -304,7 +527,7 @@ fn set(args: &Args, out: &mut Vec<u8>, ctx: &mut Ctx<Store>, store: &mut Store) 
         store.expire(ctx, key, ms);
     }
     if !get {
-        reply::simple(out, "OK");
+        reply::simple(&mut reply.out, "OK");
     }
 }
 
@@ -313,16 +536,20 @@ fn incr_by(key: &[u8], by: i64, out: &mut Vec<u8>, ctx: &mut Ctx<Store>, store: 
     let current = match store.get(ctx, key) {
         Some(e) => match resp::parse_int(&e.value) {
             Some(n) => n,
-            None => return reply::error(out, "ERR value is not an integer or out of range"),
+            None => return reply::error(out, NOT_AN_INTEGER),
         },
         None => 0,
     };
     let Some(new) = current.checked_add(by) else {
         return reply::error(out, "ERR increment or decrement would overflow");
     };
-    let mut digits = Vec::with_capacity(20);
-    let _ = write!(digits, "{new}");
-    store.put(ctx, key, &digits, true);
+    let mut digits = [0u8; 20];
+    let len = {
+        let mut w = &mut digits[..];
+        let _ = write!(w, "{new}");
+        20 - w.len()
+    };
+    store.put(ctx, key, &digits[..len], true);
     reply::int(out, new);
 }
 
@@ -379,13 +606,16 @@ impl Store {
         self.map.get_mut(key)
     }
 
-    /// Set `key` to `value`, reusing the old value's allocation. The TTL is
+    /// Set `key` to `value`, reusing the old value's allocation if it can. The TTL is
     /// dropped unless `keep_ttl`.
     fn put(&mut self, ctx: &mut Ctx<Store>, key: &[u8], value: &[u8], keep_ttl: bool) {
         match self.get(ctx, key) {
             Some(e) => {
-                e.value.clear();
-                e.value.extend_from_slice(value);
+                match Rc::get_mut(&mut e.value) {
+                    // Same length and not being sent: overwrite in place.
+                    Some(v) if v.len() == value.len() => v.copy_from_slice(value),
+                    _ => e.value = Value::from(value),
+                }
                 if !keep_ttl {
                     if let Some(t) = e.expiry.take() {
                         ctx.cancel_timer(t);
@@ -394,7 +624,7 @@ impl Store {
             }
             None => {
                 let e = Entry {
-                    value: value.to_vec(),
+                    value: Value::from(value),
                     expiry: None,
                 };
                 self.map.insert(key.to_vec(), e);

@@ -365,10 +365,16 @@ fn settle_rest<S, H: Handler<S>>(
     ctx: &mut Ctx<S>,
     state: &mut S,
 ) {
+    let mut room_again = false;
     if conn.has(ROOM_OWED) && conn.queued() < conn.cfg.low_water && !conn.has(CLOSED) {
         conn.clear(ROOM_OWED);
         h.on_room(conn, ctx, state);
         conn.flush();
+        // on_room filled the queue until `has_room` said no, and the kernel
+        // then took it all: there is room again and no write readiness will
+        // come to say so. Owe it in a later dispatch, after the other ready
+        // sources (a reply streamed this way stalled for good otherwise).
+        room_again = conn.has(ROOM_OWED) && conn.queued() < conn.cfg.low_water;
     }
     if conn.queued() == 0 {
         if conn.take(THROTTLED) {
@@ -454,8 +460,12 @@ fn settle_rest<S, H: Handler<S>>(
             Err(e) => {
                 conn.fail(reason_of(&e));
                 finish(conn, h, reason_of(&e), ctx, state);
+                return;
             }
         }
+    }
+    if room_again {
+        super::kick(ctx, conn.id, conn.is_parked());
     }
 }
 
