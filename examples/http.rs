@@ -19,6 +19,9 @@
 //!   `505`, each followed by a close (we cannot know where the next request
 //!   would start). `Connection: close` and HTTP/1.0 without keep-alive close
 //!   after the response, too.
+//! - **One client cannot hold up the others.** A pipeline of thousands of
+//!   requests is answered a slice at a time (`fair::Slice`); the rest waits,
+//!   unconsumed, while the other clients are served.
 //! - **A timer in the application state**: the `Date` header is formatted once
 //!   a second by a periodic timer, not once per response.
 //!
@@ -26,6 +29,8 @@
 //! then `curl -v http://127.0.0.1:6000/` or `wrk -c 64 -t 2 http://127.0.0.1:6000/`.
 //! Stops cleanly on SIGINT/SIGTERM.
 
+#[path = "fair/mod.rs"]
+mod fair;
 #[path = "proto/http_date.rs"]
 mod http_date;
 #[path = "proto/http_parse.rs"]
@@ -71,16 +76,25 @@ pub fn start(ctx: &mut Ctx<Http>, addr: &Addr) -> io::Result<Listening> {
     net::listen(ctx, addr, cfg, |_, _, _, _| Some(Session::default()))
 }
 
-/// One connection's state: where it is in the request stream.
+/// One connection's state: where it is in the request stream, and its
+/// slice of work.
 #[derive(Default)]
-struct Session(http_session::Session);
+struct Session {
+    framing: http_session::Session,
+    slice: fair::Slice,
+}
 
 impl Handler<Http> for Session {
-    fn on_data(&mut self, conn: &mut Conn, data: &[u8], _: &mut Ctx<Http>, http: &mut Http) -> usize {
-        let (used, _open) = self.0.on_data(data, |request| match request {
-            Ok(reply) => respond(conn, reply, http),
-            Err(e) => refuse(conn, e),
+    fn on_data(&mut self, conn: &mut Conn, data: &[u8], ctx: &mut Ctx<Http>, http: &mut Http) -> usize {
+        let mut answered = 0;
+        let (used, _open) = self.framing.on_data_upto(data, self.slice.left(), |request| {
+            answered += 1;
+            match request {
+                Ok(reply) => respond(conn, reply, http),
+                Err(e) => refuse(conn, e),
+            }
         });
+        self.slice.spend(answered, conn, ctx);
         used
     }
 }

@@ -29,12 +29,26 @@
 //!   one stuck reader would grow the broker's memory without bound.
 //! - **Cleanup in `on_close`**, whatever the reason (quit, reset, overflow):
 //!   each connection remembers its topics, and removes itself from them.
+//! - **Nothing scans.** A connection's topics are a set, a topic's
+//!   subscribers a list with each one's place in it: subscribing,
+//!   unsubscribing and the cleanup cost O(1) per topic, however many topics a
+//!   connection holds or subscribers a topic has (100,000 SUBs on one
+//!   connection were 23 CPU-seconds when each looked through a list). The
+//!   maps use std's randomly keyed hash, so chosen topic names cannot make
+//!   them collide.
+//! - **One client cannot hold up the others.** A pipeline of thousands of
+//!   commands is served a slice at a time (`fair::Slice`: commands plus the
+//!   messages they queue), and the other clients get their turn in between.
 //!
 //! Usage: `cargo run --release --example pubsub [ADDR]` (default 127.0.0.1:6000).
 //! Stops cleanly on SIGINT/SIGTERM.
 
-use std::collections::HashMap;
+#[path = "fair/mod.rs"]
+mod fair;
+
+use std::collections::{HashMap, HashSet};
 use std::io;
+use std::rc::Rc;
 
 use evloop::net::{self, Addr, CloseReason, Conn, ConnConfig, Handler, ListenConfig, Listening};
 use evloop::{Ctx, EventLoop, SourceId};
@@ -42,10 +56,36 @@ use evloop::{Ctx, EventLoop, SourceId};
 /// The longest command line accepted.
 const MAX_LINE: usize = 64 * 1024;
 
-/// The application state: who is subscribed to what, in subscription order.
+/// The application state: who is subscribed to what.
 #[derive(Default)]
 pub struct Broker {
-    topics: HashMap<Vec<u8>, Vec<SourceId>>,
+    topics: HashMap<Rc<[u8]>, Subscribers>,
+}
+
+/// One topic's subscribers: the list a publish walks, and where each one
+/// stands in it, so that taking one off is O(1) (the last takes its place).
+#[derive(Default)]
+struct Subscribers {
+    list: Vec<SourceId>,
+    at: HashMap<SourceId, usize>,
+}
+
+impl Subscribers {
+    fn add(&mut self, id: SourceId) {
+        if let std::collections::hash_map::Entry::Vacant(e) = self.at.entry(id) {
+            e.insert(self.list.len());
+            self.list.push(id);
+        }
+    }
+
+    fn remove(&mut self, id: SourceId) {
+        if let Some(i) = self.at.remove(&id) {
+            self.list.swap_remove(i);
+            if let Some(&moved) = self.list.get(i) {
+                self.at.insert(moved, i);
+            }
+        }
+    }
 }
 
 /// Listen on `addr` and run the broker.
@@ -61,11 +101,13 @@ pub fn start(ctx: &mut Ctx<Broker>, addr: &Addr) -> io::Result<Listening> {
     net::listen(ctx, addr, cfg, |_, _, _, _| Some(Peer::default()))
 }
 
-/// One connection: the topics it subscribed to, and a reused message buffer.
+/// One connection: the topics it subscribed to (sharing the broker's
+/// copy of each name), a reused message buffer, and its slice of work.
 #[derive(Default)]
 struct Peer {
-    topics: Vec<Vec<u8>>,
+    topics: HashSet<Rc<[u8]>>,
     msg: Vec<u8>,
+    slice: fair::Slice,
 }
 
 impl Handler<Broker> for Peer {
@@ -77,7 +119,10 @@ impl Handler<Broker> for Peer {
                 Some(nl) => {
                     let line = &rest[..nl];
                     used += nl + 1;
-                    self.command(conn, line.strip_suffix(b"\r").unwrap_or(line), ctx, broker);
+                    let work = self.command(conn, line.strip_suffix(b"\r").unwrap_or(line), ctx, broker);
+                    if self.slice.spend(work, conn, ctx) {
+                        return used;
+                    }
                 }
                 None if rest.len() > MAX_LINE => {
                     conn.write(b"ERR line too long\n");
@@ -93,14 +138,16 @@ impl Handler<Broker> for Peer {
         if reason == CloseReason::Overflow {
             log::info!("subscriber {} was not reading; cut off", conn.id());
         }
-        for topic in self.topics.drain(..) {
+        for topic in self.topics.drain() {
             broker.unsubscribe(&topic, conn.id());
         }
     }
 }
 
 impl Peer {
-    fn command(&mut self, conn: &mut Conn, line: &[u8], ctx: &mut Ctx<Broker>, broker: &mut Broker) {
+    /// Run one command; returns the work it cost (one, plus one per message
+    /// queued for a subscriber).
+    fn command(&mut self, conn: &mut Conn, line: &[u8], ctx: &mut Ctx<Broker>, broker: &mut Broker) -> usize {
         let (verb, rest) = split_word(line);
         match verb {
             b"" => {}
@@ -108,27 +155,21 @@ impl Peer {
                 let (topic, extra) = split_word(rest);
                 if topic.is_empty() || !extra.is_empty() {
                     conn.write(b"ERR usage: SUB topic | UNSUB topic\n");
-                    return;
+                    return 1;
                 }
-                let known = self.topics.iter().position(|t| t == topic);
-                match known {
-                    None if verb == b"SUB" => {
-                        self.topics.push(topic.to_vec());
-                        broker.topics.entry(topic.to_vec()).or_default().push(conn.id());
-                    }
-                    Some(i) if verb == b"UNSUB" => {
-                        self.topics.swap_remove(i);
-                        broker.unsubscribe(topic, conn.id());
-                    }
-                    _ => {} // already (un)subscribed
-                }
+                if verb == b"SUB" && !self.topics.contains(topic) {
+                    let name = broker.subscribe(topic, conn.id());
+                    self.topics.insert(name);
+                } else if verb == b"UNSUB" && self.topics.remove(topic) {
+                    broker.unsubscribe(topic, conn.id());
+                } // else already (un)subscribed
                 conn.write(b"OK\n");
             }
             b"PUB" => {
                 let (topic, message) = split_word(rest);
                 if topic.is_empty() {
                     conn.write(b"ERR usage: PUB topic message\n");
-                    return;
+                    return 1;
                 }
                 self.msg.clear();
                 self.msg.extend_from_slice(b"MSG ");
@@ -137,7 +178,8 @@ impl Peer {
                 self.msg.extend_from_slice(message);
                 self.msg.push(b'\n');
                 let mut delivered = 0;
-                for &sub in broker.topics.get(topic).into_iter().flatten() {
+                let subs = broker.topics.get(topic).map_or(&[][..], |s| &s.list[..]);
+                for &sub in subs {
                     let queued = if sub == conn.id() {
                         conn.write(&self.msg)
                     } else {
@@ -149,19 +191,32 @@ impl Peer {
                     delivered += usize::from(queued);
                 }
                 conn.write(format!("OK {delivered}\n").as_bytes());
+                return 1 + subs.len();
             }
             _ => {
                 conn.write(b"ERR unknown command (SUB, UNSUB, PUB)\n");
             }
         }
+        1
     }
 }
 
 impl Broker {
+    /// Add `id` to `topic`'s subscribers; returns the broker's copy of the
+    /// name, for the connection to share.
+    fn subscribe(&mut self, topic: &[u8], id: SourceId) -> Rc<[u8]> {
+        let name = match self.topics.get_key_value(topic) {
+            Some((name, _)) => name.clone(),
+            None => Rc::from(topic),
+        };
+        self.topics.entry(name.clone()).or_default().add(id);
+        name
+    }
+
     fn unsubscribe(&mut self, topic: &[u8], id: SourceId) {
         if let Some(subs) = self.topics.get_mut(topic) {
-            subs.retain(|&s| s != id);
-            if subs.is_empty() {
+            subs.remove(id);
+            if subs.list.is_empty() {
                 self.topics.remove(topic);
             }
         }

@@ -4,6 +4,9 @@
 //! Each example file is included whole as a module (its `main` goes unused):
 //! the test runs the very `start` function the example's `main` calls.
 
+// The http and pubsub examples each include examples/fair/mod.rs.
+#![allow(clippy::duplicate_mod)]
+
 #[path = "../examples/http.rs"]
 #[allow(dead_code)]
 mod http;
@@ -670,4 +673,55 @@ fn pubsub_cuts_off_a_subscriber_that_never_reads() {
         }
     }
     assert!(got < MESSAGES && got <= cut_at, "got {got}, cut at {cut_at}");
+}
+
+#[test]
+fn pubsub_subscribers_leave_from_anywhere_in_a_topic() {
+    let server = serve(pubsub::start);
+    let mut subs: Vec<Line> = (0..4).map(|_| Line::connect(server.connect())).collect();
+    for s in &mut subs {
+        s.subscribe("t");
+    }
+    // One in the middle leaves (the last takes its place), one closes.
+    subs[1].send("UNSUB t");
+    assert_eq!(subs[1].line(), "OK");
+    subs[1].send("UNSUB t");
+    assert_eq!(subs[1].line(), "OK", "a second UNSUB is a no-op");
+    let mut publisher = Line::connect(server.connect());
+    publisher.send("PUB t one");
+    assert_eq!(publisher.line(), "OK 3");
+    for i in [0, 2, 3] {
+        assert_eq!(subs[i].line(), "MSG t one");
+    }
+    subs[0].send("SUB t");
+    assert_eq!(subs[0].line(), "OK", "a second SUB is a no-op");
+    publisher.send("PUB t two");
+    assert_eq!(publisher.line(), "OK 3", "subscribed once, delivered once");
+    for i in [0, 2, 3] {
+        assert_eq!(subs[i].line(), "MSG t two");
+    }
+    // One connection holds 20,000 topics, then goes: every one is freed.
+    let mut many = Line::connect(server.connect());
+    let batch: String = (0..20_000).map(|i| format!("SUB k{i}\n")).collect();
+    many.w.write_all(batch.as_bytes()).unwrap();
+    for _ in 0..20_000 {
+        assert_eq!(many.line(), "OK");
+    }
+    publisher.send("PUB k19999 x");
+    assert_eq!(publisher.line(), "OK 1");
+    assert_eq!(many.line(), "MSG k19999 x");
+    drop(many);
+    let start = Instant::now();
+    loop {
+        publisher.send("PUB k0 x");
+        match publisher.line().as_str() {
+            "OK 0" => break,
+            "OK 1" => {} // the close is not seen yet
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(start.elapsed() < TIMEOUT);
+        thread::sleep(Duration::from_millis(5));
+    }
+    publisher.send("PUB k12345 x");
+    assert_eq!(publisher.line(), "OK 0");
 }

@@ -42,8 +42,24 @@ impl Session {
     /// start). Returns the bytes consumed and whether the connection stays
     /// open; a request cut short consumes nothing of its head and comes
     /// back, longer, with the next call.
-    pub fn on_data(&mut self, data: &[u8], mut answer: impl FnMut(Result<Reply, Error>)) -> (usize, bool) {
+    // The tokio peer and the fuzz targets call it; the http example
+    // serves in slices (`on_data_upto`).
+    #[allow(dead_code)]
+    pub fn on_data(&mut self, data: &[u8], answer: impl FnMut(Result<Reply, Error>)) -> (usize, bool) {
+        self.on_data_upto(data, usize::MAX, answer)
+    }
+
+    /// Like [`on_data`](Self::on_data), but stop after `most` answers
+    /// (at least one): what follows is left unconsumed, for a server that
+    /// serves a long pipeline a slice at a time.
+    pub fn on_data_upto(
+        &mut self,
+        data: &[u8],
+        most: usize,
+        mut answer: impl FnMut(Result<Reply, Error>),
+    ) -> (usize, bool) {
         let mut used = 0;
+        let mut left = most.max(1);
         loop {
             // Finish skipping the current request's body, then answer it.
             if let Some((skip, reply)) = &mut self.body {
@@ -75,6 +91,10 @@ impl Session {
                 if !reply.keep_alive {
                     return (data.len(), false);
                 }
+                left -= 1;
+                if left == 0 {
+                    return (used, true);
+                }
             }
             // Then the next request head, if all of it is here.
             let req = match http_parse::parse(&data[used..]) {
@@ -101,6 +121,10 @@ impl Session {
                     answer(Ok(reply));
                     if !reply.keep_alive {
                         return (data.len(), false);
+                    }
+                    left -= 1;
+                    if left == 0 {
+                        return (used, true);
                     }
                 }
                 Body::Length(n) => self.body = Some((Skip::Length(n), reply)),

@@ -435,28 +435,31 @@ fn settle_rest<S, H: Handler<S>>(
         ctx.schedule(conn.id);
     }
     let want = if conn.queued() > 0 {
-        Some(if conn.reading() {
+        if conn.reading() {
             Interest::READABLE | Interest::WRITABLE
         } else {
             Interest::WRITABLE
-        })
+        }
     } else if conn.reading() || conn.has(PEER_EOF) {
         // After EOF keep READABLE so a reset or error still reaches us.
-        Some(Interest::READABLE)
+        Interest::READABLE
     } else {
-        // Paused by the handler with nothing to write: nothing to poll for.
-        None
+        // Paused by the handler with nothing to write. Still watch for the
+        // peer's hang-up: epoll reports a reset (HUP, ERR) whatever the
+        // interest, and WRITABLE, unlike READABLE, is not woken again by
+        // every segment a paused peer keeps sending (one edge now, none
+        // until our own output moves). Left unwatched, a vanished peer held
+        // its fd until the handler resumed.
+        Interest::WRITABLE
     };
-    if want != conn.polled {
-        let result = match want {
-            Some(i) if conn.polled.is_none() => {
-                ctx.set_interest(conn.id, i).and_then(|_| ctx.resume(conn.id))
-            }
-            Some(i) => ctx.set_interest(conn.id, i),
-            None => ctx.pause(conn.id),
+    if Some(want) != conn.polled {
+        let result = if conn.polled.is_none() {
+            ctx.set_interest(conn.id, want).and_then(|_| ctx.resume(conn.id))
+        } else {
+            ctx.set_interest(conn.id, want)
         };
         match result {
-            Ok(()) => conn.polled = want,
+            Ok(()) => conn.polled = Some(want),
             Err(e) => {
                 conn.fail(reason_of(&e));
                 finish(conn, h, reason_of(&e), ctx, state);
