@@ -16,7 +16,7 @@
 
 use std::time::Duration;
 
-use evloop::net::{self, Conn, Handler, ListenConfig};
+use evloop::net::{self, Addr, Conn, Handler, ListenConfig, Listening};
 use evloop::{Ctx, EventLoop, LatencyHistogram, PollMode};
 
 struct Echo;
@@ -26,6 +26,11 @@ impl Handler<()> for Echo {
         conn.write(data);
         data.len()
     }
+}
+
+/// Listen on `addr` and echo every connection.
+pub fn start(ctx: &mut Ctx<()>, addr: &Addr) -> std::io::Result<Listening> {
+    net::listen(ctx, addr, ListenConfig::default(), |_, _, _, _| Some(Echo))
 }
 
 fn main() -> std::io::Result<()> {
@@ -44,9 +49,7 @@ fn main() -> std::io::Result<()> {
         .poll_mode(mode)
         .latency_histograms(histograms)
         .build()?;
-    let server = net::listen(&mut el, &addr.parse()?, ListenConfig::default(), |_, _, _, _| {
-        Some(Echo)
-    })?;
+    let server = start(&mut el, &addr.parse()?)?;
     log::info!("echo server listening on {}", server.addr);
     log::info!("poll mode {mode:?}");
     el.add_signals(&[libc::SIGINT, libc::SIGTERM], |sig, ctx, _| {

@@ -14,7 +14,15 @@
 use std::io;
 use std::net::SocketAddr;
 
-use evloop::{net, EventLoop};
+use evloop::{net, Ctx, EventLoop};
+
+/// Bind `addr` and echo every datagram; returns the bound address.
+pub fn start<S: 'static>(ctx: &mut Ctx<S>, addr: SocketAddr) -> io::Result<SocketAddr> {
+    let (_, local) = net::bind_udp(ctx, addr, |udp, datagram, from, _, _: &mut S| {
+        udp.send_to(datagram, from);
+    })?;
+    Ok(local)
+}
 
 fn main() -> io::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
@@ -23,9 +31,7 @@ fn main() -> io::Result<()> {
         .parse()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{addr:?}: {e}")))?;
     let mut el = EventLoop::new()?;
-    let (_, local) = net::bind_udp(&mut el, addr, |udp, datagram, from, _, _: &mut ()| {
-        udp.send_to(datagram, from);
-    })?;
+    let local = start(&mut el, addr)?;
     log::info!("udp echo listening on {local}");
     el.add_signals(&[libc::SIGINT, libc::SIGTERM], |sig, ctx, _| {
         log::info!("signal {sig}: shutting down");

@@ -3,6 +3,12 @@
 //! slice at a time, and a second client's request, sent after the burst,
 //! is answered before the burst is through.
 //!
+//! The echo servers (`echo`, `echo_async`, `proxy` in front of `echo`) are
+//! flooded with a continuous stream instead: the net layer's read budget
+//! per dispatch bounds how much of it is echoed before another client's
+//! line. `udp_echo` answers datagrams in the order they came, so a flood
+//! holds up another sender by what was queued before it, never more.
+//!
 //! The loop runs on the test's own thread, one `turn` at a time, and the
 //! burst's answers are counted after every turn: the measure is how many of
 //! them came before the second client's, not how long anything took.
@@ -10,21 +16,33 @@
 // The http and pubsub examples each include examples/fair/mod.rs.
 #![allow(clippy::duplicate_mod)]
 
+#[path = "../examples/echo.rs"]
+#[allow(dead_code)]
+mod echo;
+#[path = "../examples/echo_async.rs"]
+#[allow(dead_code)]
+mod echo_async;
 #[path = "../examples/fair/mod.rs"]
 mod fair;
 #[path = "../examples/http.rs"]
 #[allow(dead_code)]
 mod http;
+#[path = "../examples/proxy.rs"]
+#[allow(dead_code)]
+mod proxy;
 #[path = "../examples/pubsub.rs"]
 #[allow(dead_code)]
 mod pubsub;
+#[path = "../examples/udp_echo.rs"]
+#[allow(dead_code)]
+mod udp_echo;
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::thread;
 use std::time::Duration;
 
-use evloop::net::{Addr, Listening};
+use evloop::net::{Addr, Listening, Target};
 use evloop::{Ctx, EventLoop};
 
 /// The most turns any test here runs (each polls for at most 10 ms).
@@ -39,9 +57,14 @@ struct Turned<S: 'static> {
 
 impl<S: Default + 'static> Turned<S> {
     fn start(start: fn(&mut Ctx<S>, &Addr) -> io::Result<Listening>) -> Turned<S> {
-        let mut el = EventLoop::<S>::new().unwrap();
-        let listening = start(&mut el, &"127.0.0.1:0".parse().unwrap()).unwrap();
-        let Addr::Tcp(addr) = listening.addr else {
+        Turned::on(EventLoop::<S>::new().unwrap(), |ctx| {
+            start(ctx, &local()).map(|l| l.addr)
+        })
+    }
+
+    /// `el` with what `start` sets up on it, listening where it says.
+    fn on(mut el: EventLoop<S>, start: impl FnOnce(&mut Ctx<S>) -> io::Result<Addr>) -> Turned<S> {
+        let Addr::Tcp(addr) = start(&mut el).unwrap() else {
             unreachable!("a TCP address was asked for")
         };
         Turned {
@@ -75,6 +98,25 @@ impl<S: Default + 'static> Turned<S> {
         }
         panic!("only {} of {want} bytes came", got.len());
     }
+
+    /// Turn until `reader` holds an http response whose body is the
+    /// example's `Hello, World!`; returns it.
+    fn read_hello(&mut self, reader: &mut TcpStream) -> Vec<u8> {
+        let mut got = Vec::new();
+        for _ in 0..MAX_TURNS {
+            self.turn();
+            drain(reader, &mut got);
+            if got.ends_with(b"Hello, World!") {
+                return got;
+            }
+        }
+        panic!("no whole response: {:?}", String::from_utf8_lossy(&got));
+    }
+}
+
+/// Port 0 on loopback.
+fn local() -> Addr {
+    "127.0.0.1:0".parse().unwrap()
 }
 
 /// Append what `s` has for us now, without blocking.
@@ -93,8 +135,9 @@ fn drain(s: &mut TcpStream, into: &mut Vec<u8>) {
 /// Write what of `data` the kernel takes now (the server is not reading:
 /// the loop turns on this thread), then the rest from a thread of its own.
 /// Returns that thread; `then` runs between the two, once the first part
-/// is in the kernel, so whatever it sends arrives after it.
-fn burst(s: &mut TcpStream, data: &[u8], then: impl FnOnce()) -> thread::JoinHandle<()> {
+/// is in the kernel (it gets that part's length), so whatever it sends
+/// arrives after it.
+fn burst(s: &mut TcpStream, data: &[u8], then: impl FnOnce(usize)) -> thread::JoinHandle<()> {
     let mut at = 0;
     while at < data.len() {
         match s.write(&data[at..]) {
@@ -103,7 +146,7 @@ fn burst(s: &mut TcpStream, data: &[u8], then: impl FnOnce()) -> thread::JoinHan
             Err(e) => panic!("write: {e}"),
         }
     }
-    then();
+    then(at);
     send_all(s, data[at..].to_vec())
 }
 
@@ -148,7 +191,7 @@ fn burst_then_probe<S: Default + 'static>(
     let mut flooder = server.connect();
     flooder.write_all(request).unwrap();
     assert_eq!(server.read_exactly(&mut flooder, answer_len).len(), answer_len);
-    let writer = self::burst(&mut flooder, &request.repeat(burst), || {
+    let writer = self::burst(&mut flooder, &request.repeat(burst), |_| {
         other.write_all(probe).unwrap()
     });
     let mut answers = Vec::new();
@@ -225,7 +268,7 @@ fn pubsub_fan_out_counts_against_the_slice() {
         *got = server.read_exactly(s, b"MSG wide x\n".len());
         got.clear();
     }
-    let writer = burst(&mut flooder, &b"PUB wide x\n".repeat(BURST), || {
+    let writer = burst(&mut flooder, &b"PUB wide x\n".repeat(BURST), |_| {
         other.write_all(b"PUB probe hi\n").unwrap()
     });
     let (mut answers, mut probe_got, mut before) = (Vec::new(), Vec::new(), None);
@@ -261,16 +304,7 @@ fn http_serves_others_between_slices_of_a_pipeline() {
     const REQUEST: &[u8] = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
     // Learn the response's length (the Date header has a fixed width).
     other.write_all(REQUEST).unwrap();
-    let mut first = Vec::new();
-    for _ in 0..MAX_TURNS {
-        server.turn();
-        drain(&mut other, &mut first);
-        if first.ends_with(b"Hello, World!") {
-            break;
-        }
-    }
-    assert!(first.ends_with(b"Hello, World!"), "{first:?}");
-    let answer_len = first.len();
+    let answer_len = server.read_hello(&mut other).len();
     // 8 slices of requests: more than one dispatch's read budget, too
     // (without slices the first turn answers 256 KiB of them: 9,709).
     const BURST: usize = 8 * fair::SLICE;
@@ -287,4 +321,158 @@ fn http_serves_others_between_slices_of_a_pipeline() {
         before <= 2 * fair::SLICE,
         "{before} of {BURST} pipelined answers came before the other client's"
     );
+}
+
+/// The net layer's read budget per dispatch (`ConnConfig::read_budget`).
+const READ_BUDGET: usize = 256 * 1024;
+
+/// A flood: 8 MiB of 1 KiB lines (`echo_async` echoes lines).
+fn flood() -> Vec<u8> {
+    let mut line = vec![b'x'; 1023];
+    line.push(b'\n');
+    line.repeat(8 * 1024)
+}
+
+/// One client streams [`flood`] at an echo server (its echo read as it
+/// comes); once the kernel holds what it takes of it, another client sends
+/// a line. Returns how many bytes of the flood were echoed before that line
+/// came back, and how many were queued when it was sent, checking that the
+/// whole flood comes back in the end.
+fn flood_then_line<S: Default + 'static>(server: &mut Turned<S>) -> (usize, usize) {
+    let mut other = server.connect();
+    let mut flooder = server.connect();
+    // One round trip each first, so both are open and served (through the
+    // proxy: connected upstream, too).
+    for s in [&mut other, &mut flooder] {
+        s.write_all(b"hello\n").unwrap();
+        assert_eq!(server.read_exactly(s, 6), b"hello\n");
+    }
+    let data = flood();
+    let mut queued = 0;
+    let writer = burst(&mut flooder, &data, |at| {
+        queued = at;
+        other.write_all(b"probe\n").unwrap();
+    });
+    let (mut echoed, mut line, mut before) = (Vec::new(), Vec::new(), None);
+    for _ in 0..MAX_TURNS {
+        server.turn();
+        drain(&mut flooder, &mut echoed);
+        drain(&mut other, &mut line);
+        if before.is_none() && line.len() >= 6 {
+            assert_eq!(line, b"probe\n");
+            before = Some(echoed.len());
+        }
+        if before.is_some() && echoed.len() >= data.len() {
+            break;
+        }
+    }
+    writer.join().unwrap();
+    let before = before.expect("the other client's line never came back");
+    assert!(echoed == data, "the flood came back as {} bytes", echoed.len());
+    (before, queued)
+}
+
+/// What the flood may have echoed before the other client's line: `hops`
+/// dispatches' read budget per connection on its way (the line may be read
+/// a turn after the flood's first slice, and each hop of a relay is one
+/// more turn).
+fn check_flood(name: &str, (before, queued): (usize, usize), hops: usize) {
+    let bound = (hops + 1) * READ_BUDGET;
+    // Without a bound per dispatch the first turn would echo all that was
+    // queued: the test shows something only if that is over the bound.
+    assert!(
+        queued > bound,
+        "{name}: only {queued} bytes were queued before the line"
+    );
+    assert!(
+        before <= bound,
+        "{name}: {before} bytes of the flood ({queued} queued) were echoed before the other client's line"
+    );
+}
+
+#[test]
+fn echo_serves_others_during_a_flood() {
+    let mut server = Turned::on(EventLoop::<()>::new().unwrap(), |ctx| {
+        echo::start(ctx, &local()).map(|l| l.addr)
+    });
+    check_flood("echo", flood_then_line(&mut server), 1);
+}
+
+#[test]
+fn echo_async_serves_others_during_a_flood() {
+    let mut server = Turned::on(EventLoop::<()>::new().unwrap(), |ctx| {
+        echo_async::start(ctx, &local())
+    });
+    check_flood("echo_async", flood_then_line(&mut server), 1);
+}
+
+#[test]
+fn proxy_serves_others_during_a_flood() {
+    // The proxy and its upstream (the echo server) on the one loop.
+    let mut server = Turned::on(EventLoop::<()>::new().unwrap(), |ctx| {
+        let upstream = echo::start(ctx, &local())?.addr;
+        let listening = proxy::start(ctx, &local(), Target::Addr(upstream), Duration::from_secs(10))?;
+        Ok(listening.addr)
+    });
+    // Client to proxy, proxy to echo, echo back, proxy back: four hops.
+    check_flood("proxy", flood_then_line(&mut server), 4);
+}
+
+#[test]
+fn udp_echo_answers_others_in_arrival_order_during_a_flood() {
+    let mut el = EventLoop::<()>::new().unwrap();
+    let server = udp_echo::start(&mut el, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let socket = || {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.connect(server).unwrap();
+        s.set_nonblocking(true).unwrap();
+        s
+    };
+    let (flooder, other) = (socket(), socket());
+    // 100 datagrams of 100 bytes marked `f`, the other sender's, then 100
+    // more marked `g`: the flood goes on after the other's. (201 datagrams
+    // fit a default receive buffer, at about 1 KiB of kernel memory each:
+    // none is dropped before the loop turns.)
+    const FLOOD: usize = 100;
+    let send = |s: &UdpSocket, d: &[u8]| loop {
+        match s.send(d) {
+            Ok(_) => return,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => thread::sleep(Duration::from_millis(1)),
+            Err(e) => panic!("send: {e}"),
+        }
+    };
+    for _ in 0..FLOOD {
+        send(&flooder, &[b'f'; 100]);
+    }
+    send(&other, b"probe");
+    for _ in 0..FLOOD {
+        send(&flooder, &[b'g'; 100]);
+    }
+    let mut buf = [0u8; 2048];
+    let (mut back, mut before) = ([0usize; 2], None);
+    for _ in 0..1000 {
+        el.turn(&mut (), Some(Duration::from_millis(10))).unwrap();
+        // The other's answer first: what the flooder got in earlier turns
+        // was sent before it.
+        if before.is_none() {
+            if let Ok(n) = other.recv(&mut buf) {
+                assert_eq!(&buf[..n], b"probe");
+                before = Some(back);
+            }
+        }
+        while let Ok(n) = flooder.recv(&mut buf) {
+            assert_eq!(n, 100);
+            back[usize::from(buf[0] == b'g')] += 1;
+        }
+        if before.is_some() && back == [FLOOD, FLOOD] {
+            break;
+        }
+    }
+    let [f, g] = before.expect("the other sender's datagram never came back");
+    assert_eq!(
+        g, 0,
+        "{g} datagrams sent after the other's were answered before it"
+    );
+    assert!(f <= FLOOD, "{f}");
+    assert_eq!(back, [FLOOD, FLOOD], "loopback lost a datagram or a reply");
 }
