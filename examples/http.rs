@@ -19,6 +19,10 @@
 //!   `505`, each followed by a close (we cannot know where the next request
 //!   would start). `Connection: close` and HTTP/1.0 without keep-alive close
 //!   after the response, too.
+//! - **A request head has 10 seconds to arrive** from its first byte
+//!   (nginx's `client_header_timeout`): a client that sends it a byte at a
+//!   time, or never ends it, gets `408 Request Timeout` and a close, however
+//!   busy it keeps the connection. The minute's idle timeout is separate.
 //! - **One client cannot hold up the others.** A pipeline of thousands of
 //!   requests is answered a slice at a time (`fair::Slice`); the rest waits,
 //!   unconsumed, while the other clients are served.
@@ -41,11 +45,18 @@ mod http_session;
 use std::io;
 use std::time::{Duration, SystemTime};
 
-use evloop::net::{self, Addr, Conn, ConnConfig, Handler, ListenConfig, Listening};
-use evloop::{Ctx, EventLoop};
+use evloop::net::{self, Addr, CloseReason, Conn, ConnConfig, Handler, ListenConfig, Listening};
+use evloop::{Ctx, EventLoop, TimerId};
 use http_date::http_date;
 use http_parse::Error;
 use http_session::Reply;
+
+/// How long a request head may take, from its first byte to its blank line.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The answer to a head that did not arrive in time.
+const TIMED_OUT: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\nContent-Type: text/plain\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
 /// The application state every connection sees: the current `Date` value.
 pub struct Http {
@@ -76,26 +87,52 @@ pub fn start(ctx: &mut Ctx<Http>, addr: &Addr) -> io::Result<Listening> {
     net::listen(ctx, addr, cfg, |_, _, _, _| Some(Session::default()))
 }
 
-/// One connection's state: where it is in the request stream, and its
-/// slice of work.
+/// One connection's state: where it is in the request stream, its slice
+/// of work, and the deadline of the request head under way, if any.
 #[derive(Default)]
 struct Session {
     framing: http_session::Session,
     slice: fair::Slice,
+    header_deadline: Option<TimerId>,
 }
 
 impl Handler<Http> for Session {
     fn on_data(&mut self, conn: &mut Conn, data: &[u8], ctx: &mut Ctx<Http>, http: &mut Http) -> usize {
-        let mut answered = 0;
-        let (used, _open) = self.framing.on_data_upto(data, self.slice.left(), |request| {
+        let (mut answered, most) = (0, self.slice.left());
+        let (used, open) = self.framing.on_data_upto(data, most, |request| {
             answered += 1;
             match request {
                 Ok(reply) => respond(conn, reply, http),
                 Err(e) => refuse(conn, e),
             }
         });
+        // Bytes left over are a head cut short, unless the slice ended
+        // first (then they come back next turn and are judged then) or they
+        // are a piece of a body (a chunk-size line cut short): a slow body
+        // is the idle timeout's business, as in nginx.
+        let head_under_way = open && used < data.len() && answered < most && !self.framing.in_body();
+        if answered > 0 || !head_under_way {
+            // The head the deadline was for is complete (or we are closing).
+            if let Some(timer) = self.header_deadline.take() {
+                ctx.cancel_timer(timer);
+            }
+        }
+        if head_under_way && self.header_deadline.is_none() {
+            let id = conn.id();
+            self.header_deadline = Some(ctx.timer_after(HEADER_TIMEOUT, move |_, ctx, _| {
+                log::debug!("connection {id}: request head not complete in {HEADER_TIMEOUT:?}: 408");
+                net::write(ctx, id, TIMED_OUT);
+                net::close(ctx, id);
+            }));
+        }
         self.slice.spend(answered, conn, ctx);
         used
+    }
+
+    fn on_close(&mut self, _: &mut Conn, _: CloseReason, ctx: &mut Ctx<Http>, _: &mut Http) {
+        if let Some(timer) = self.header_deadline.take() {
+            ctx.cancel_timer(timer);
+        }
     }
 }
 

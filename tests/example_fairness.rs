@@ -4,10 +4,14 @@
 //! is answered before the burst is through.
 //!
 //! The echo servers (`echo`, `echo_async`, `proxy` in front of `echo`) are
-//! flooded with a continuous stream instead: the net layer's read budget
-//! per dispatch bounds how much of it is echoed before another client's
-//! line. `udp_echo` answers datagrams in the order they came, so a flood
+//! flooded with a continuous stream instead: the net layer ends a
+//! connection's dispatch at a short read or its read budget, which bounds
+//! how much of it is echoed before another client's line. `udp_echo` answers datagrams in the order they came, so a flood
 //! holds up another sender by what was queued before it, never more.
+//!
+//! A slow client is the other way to hold a server: `http` gives a request
+//! head `http::HEADER_TIMEOUT` from its first byte (slowloris), on the
+//! manual clock here.
 //!
 //! The loop runs on the test's own thread, one `turn` at a time, and the
 //! burst's answers are counted after every turn: the measure is how many of
@@ -43,7 +47,7 @@ use std::thread;
 use std::time::Duration;
 
 use evloop::net::{Addr, Listening, Target};
-use evloop::{Ctx, EventLoop};
+use evloop::{Clock, Ctx, EventLoop, ManualClock};
 
 /// The most turns any test here runs (each polls for at most 10 ms).
 const MAX_TURNS: usize = 20_000;
@@ -475,4 +479,97 @@ fn udp_echo_answers_others_in_arrival_order_during_a_flood() {
     );
     assert!(f <= FLOOD, "{f}");
     assert_eq!(back, [FLOOD, FLOOD], "loopback lost a datagram or a reply");
+}
+
+/// Turn `server` a few times, so that what a client just sent is read.
+fn settle<S: Default + 'static>(server: &mut Turned<S>) {
+    for _ in 0..5 {
+        server.turn();
+    }
+}
+
+/// Everything `s` gets until the server closes it (1,000 turns at most).
+fn read_to_close<S: Default + 'static>(server: &mut Turned<S>, s: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    for _ in 0..1000 {
+        server.turn();
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return got,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("read: {e} after {:?}", String::from_utf8_lossy(&got)),
+            }
+        }
+    }
+    panic!("not closed; got {:?}", String::from_utf8_lossy(&got));
+}
+
+/// `c` gets a 408 and is closed.
+fn timed_out(server: &mut Turned<http::Http>, c: &mut TcpStream) {
+    let got = read_to_close(server, c);
+    assert!(
+        got.starts_with(b"HTTP/1.1 408 Request Timeout\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+}
+
+#[test]
+fn http_gives_a_request_head_ten_seconds_from_its_first_byte() {
+    let clock = ManualClock::new();
+    let el = EventLoop::builder()
+        .clock(Clock::Manual(clock.clone()))
+        .build()
+        .unwrap();
+    let mut server = Turned::on(el, |ctx| http::start(ctx, &local()).map(|l| l.addr));
+    assert_eq!(http::HEADER_TIMEOUT, Duration::from_secs(10));
+    const HEAD: &[u8] = b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: 0123456789\r\n\r\n";
+    let mut c = server.connect();
+    // A head in three pieces over 8 s is in time, and answered; so is the
+    // next one: its 10 s start at its own first byte (the two take 20 s).
+    for _ in 0..2 {
+        for piece in HEAD.chunks(HEAD.len() / 3 + 1) {
+            c.write_all(piece).unwrap();
+            settle(&mut server);
+            clock.advance(Duration::from_secs(4));
+        }
+        let got = server.read_hello(&mut c);
+        assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"), "{got:?}");
+    }
+    // A body is not a head: a chunk-size line cut short and left for 11 s
+    // is no reason for a 408.
+    c.write_all(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1")
+        .unwrap();
+    settle(&mut server);
+    clock.advance(Duration::from_secs(11));
+    settle(&mut server);
+    c.write_all(b"\r\nx\r\n0\r\n\r\n").unwrap();
+    let got = server.read_hello(&mut c);
+    assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"), "{got:?}");
+    // Slowloris: a byte every 0.9 s, each keeping the connection from
+    // being idle. Nothing comes back for 9 s after the first byte...
+    let mut got = Vec::new();
+    for &byte in &HEAD[..10] {
+        c.write_all(&[byte]).unwrap();
+        settle(&mut server);
+        drain(&mut c, &mut got);
+        assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+        clock.advance(Duration::from_secs(1) - Duration::from_millis(100));
+    }
+    // ... and at 10 s, a 408 and a close.
+    clock.advance(Duration::from_secs(1));
+    timed_out(&mut server, &mut c);
+    // A head that stops coming is timed out the same way.
+    let mut c = server.connect();
+    c.write_all(&HEAD[..20]).unwrap();
+    settle(&mut server);
+    clock.advance(Duration::from_secs(9));
+    settle(&mut server);
+    let mut got = Vec::new();
+    drain(&mut c, &mut got);
+    assert!(got.is_empty(), "{:?}", String::from_utf8_lossy(&got));
+    clock.advance(Duration::from_secs(1));
+    timed_out(&mut server, &mut c);
 }

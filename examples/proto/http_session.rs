@@ -49,6 +49,14 @@ impl Session {
         self.on_data_upto(data, usize::MAX, answer)
     }
 
+    /// True while a request's body is being skipped: bytes left over are
+    /// then a piece of the body (a chunk-size line cut short), not a head.
+    // The http example's header deadline asks; the tokio peer has none.
+    #[allow(dead_code)]
+    pub fn in_body(&self) -> bool {
+        self.body.is_some()
+    }
+
     /// Like [`on_data`](Self::on_data), but stop after `most` answers
     /// (at least one): what follows is left unconsumed, for a server that
     /// serves a long pipeline a slice at a time.
