@@ -37,6 +37,8 @@
 //! then `redis-cli -p 6000 set k v` or `redis-benchmark -p 6000 -t set,get -q`.
 //! Stops cleanly on SIGINT/SIGTERM.
 
+#[path = "fair/mod.rs"]
+mod fair;
 #[path = "proto/resp.rs"]
 #[allow(dead_code)] // what the parser offers tests (its work counter, `parse`)
 mod resp;
@@ -88,9 +90,6 @@ pub fn start(ctx: &mut Ctx<Store>, addr: &Addr) -> io::Result<Listening> {
 /// values longer than this are written from the store's copy in pieces of
 /// it rather than copied whole into a reply buffer.
 const CHUNK: usize = 64 * 1024;
-/// Work one `on_data` call may do before it lets other clients run: a
-/// command costs one unit plus one per argument. About a millisecond of CPU.
-const WORK_PER_CALL: usize = 4096;
 
 /// One connection: buffers reused from command to command.
 #[derive(Default)]
@@ -98,6 +97,8 @@ struct Client {
     parser: Parser,
     args: Args,
     reply: Reply,
+    /// Work done in this slice (see `fair`).
+    slice: fair::Slice,
 }
 
 /// What the connection does after a command.
@@ -225,23 +226,16 @@ impl Handler<Store> for Client {
             return 0;
         }
         let mut used = 0;
-        let mut work = 0;
         let mut next = Next::Continue;
-        while used < data.len() {
-            if work >= WORK_PER_CALL {
-                // A long pipeline: let the other clients have their turn and
-                // come back for the rest once the loop has been round.
-                conn.pause_reading();
-                let id = conn.id();
-                ctx.defer(move |ctx, _| {
-                    net::resume_reading(ctx, id);
-                });
-                break;
-            }
+        let mut tired = false;
+        while used < data.len() && !tired {
             match self.parser.parse(&data[used..], &mut self.args) {
                 Ok(Some(n)) => {
                     used += n;
-                    work += 1 + self.args.len();
+                    // A command costs one unit plus one per argument: a long
+                    // pipeline lets the other clients have their turn and
+                    // comes back for the rest once the loop has been round.
+                    tired = self.slice.spend(1 + self.args.len(), conn, ctx);
                     if !self.args.is_empty() {
                         next = execute(&self.args, &mut self.reply, ctx, store);
                     }

@@ -61,10 +61,12 @@ pub enum PanicPolicy {
 ///
 /// The mode governs the loop's own poll (`run`, and `turn` with a timeout
 /// other than zero); a host loop that drives this one through its fd
-/// decides its own waiting. Timers are exact in every mode: a spinning loop
-/// runs its timer phase every turn, so a timer fires in the first turn at
-/// or after its deadline, and once a spin ends the poll sleeps no longer
-/// than until the next deadline.
+/// decides its own waiting. Timers keep in every mode what they have under
+/// `Block` (never early; late by at most the poll's rounding and whatever
+/// callback runs when one comes due): a spinning loop runs its timer phase
+/// every turn, so a timer fires in the first turn at or after its
+/// deadline, and once a spin ends the poll sleeps no longer than until the
+/// next deadline.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum PollMode {
     /// Sleep in the poll until something is ready, a timer is due or the

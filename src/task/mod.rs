@@ -13,9 +13,9 @@
 //!   per wake, and the future stays where it was boxed;
 //! - a wake on the loop's own thread pushes the task's id onto the loop's
 //!   local wake list (no system call); one from another thread goes through
-//!   the loop's one waker, like a channel send, and a burst costs one
-//!   wake-up; a flag in the waker makes every wake after the first a no-op
-//!   until the task is polled;
+//!   the loop's one waker, like a channel send: wakes that come before
+//!   the loop takes them share one wake-up; a flag in the waker makes
+//!   every wake after the first a no-op until the task is polled;
 //! - the dispatch phase takes the woken tasks in wake order: those woken
 //!   before the poll ahead of the poll's events, those woken while the phase
 //!   runs (a task whose connection just read its data) behind what is
