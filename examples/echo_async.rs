@@ -4,11 +4,11 @@
 //! What to notice: `handle` reads like eventlet's `handle(fd)`: read a
 //! line, write it back, until the peer is done. Underneath it is the
 //! callback server's connection (same backpressure, half-close and
-//! caps); a task sits in the dispatch phase like any source: the
-//! connection reads a line, *wakes* the task (its id goes on the loop's
-//! wake list, no system call), and the task is polled in the same turn,
-//! right behind what was already ready. Its writes leave in one `write`
-//! when it waits again. Run it, then `nc 127.0.0.1 6000`.
+//! caps); a task sits in the dispatch phase like any source: when the
+//! connection reads a line, the task waiting on it is polled right there,
+//! in the connection's place (as eventlet's hub switches to the green
+//! thread waiting on a ready fd), and its reply leaves with the
+//! connection's flush, in one `write`. Run it, then `nc 127.0.0.1 6000`.
 //!
 //! Usage: `cargo run --release --example echo_async [ADDR]` (default 127.0.0.1:6000).
 //! Stops cleanly on SIGINT/SIGTERM.

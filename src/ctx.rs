@@ -479,6 +479,63 @@ impl<S> Ctx<S> {
         }
     }
 
+    /// Dispatch source `id` now, inside the dispatch of source `within`: a
+    /// hand-off, so that `id` takes `within`'s place in the turn's order (a
+    /// task waiting on a connection's input runs where the input arrived).
+    /// Nothing happens, and false is returned, unless `id` is open, active,
+    /// not running, and its priority not below `within`'s (a lower one must
+    /// wait behind what is ready). A panic in its handler is caught and the
+    /// source closed; the loop applies its panic policy once `within`'s
+    /// handler has returned (as for a posted closure).
+    pub(crate) fn dispatch_now(&mut self, id: SourceId, within: SourceId, state: &mut S) -> bool {
+        let Some(floor) = self.sources.get(within.index()).map(|s| s.priority) else {
+            return false;
+        };
+        let Some(slot) = self.sources.get_mut(id.index()) else {
+            return false;
+        };
+        if slot.seq != id.generation() || slot.state != SlotState::Active || slot.priority > floor {
+            return false;
+        }
+        let Some(mut entry) = slot.entry.take() else {
+            return false;
+        };
+        hot_trace!("evloop: dispatch {id} in {within}'s place");
+        let event = Event {
+            id,
+            ready: Ready::EMPTY,
+        };
+        let mut action = Action::Close;
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            action = entry.dispatch(event, self, state);
+        }));
+        if let Some(slot) = self.sources.get_mut(id.index()) {
+            slot.entry = Some(entry);
+            if slot.dirty && self.sync(id).is_err() {
+                log::error!("evloop: re-registering {id} failed; closing it");
+                self.close(id);
+            }
+        }
+        match result {
+            Err(payload) => {
+                self.close(id);
+                if self.caught_panic.is_none() {
+                    self.caught_panic = Some(payload);
+                } else {
+                    log::error!("evloop: a second handler panicked in {within}'s dispatch; dropped");
+                }
+            }
+            Ok(()) => match action {
+                Action::Keep => {}
+                Action::Close => {
+                    self.close(id);
+                }
+                Action::Reschedule => self.reschedule(id, Ready::EMPTY),
+            },
+        }
+        true
+    }
+
     /// The source registered as `id`, if it is open, of type `T`, and not the
     /// one whose handler is running right now (that one already has it).
     pub fn source_mut<T: Any>(&mut self, id: SourceId) -> Option<&mut T> {

@@ -35,8 +35,10 @@
 //!    slot never gets its predecessor's event. Cross-thread wake-ups
 //!    ([`Remote`], [`channel()`]), completed blocking work
 //!    ([`Ctx::spawn_blocking`]) and woken tasks ([`Ctx::spawn`], see
-//!    [`task`]) are ordinary sources here; a task woken while this phase
-//!    runs is polled in it, behind what was already ready.
+//!    [`task`]) are ordinary sources here; a task waiting on a connection
+//!    is polled in the connection's place when its input arrives, and one
+//!    woken otherwise while this phase runs is polled in it, behind what
+//!    was already ready.
 //! 6. **after-poll hooks**: [`Ctx::add_check`] callbacks, then metrics.
 //! 7. **reclaim**: sources closed during the turn are deregistered and dropped.
 //!

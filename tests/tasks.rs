@@ -572,3 +572,133 @@ fn stop_drops_every_task_and_closes_what_they_held() {
     .unwrap();
     turn_until(&mut el, &mut (), |_| again.get());
 }
+
+/// `n` connections accepted by the loop for tasks, with their clients.
+fn accepted(el: &mut EventLoop<()>, n: usize) -> (Vec<task::AsyncConn>, Vec<std::net::TcpStream>) {
+    let listener = task::listen(el, &"127.0.0.1:0".parse().unwrap(), Default::default()).unwrap();
+    let Addr::Tcp(addr) = listener.local_addr().clone() else {
+        unreachable!()
+    };
+    let got: Rc<RefCell<Vec<task::AsyncConn>>> = Rc::default();
+    let into = got.clone();
+    el.spawn(async move {
+        while let Ok(conn) = listener.accept().await {
+            into.borrow_mut().push(conn);
+        }
+    })
+    .unwrap();
+    let clients = (0..n)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    turn_until(el, &mut (), |_| got.borrow().len() == n);
+    let conns = got.borrow_mut().drain(..).collect();
+    (conns, clients)
+}
+
+/// Send `data` from `client` and wait (bounded) until the server's end of
+/// `conn` is readable, so the next turn's poll reports it.
+fn send_and_await(el: &mut EventLoop<()>, client: &mut std::net::TcpStream, conn: SourceId, data: &[u8]) {
+    client.write_all(data).unwrap();
+    let fd = el
+        .source_mut::<evloop::net::Conn>(conn)
+        .expect("an open connection")
+        .stream()
+        .as_raw_fd();
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, for the length given.
+    let n = unsafe { libc::poll(&mut pfd, 1, 5_000) };
+    assert_eq!(n, 1, "the bytes reached the server's socket");
+}
+
+/// A task that reads lines from `conn` and logs `name` for each.
+fn line_reader(mut conn: task::AsyncConn, log: &Log, name: &'static str) -> impl Future<Output = ()> {
+    let log = log.clone();
+    async move {
+        let mut line = Vec::new();
+        while conn.read_line(&mut line).await.unwrap_or(0) > 0 {
+            log.borrow_mut().push(name.into());
+            line.clear();
+        }
+    }
+}
+
+#[test]
+fn a_task_waiting_on_a_connection_is_polled_in_its_place() {
+    let _dog = Watchdog::new(30, "a_task_waiting_on_a_connection_is_polled_in_its_place");
+    let mut el = EventLoop::<()>::new().unwrap();
+    let log: Log = Rc::default();
+    let gates = Gates::new(1);
+    let (mut conns, mut clients) = accepted(&mut el, 2);
+    let (b, a) = (conns.pop().unwrap(), conns.pop().unwrap());
+    let (a_id, b_id) = (a.id(), b.id());
+    let reader_a = el.spawn(line_reader(a, &log, "A")).unwrap();
+    el.spawn(line_reader(b, &log, "B")).unwrap();
+    el.spawn(gated(&gates, 0, &log, "T")).unwrap();
+    turns(&mut el, &mut (), 2); // every task waits
+    assert!(log.borrow().is_empty());
+
+    // A high-priority handler wakes T first; then A's line arrives: A's
+    // task runs where its connection's input arrived, ahead of T, which
+    // waits behind what was ready when it was woken.
+    let g = gates.clone();
+    let (h, h_poke) = logged_fd(&mut el, &log, "H", move |_| g.open(0));
+    el.set_priority(h, Priority::High).unwrap();
+    eventfd_write(h_poke.as_raw_fd(), 1);
+    send_and_await(&mut el, &mut clients[0], a_id, b"one\n");
+    turns(&mut el, &mut (), 1);
+    assert_eq!(*log.borrow(), ["H", "A", "T"]);
+
+    // A low-priority task is not polled in a normal connection's place: it
+    // waits behind the normal sources and tasks woken meanwhile.
+    log.borrow_mut().clear();
+    el.set_priority(reader_a, Priority::Low).unwrap();
+    eventfd_write(h_poke.as_raw_fd(), 1);
+    send_and_await(&mut el, &mut clients[0], a_id, b"two\n");
+    send_and_await(&mut el, &mut clients[1], b_id, b"three\n");
+    turns(&mut el, &mut (), 1);
+    // B's task takes its connection's place; T and A were woken during the
+    // phase and follow, by priority.
+    assert_eq!(*log.borrow(), ["H", "B", "T", "A"]);
+}
+
+#[test]
+fn a_task_woken_by_two_connections_in_one_turn_is_polled_once() {
+    let _dog = Watchdog::new(30, "a_task_woken_by_two_connections_in_one_turn_is_polled_once");
+    let mut el = EventLoop::<()>::new().unwrap();
+    let (mut conns, mut clients) = accepted(&mut el, 2);
+    let (mut b, mut a) = (conns.pop().unwrap(), conns.pop().unwrap());
+    let (a_id, b_id) = (a.id(), b.id());
+    let polls = Rc::new(Cell::new(0));
+    let got: Rc<RefCell<Vec<u8>>> = Rc::default();
+    let (p, g) = (polls.clone(), got.clone());
+    // One task reads whichever of its two connections has bytes.
+    el.spawn(std::future::poll_fn(move |cx| {
+        p.set(p.get() + 1);
+        let mut buf = [0u8; 16];
+        for conn in [&mut a, &mut b] {
+            let polled = std::pin::pin!(conn.read(&mut buf)).poll(cx);
+            if let Poll::Ready(Ok(n)) = polled {
+                g.borrow_mut().extend_from_slice(&buf[..n]);
+            }
+        }
+        Poll::<()>::Pending
+    }))
+    .unwrap();
+    turns(&mut el, &mut (), 2);
+    let before = polls.get();
+    send_and_await(&mut el, &mut clients[0], a_id, b"a");
+    send_and_await(&mut el, &mut clients[1], b_id, b"b");
+    turns(&mut el, &mut (), 1);
+    assert_eq!(polls.get(), before + 1, "both connections read, one poll");
+    turns(&mut el, &mut (), 1);
+    let mut bytes = got.borrow().clone();
+    bytes.sort_unstable();
+    assert_eq!(
+        bytes, b"ab",
+        "the second connection's bytes were read in the next turn"
+    );
+}

@@ -20,6 +20,7 @@ use slab::Slab;
 
 use super::net::Io;
 use super::Task;
+use crate::net::Conn;
 use crate::remote::LocalWakes;
 use crate::source::{Attach, Entry};
 use crate::{Action, Ctx, Event, Priority, SourceId, TimerId};
@@ -28,6 +29,8 @@ use crate::{Action, Ctx, Event, Priority, SourceId, TimerId};
 const POOL_BUFFERS: usize = 1024;
 /// Bytes of input buffers kept for reuse, at most.
 const POOL_BYTES: usize = 1024 * 1024;
+/// A larger input buffer is not kept for reuse.
+const SPARE_KEEP: usize = POOL_BYTES / 4;
 /// A larger staging buffer is not kept once its bytes are sent.
 const STAGING_KEEP: usize = 256 * 1024;
 
@@ -76,6 +79,15 @@ pub(crate) struct TimerSlot {
     pub(crate) waker: Option<std::task::Waker>,
 }
 
+/// Empty a staging buffer whose bytes were sent; a large one is freed.
+fn keep_or_free(staging: &mut Vec<u8>) {
+    if staging.capacity() > STAGING_KEEP {
+        *staging = Vec::new();
+    } else {
+        staging.clear();
+    }
+}
+
 /// The task layer's state for one loop.
 pub(crate) struct Hub {
     /// The hub's own source (applies ops noted outside any poll).
@@ -85,6 +97,13 @@ pub(crate) struct Hub {
     pub(super) polling: Cell<bool>,
     /// The task being dispatched (its entry is out of the table meanwhile).
     pub(super) running: Cell<Option<SourceId>>,
+    /// The connection in whose dispatch a task is being polled (see
+    /// [`Hub::poll_in_place`]): what the task asks is applied afterwards,
+    /// with that connection at hand.
+    pub(super) in_place: Cell<Option<SourceId>>,
+    /// Set when a task's poll begins: tells `poll_in_place` whether the
+    /// task it handed the dispatch to was polled.
+    pub(super) handed: Cell<bool>,
     /// Sends, kept apart from the other ops: they are the common case, and
     /// applied in place, without moving them, they cost no more than the
     /// write itself.
@@ -94,9 +113,14 @@ pub(crate) struct Hub {
     applying: RefCell<Vec<Op>>,
     /// Bytes that writes refer to.
     staging: RefCell<Vec<u8>>,
+    /// Bytes for the connection in whose dispatch a task is polled: they
+    /// go straight into it afterwards, with no note and no look-up.
+    here: RefCell<Vec<u8>>,
     spawned: RefCell<Vec<Task>>,
     pub(crate) timers: RefCell<Slab<TimerSlot>>,
-    /// Input buffers of connections whose task has read everything.
+    /// Input buffers of connections whose task has read everything: the
+    /// last one given back, and the others.
+    spare: Cell<Vec<u8>>,
     pool: RefCell<Vec<Vec<u8>>>,
     pooled: Cell<usize>,
 }
@@ -144,12 +168,16 @@ impl Hub {
             local,
             polling: Cell::new(false),
             running: Cell::new(None),
+            in_place: Cell::new(None),
+            handed: Cell::new(false),
             writes: RefCell::new(Vec::new()),
             ops: RefCell::new(Vec::new()),
             applying: RefCell::new(Vec::new()),
             staging: RefCell::new(Vec::new()),
+            here: RefCell::new(Vec::new()),
             spawned: RefCell::new(Vec::new()),
             timers: RefCell::new(Slab::new()),
+            spare: Cell::new(Vec::new()),
             pool: RefCell::new(Vec::new()),
             pooled: Cell::new(0),
         });
@@ -185,7 +213,12 @@ impl Hub {
 
     /// Note `data` to be sent on connection `conn` when the poll returns.
     /// Writes to one connection in one poll are sent together.
+    #[inline]
     pub(crate) fn stage(&self, conn: SourceId, io: &Rc<RefCell<Io>>, data: &[u8]) {
+        if self.in_place.get() == Some(conn) {
+            self.here.borrow_mut().extend_from_slice(data);
+            return;
+        }
         let mut staging = self.staging.borrow_mut();
         let start = staging.len();
         staging.extend_from_slice(data);
@@ -208,7 +241,12 @@ impl Hub {
     }
 
     /// An input buffer for a connection that has none.
+    #[inline]
     pub(crate) fn take_buf(&self) -> Vec<u8> {
+        let spare = self.spare.take();
+        if spare.capacity() > 0 {
+            return spare;
+        }
         match self.pool.borrow_mut().pop() {
             Some(buf) => {
                 self.pooled.set(self.pooled.get() - buf.capacity());
@@ -222,29 +260,73 @@ impl Hub {
     /// connection that receives something, within limits (an idle
     /// connection holds none, and a burst does not pin memory).
     pub(crate) fn give_buf(&self, mut buf: Vec<u8>) {
+        if buf.capacity() == 0 || buf.capacity() > SPARE_KEEP {
+            return;
+        }
+        buf.clear();
+        // The spare first: a task that reads each message to its end gives
+        // back and takes again the same buffer, with no pool to keep count of.
+        let buf = self.spare.replace(buf);
         let cap = buf.capacity();
+        if cap == 0 {
+            return;
+        }
         let mut pool = self.pool.borrow_mut();
-        if cap > 0 && pool.len() < POOL_BUFFERS && self.pooled.get() + cap <= POOL_BYTES {
-            buf.clear();
+        if pool.len() < POOL_BUFFERS && self.pooled.get() + cap <= POOL_BYTES {
             self.pooled.set(self.pooled.get() + cap);
             pool.push(buf);
         }
     }
 
+    /// Poll `task`, which waits on `conn`'s input, in `conn`'s dispatch
+    /// (see [`Ctx::dispatch_now`]), then do what it asked. False if it was
+    /// not polled (its priority is below the connection's, it was polled
+    /// already this turn, or it is gone): the caller wakes it instead.
+    pub(crate) fn poll_in_place<S>(
+        self: &Rc<Self>,
+        task: SourceId,
+        conn: &mut Conn,
+        io: &RefCell<Io>,
+        ctx: &mut Ctx<S>,
+        state: &mut S,
+    ) -> bool {
+        self.handed.set(false);
+        self.in_place.set(Some(conn.id()));
+        ctx.dispatch_now(task, conn.id(), state);
+        self.in_place.set(None);
+        {
+            let mut here = self.here.borrow_mut();
+            if !here.is_empty() {
+                conn.write(&here);
+                let room = conn.has_room();
+                keep_or_free(&mut here);
+                io.borrow_mut().room(room);
+            }
+        }
+        self.apply_with(ctx, Some(conn));
+        self.handed.get()
+    }
+
     /// Do what the futures asked, in the order they asked it.
     pub(crate) fn apply<S>(self: &Rc<Self>, ctx: &mut Ctx<S>) {
+        self.apply_with(ctx, None);
+    }
+
+    /// [`apply`](Self::apply), with `here` (the connection being
+    /// dispatched, so out of the table) served directly.
+    fn apply_with<S>(self: &Rc<Self>, ctx: &mut Ctx<S>, mut here: Option<&mut Conn>) {
         // Sends first: a shutdown or close a future notes after a write
         // must follow it, and nothing a future can note goes before a send.
         if !self.writes.borrow().is_empty() {
-            self.apply_writes(ctx);
+            self.apply_writes(ctx, here.as_deref_mut());
         }
         if self.ops.borrow().is_empty() && self.spawned.borrow().is_empty() {
             return;
         }
-        self.apply_ops(ctx);
+        self.apply_ops(ctx, here);
     }
 
-    fn apply_writes<S>(&self, ctx: &mut Ctx<S>) {
+    fn apply_writes<S>(&self, ctx: &mut Ctx<S>, mut here: Option<&mut Conn>) {
         {
             // Held across the sends: writing to a connection from outside
             // its dispatch runs no handler and no future, so nothing can
@@ -252,25 +334,32 @@ impl Hub {
             let writes = self.writes.borrow();
             let staging = self.staging.borrow();
             for w in writes.iter() {
-                let room = crate::net::write_then_room(ctx, w.conn, &staging[w.start..w.end]);
+                let data = &staging[w.start..w.end];
+                let room = match here.as_deref_mut() {
+                    Some(conn) if conn.id() == w.conn => {
+                        conn.write(data);
+                        conn.has_room()
+                    }
+                    _ => crate::net::write_then_room(ctx, w.conn, data),
+                };
                 w.io.borrow_mut().room(room);
             }
         }
         self.writes.borrow_mut().clear();
-        let mut staging = self.staging.borrow_mut();
-        if staging.capacity() > STAGING_KEEP {
-            *staging = Vec::new();
-        } else {
-            staging.clear();
-        }
+        keep_or_free(&mut self.staging.borrow_mut());
     }
 
     #[inline(never)]
-    fn apply_ops<S>(self: &Rc<Self>, ctx: &mut Ctx<S>) {
+    fn apply_ops<S>(self: &Rc<Self>, ctx: &mut Ctx<S>, mut here: Option<&mut Conn>) {
         let mut ops = self.applying.take();
         std::mem::swap(&mut ops, &mut *self.ops.borrow_mut());
         for op in ops.drain(..) {
-            self.apply_one(op, ctx);
+            match (op, here.as_deref_mut()) {
+                (Op::Resume(id), Some(conn)) if conn.id() == id => conn.resume_reading(),
+                (Op::Shutdown(id), Some(conn)) if conn.id() == id => conn.shutdown_write(),
+                (Op::Close(id), Some(conn)) if conn.id() == id => conn.close(),
+                (op, _) => self.apply_one(op, ctx),
+            }
         }
         *self.applying.borrow_mut() = ops;
         let spawned = self.spawned.take();

@@ -16,11 +16,18 @@
 //!   the loop's one waker, like a channel send: wakes that come before
 //!   the loop takes them share one wake-up; a flag in the waker makes
 //!   every wake after the first a no-op until the task is polled;
-//! - the dispatch phase takes the woken tasks in wake order: those woken
-//!   before the poll ahead of the poll's events, those woken while the phase
-//!   runs (a task whose connection just read its data) behind what is
-//!   already queued, in the same turn; a task is polled at most once a turn,
-//!   so one woken again after its poll waits for the next.
+//! - a task waiting to read an [`AsyncConn`] is polled in that
+//!   connection's place: the connection reads, and its dispatch polls the
+//!   task right there (as eventlet's hub switches to the green thread
+//!   waiting on a ready fd), with no trip through the wake list; what it
+//!   writes back goes out with the connection's flush. Not when the task's
+//!   priority is below the connection's, or it was polled already this
+//!   turn: then it is woken as any other;
+//! - the dispatch phase takes the other woken tasks in wake order: those
+//!   woken before the poll ahead of the poll's events, those woken while
+//!   the phase runs (by a handler, a channel, another task) behind what is
+//!   already queued, in the same turn; a task is polled at most once a
+//!   turn, so one woken again after its poll waits for the next.
 //!
 //! Leaf futures are built on the loop's own machinery, not on a second
 //! reactor: [`AsyncConn`] is a [`net`](crate::net) connection whose handler
@@ -84,6 +91,11 @@ thread_local! {
     /// only when the loop changes saves two reference counts a poll, and a
     /// weak reference holds no buffer, timer or waker of a dropped loop.
     static CURRENT_HUB: RefCell<Weak<Hub>> = const { RefCell::new(Weak::new()) };
+    /// `CURRENT_HUB`'s address, to tell a poll of the same loop's task with
+    /// one load (`CURRENT_HUB` has a destructor, so each access to it
+    /// checks its registration first). The weak reference keeps the
+    /// allocation, so no other hub can have this address meanwhile.
+    static CURRENT_HUB_AT: Cell<usize> = const { Cell::new(0) };
     /// Its address tells threads apart without a system call or a
     /// reference count (`thread::current()` clones an `Arc`).
     static THREAD_MARK: u8 = const { 0 };
@@ -147,13 +159,35 @@ pub(crate) fn wait_in(slot: &mut Option<Waker>, cx: &Context<'_>) {
 pub(crate) struct Waiter {
     waker: Option<Waker>,
     waiting: bool,
+    /// The task that waits, when the poll that waited was a task's (not
+    /// `block_on`'s): what arrives may be handed to it in place.
+    task: Option<SourceId>,
 }
 
 impl Waiter {
-    /// Wait with `cx`'s waker.
-    pub(crate) fn wait(&mut self, cx: &Context<'_>) {
+    /// Wait with `cx`'s waker, as task `task` if a task's poll waits.
+    pub(crate) fn wait(&mut self, cx: &Context<'_>, task: Option<SourceId>) {
         wait_in(&mut self.waker, cx);
         self.waiting = true;
+        self.task = task;
+    }
+
+    /// The task that waits, if one does and is known: it is no longer
+    /// waiting (the caller polls it or, failing that, calls [`rouse`](Self::rouse)).
+    pub(crate) fn take_task(&mut self) -> Option<SourceId> {
+        if self.waiting && self.task.is_some() {
+            self.waiting = false;
+            return self.task;
+        }
+        None
+    }
+
+    /// Wake the kept waker, waiting or not.
+    pub(crate) fn rouse(&mut self) {
+        self.waiting = false;
+        if let Some(w) = &self.waker {
+            w.wake_by_ref();
+        }
     }
 
     /// Wake the waiter, if one waits (a kept waker of a task that has moved
@@ -219,15 +253,12 @@ struct Polling<'a> {
 impl<'a> Polling<'a> {
     fn enter(hub: &'a Rc<Hub>, id: SourceId) -> Polling<'a> {
         let prev = CURRENT.with(|c| c.replace(Some(id)));
-        let prev_hub = CURRENT_HUB.with(|h| {
-            let mut h = h.borrow_mut();
-            if std::ptr::eq(h.as_ptr(), Rc::as_ptr(hub)) {
-                return None;
-            }
-            let was = std::mem::replace(&mut *h, Rc::downgrade(hub));
+        let prev_hub = if CURRENT_HUB_AT.with(Cell::get) == Rc::as_ptr(hub) as usize {
+            None
+        } else {
             // Only a poll inside another's needs it back afterwards.
-            prev.is_some().then_some(was)
-        });
+            set_current_hub(Rc::downgrade(hub)).filter(|_| prev.is_some())
+        };
         let was_polling = hub.polling.replace(true);
         Polling {
             hub,
@@ -238,11 +269,19 @@ impl<'a> Polling<'a> {
     }
 }
 
+/// Make `hub` the current hub; returns the one it replaces.
+#[cold]
+#[inline(never)]
+fn set_current_hub(hub: Weak<Hub>) -> Option<Weak<Hub>> {
+    CURRENT_HUB_AT.with(|at| at.set(hub.as_ptr() as usize));
+    Some(CURRENT_HUB.with(|h| std::mem::replace(&mut *h.borrow_mut(), hub)))
+}
+
 impl Drop for Polling<'_> {
     fn drop(&mut self) {
         CURRENT.with(|c| c.set(self.prev));
         if let Some(prev_hub) = self.prev_hub.take() {
-            CURRENT_HUB.with(|h| *h.borrow_mut() = prev_hub);
+            set_current_hub(prev_hub);
         }
         self.hub.polling.set(self.was_polling);
         if std::thread::panicking() {
@@ -266,7 +305,11 @@ fn poll_as<S, T>(
         let _current = Polling::enter(hub, inner.id);
         fut.poll(&mut Context::from_waker(waker))
     };
-    hub.apply(ctx);
+    if hub.in_place.get().is_none() {
+        hub.apply(ctx);
+    }
+    // else the connection whose dispatch polled the task applies it, with
+    // the connection at hand (it is out of the table meanwhile)
     poll
 }
 
@@ -276,6 +319,10 @@ struct TaskEntry {
     waker: Waker,
     inner: Arc<TaskWaker>,
     hub: Rc<Hub>,
+    /// The turn of its last poll: a task is polled at most once a turn,
+    /// also when it was polled in a connection's place (which the loop's
+    /// ready list does not see).
+    polled_turn: u64,
 }
 
 impl<S> Entry<S> for TaskEntry {
@@ -289,6 +336,17 @@ impl<S> Entry<S> for TaskEntry {
     }
 
     fn dispatch(&mut self, ev: Event, ctx: &mut Ctx<S>, _state: &mut S) -> Action {
+        if self.polled_turn == ctx.turn_no {
+            // Polled in a connection's place earlier this turn: a wake since
+            // then waits for the next turn, and an older one was served.
+            return if self.inner.woken.load(Ordering::Acquire) {
+                Action::Reschedule
+            } else {
+                Action::Keep
+            };
+        }
+        self.polled_turn = ctx.turn_no;
+        self.hub.handed.set(true);
         hot_trace!("evloop: poll task {}", ev.id);
         self.hub.running.set(Some(ev.id));
         let poll = poll_as(self.future.as_mut(), &self.waker, &self.inner, &self.hub, ctx);
@@ -330,6 +388,7 @@ pub(crate) fn spawn_boxed<S>(ctx: &mut Ctx<S>, future: Task) -> io::Result<Sourc
         waker,
         inner,
         hub,
+        polled_turn: 0,
     };
     ctx.fill_reserved(id, Box::new(entry), Interest::READABLE)?;
     log::trace!("evloop: spawn task {id}");

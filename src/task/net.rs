@@ -109,6 +109,22 @@ struct TaskConn {
     hub: Rc<Hub>,
 }
 
+impl TaskConn {
+    /// The input grew or ended: a task waiting to read is polled right here,
+    /// in the connection's place in the turn (eventlet's hub switches to
+    /// the green thread waiting on the fd the same way), with no trip
+    /// through the wake list; failing that (see [`Hub::poll_in_place`]) it
+    /// is woken as usual.
+    fn wake_reader<S>(&self, conn: &mut Conn, ctx: &mut Ctx<S>, state: &mut S) {
+        let task = self.io.borrow_mut().reader.take_task();
+        match task {
+            Some(task) if self.hub.poll_in_place(task, conn, &self.io, ctx, state) => {}
+            Some(_) => self.io.borrow_mut().reader.rouse(),
+            None => self.io.borrow_mut().reader.wake(),
+        }
+    }
+}
+
 impl<S> Handler<S> for TaskConn {
     fn on_open(&mut self, _conn: &mut Conn, _ctx: &mut Ctx<S>, _state: &mut S) {
         let mut io = self.io.borrow_mut();
@@ -116,7 +132,7 @@ impl<S> Handler<S> for TaskConn {
         wake(&mut io.writer);
     }
 
-    fn on_data(&mut self, conn: &mut Conn, data: &[u8], _ctx: &mut Ctx<S>, _state: &mut S) -> usize {
+    fn on_data(&mut self, conn: &mut Conn, data: &[u8], ctx: &mut Ctx<S>, state: &mut S) -> usize {
         let mut io = self.io.borrow_mut();
         if io.input.capacity() == 0 {
             io.input = self.hub.take_buf();
@@ -132,15 +148,15 @@ impl<S> Handler<S> for TaskConn {
             conn.pause_reading();
             io.paused = true;
         }
-        io.reader.wake();
+        drop(io);
+        self.wake_reader(conn, ctx, state);
         data.len()
     }
 
-    fn on_eof(&mut self, _conn: &mut Conn, _ctx: &mut Ctx<S>, _state: &mut S) {
+    fn on_eof(&mut self, conn: &mut Conn, ctx: &mut Ctx<S>, state: &mut S) {
         // The task decides when to close (after writing what it owes).
-        let mut io = self.io.borrow_mut();
-        io.eof = true;
-        io.reader.wake();
+        self.io.borrow_mut().eof = true;
+        self.wake_reader(conn, ctx, state);
     }
 
     fn on_room(&mut self, _conn: &mut Conn, _ctx: &mut Ctx<S>, _state: &mut S) {
@@ -190,6 +206,7 @@ impl AsyncConn {
 
     /// Wait for input: `Ready(Some(Ok))` at the end of it (EOF or close),
     /// `Ready(None)` when there are unread bytes.
+    #[inline]
     fn poll_input(&self, cx: &Context<'_>) -> Poll<Option<io::Result<()>>> {
         let mut io = self.io.borrow_mut();
         if io.pos < io.input.len() {
@@ -198,11 +215,12 @@ impl AsyncConn {
         if let Some(end) = io.end_of_input() {
             return Poll::Ready(Some(end));
         }
-        io.reader.wait(cx);
+        io.reader.wait(cx, self.hub.running.get());
         Poll::Pending
     }
 
     /// Hand the unread input, up to `f`'s answer of how much it used, to `f`.
+    #[inline]
     fn consume<R>(&self, f: impl FnOnce(&[u8]) -> (usize, R)) -> R {
         let mut io = self.io.borrow_mut();
         let (used, out) = f(&io.input[io.pos..]);
