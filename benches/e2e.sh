@@ -7,7 +7,7 @@
 #   QUICK=1 benches/e2e.sh    smoke run: 1 run, short windows (about 2 minutes)
 #
 # Knobs (environment): RUNS, DURATION and WARMUP (seconds per measurement),
-# SERVERS (subset of "evloop echo_async mio tokio tokio_lines calloop"), SCENARIOS (subset of the
+# SERVERS (subset of "evloop echo_lines echo_async mio tokio tokio_lines calloop"), SCENARIOS (subset of the
 # names below), PERF=0 to skip counting system calls, OUT (default docs/bench).
 # The server runs on core 0 and the load generator on core 1 (taskset).
 set -euo pipefail
@@ -18,7 +18,7 @@ if [[ "${QUICK:-0}" == 1 ]]; then
 else
     RUNS=${RUNS:-9} DURATION=${DURATION:-4} WARMUP=${WARMUP:-1}
 fi
-SERVERS=${SERVERS:-"evloop echo_async mio tokio tokio_lines calloop"}
+SERVERS=${SERVERS:-"evloop echo_lines echo_async mio tokio tokio_lines calloop"}
 SCENARIOS=${SCENARIOS:-"pingpong c50_d1 c50_d16 c10_16k_d4 c1000_d1 c10000_d1"}
 OUT=${OUT:-docs/bench}
 PERF=${PERF:-1}
@@ -38,16 +38,19 @@ declare -A BIN=(
     [tokio]=bench_tokio_echo
     [calloop]=bench_calloop_echo
     [echo_async]=echo_async
+    [echo_lines]=echo
     [tokio_lines]=bench_tokio_echo
 )
 # Arguments after the listen address.
 declare -A SERVER_FLAGS=(
     [tokio_lines]=--lines
+    [echo_lines]=--lines
 )
 # echo_async echoes lines, as eventlet's server does: its load ends every
 # message with the message's only newline (same sizes, same checks).
 declare -A LOAD_FLAGS=(
     [echo_async]=--lines
+    [echo_lines]=--lines
     [tokio_lines]=--lines
 )
 

@@ -11,7 +11,11 @@
 //! `--histograms` keeps the loop's own latency histograms and logs their
 //! percentiles at shutdown (see `evloop::LatencyHistogram`).
 //!
-//! Usage: `cargo run --release --example echo [ADDR] [--poll block|spin|spin-then-block[:US]] [--histograms]`
+//! `--lines` echoes whole lines, one `write` each, as eventlet's server
+//! and `echo_async` do (a partial line waits in the connection for its
+//! end): the callback yardstick for the task version, same work.
+//!
+//! Usage: `cargo run --release --example echo [ADDR] [--poll block|spin|spin-then-block[:US]] [--histograms] [--lines]`
 //! (default 127.0.0.1:6000, block). Stops cleanly on SIGINT/SIGTERM.
 
 use std::time::Duration;
@@ -28,19 +32,43 @@ impl Handler<()> for Echo {
     }
 }
 
+/// Eventlet's `handle(fd)` as a callback: each complete line goes back
+/// with its own write (the connection sends a handler's small writes
+/// together when it returns); an unfinished line is left unconsumed, so
+/// the connection keeps it until the rest arrives.
+struct LineEcho;
+
+impl Handler<()> for LineEcho {
+    fn on_data(&mut self, conn: &mut Conn, data: &[u8], _: &mut Ctx<()>, _: &mut ()) -> usize {
+        let mut used = 0;
+        while let Some(i) = memchr::memchr(b'\n', &data[used..]) {
+            conn.write(&data[used..=used + i]);
+            used += i + 1;
+        }
+        used
+    }
+}
+
 /// Listen on `addr` and echo every connection.
 pub fn start(ctx: &mut Ctx<()>, addr: &Addr) -> std::io::Result<Listening> {
     net::listen(ctx, addr, ListenConfig::default(), |_, _, _, _| Some(Echo))
 }
 
+/// Listen on `addr` and echo every connection line by line.
+pub fn start_lines(ctx: &mut Ctx<()>, addr: &Addr) -> std::io::Result<Listening> {
+    net::listen(ctx, addr, ListenConfig::default(), |_, _, _, _| Some(LineEcho))
+}
+
 fn main() -> std::io::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let (mut addr, mut mode, mut histograms) = ("127.0.0.1:6000".to_string(), PollMode::Block, false);
+    let mut lines = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--poll" => mode = poll_mode(&args.next().unwrap_or_default())?,
             "--histograms" => histograms = true,
+            "--lines" => lines = true,
             _ if !arg.starts_with("--") => addr = arg,
             _ => return Err(bad(format!("unexpected argument {arg:?}"))),
         }
@@ -49,6 +77,7 @@ fn main() -> std::io::Result<()> {
         .poll_mode(mode)
         .latency_histograms(histograms)
         .build()?;
+    let start = if lines { start_lines } else { start };
     let server = start(&mut el, &addr.parse()?)?;
     log::info!("echo server listening on {}", server.addr);
     log::info!("poll mode {mode:?}");

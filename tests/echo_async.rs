@@ -3,6 +3,9 @@
 //! echoes lines, as eventlet's server does.
 
 mod common_net;
+#[path = "../examples/echo.rs"]
+#[allow(dead_code)]
+mod echo;
 #[path = "../examples/echo_async.rs"]
 #[allow(dead_code)]
 mod echo_async;
@@ -44,6 +47,16 @@ fn lines(n: usize, seed: u64) -> Vec<u8> {
 fn four_mib_of_lines_echoed_while_writing_and_reading() {
     let server = server();
     common_net::echo_while_writing(server.tcp(), &lines(4 << 20, 1));
+}
+
+/// The callback line echo (`echo --lines`), the yardstick `echo_async` is
+/// measured against, does the same work: every line back, whole, however
+/// the reads split it.
+#[test]
+fn callback_line_echo_returns_every_line() {
+    let server = Server::start((), |el| Ok(echo::start_lines(el, &"127.0.0.1:0".parse()?)?.addr));
+    common_net::echo_while_writing(server.tcp(), &lines(4 << 20, 2));
+    common_net::concurrent_round_trips(server.tcp(), 50, 20, lines);
 }
 
 #[test]
