@@ -70,7 +70,7 @@ where
 }
 
 /// The blocking part: `getaddrinfo`, with errors that name the host.
-fn lookup(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+pub(crate) fn lookup(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
     let addrs: Vec<SocketAddr> = (host, port)
         .to_socket_addrs()
         .map_err(|e| io::Error::new(e.kind(), format!("evloop: resolving {host:?}: {e}")))?

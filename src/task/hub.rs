@@ -70,6 +70,11 @@ pub(crate) enum Op {
     /// Cancel the timer of sleep slot `slot` and free the slot.
     Disarm(usize),
     CancelTask(SourceId),
+    /// Start a job on the worker pool; its result goes to `slot`.
+    Blocking {
+        work: super::blocking::Work,
+        slot: Rc<RefCell<super::blocking::Slot>>,
+    },
 }
 
 /// A sleep's timer, as the sleep and the timer callback share it.
@@ -398,6 +403,7 @@ impl Hub {
             Op::CancelTask(id) => {
                 ctx.cancel_task(id);
             }
+            Op::Blocking { work, slot } => super::blocking::start(work, slot, ctx),
         }
     }
 

@@ -33,7 +33,10 @@
 //! reactor: [`AsyncConn`] is a [`net`](crate::net) connection whose handler
 //! buffers what arrives and wakes the task; [`sleep`] and [`timeout`] are
 //! timers on the wheel (so a [`ManualClock`](crate::ManualClock) drives
-//! them); [`AsyncReceiver`] is a channel source. What a future asks of the
+//! them); [`AsyncReceiver`] is a channel source; [`spawn_blocking`] and
+//! [`resolve`] run on the loop's worker pool
+//! ([`Ctx::spawn_blocking`](crate::Ctx::spawn_blocking)), whose result
+//! channel wakes the task. What a future asks of the
 //! loop while it is polled (send these bytes, arm this timer) is noted and
 //! done by the loop the moment the poll returns, so writes made in one poll
 //! leave in one system call, as a handler's corked writes do.
@@ -54,6 +57,7 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
+mod blocking;
 mod channel;
 mod hub;
 mod net;
@@ -75,6 +79,7 @@ use crate::remote::{LocalWakes, Notifier};
 use crate::source::{Attach, Entry};
 use crate::{Action, Ctx, Event, EventLoop, Priority, SourceId};
 
+pub use blocking::{resolve, spawn_blocking};
 pub use channel::AsyncReceiver;
 pub(crate) use hub::Hub;
 pub use net::{connect, listen, AsyncConn, AsyncListener};
