@@ -24,7 +24,7 @@ use std::thread;
 
 use slab::Slab;
 
-use crate::channel::{channel, Deliver, Sender};
+use crate::channel::{channel, Sender};
 use crate::{Ctx, SourceId};
 
 /// Worker threads by default: enough to overlap a few slow lookups without
@@ -49,19 +49,13 @@ impl Default for Config {
     }
 }
 
-/// A job as a worker sees it: what it returns is type-erased, so one
-/// channel carries every job's result.
-pub(crate) type Work = Box<dyn FnOnce() -> Output + Send>;
-/// A job's result as it comes back, its type erased.
+/// What a job's `work` returns, its type erased so one channel carries every
+/// job's result.
 pub(crate) type Output = Box<dyn Any + Send>;
-/// A job's `done`, waiting on the loop side for its result: a callback on
-/// the loop's state, or (a task's job) one that needs neither the loop nor
-/// its state, so the task layer can start jobs whatever the state's type.
-enum Done<S> {
-    Callback(Callback<S>),
-    Plain(Box<dyn FnOnce(io::Result<Output>)>),
-}
-type Callback<S> = Box<dyn FnOnce(io::Result<Output>, &mut Ctx<S>, &mut S)>;
+/// A job as a worker sees it.
+type Work = Box<dyn FnOnce() -> Output + Send>;
+/// A job's `done`, waiting on the loop side for its result.
+type Done<S> = Box<dyn FnOnce(io::Result<Output>, &mut Ctx<S>, &mut S)>;
 
 /// A job queued for the workers.
 struct Job {
@@ -253,26 +247,15 @@ impl<S> Reserved<'_, S> {
         let work: Work = Box::new(move || Box::new(work()) as Output);
         self.0.push(
             work,
-            Done::Callback(Box::new(move |result, ctx, state| {
+            Box::new(move |result, ctx, state| {
                 let result = result.and_then(|out| {
                     out.downcast::<T>()
                         .map(|t| *t)
                         .map_err(|_| io::Error::other("evloop: blocking job's result has an unexpected type"))
                 });
                 done(result, ctx, state);
-            })),
+            }),
         );
-    }
-}
-
-/// The results channel's handler: a type with no `S` in it, so the pool
-/// can start whatever the loop's state type (a task's job starts it from
-/// code generic over `S`).
-struct PoolResults;
-
-impl<S> Deliver<Completion, S> for PoolResults {
-    fn deliver(&mut self, c: Completion, ctx: &mut Ctx<S>, state: &mut S) {
-        deliver(c, ctx, state);
     }
 }
 
@@ -293,15 +276,12 @@ fn deliver<S>(c: Completion, ctx: &mut Ctx<S>, state: &mut S) {
     log::trace!("evloop: blocking job {} completed", c.key);
     // A panicking `done` is one bad message: the channel stays open for the
     // rest (see `Ctx::catch_panic`).
-    match done {
-        Done::Callback(done) => ctx.catch_panic(state, "blocking job's done callback", |ctx, state| {
-            done(c.result, ctx, state)
-        }),
-        Done::Plain(done) => done(c.result),
-    }
+    ctx.catch_panic(state, "blocking job's done callback", |ctx, state| {
+        done(c.result, ctx, state)
+    });
 }
 
-impl<S: 'static> Ctx<S> {
+impl<S> Ctx<S> {
     /// Run `work` on a worker thread and `done(result, ctx, state)` back on
     /// the loop, in the dispatch phase of a later turn.
     ///
@@ -358,21 +338,6 @@ impl<S: 'static> Ctx<S> {
         self.reserve_blocking()?.push(work, done);
         Ok(())
     }
-}
-
-impl<S> Ctx<S> {
-    /// Run `work` on the pool and `done` with its result back on the loop
-    /// (a task's job: `done` needs neither the loop nor its state).
-    pub(crate) fn spawn_blocking_plain(
-        &mut self,
-        work: Work,
-        done: Box<dyn FnOnce(io::Result<Output>)>,
-    ) -> io::Result<()> {
-        let pool = self.blocking_pool()?;
-        pool.make_room()?;
-        pool.push(work, Done::Plain(done));
-        Ok(())
-    }
 
     /// Room for one more job (the pool started, a worker for it): what
     /// [`spawn_blocking`](Self::spawn_blocking) checks before it takes the
@@ -397,7 +362,10 @@ impl<S> Ctx<S> {
     #[cold]
     fn start_pool(&mut self) -> io::Result<Pool<S>> {
         let (results, rx) = channel::<Completion>();
-        let id: SourceId = self.add_channel_with(rx, PoolResults)?;
+        // A closure, not `deliver::<S>` itself: a function item's type holds
+        // `S`, and would make the pool need `S: 'static` (a closure's type
+        // holds only what it captures).
+        let id: SourceId = self.add_channel(rx, |c, ctx, state| deliver(c, ctx, state))?;
         log::debug!("evloop: blocking results come back through channel {id}");
         Ok(Pool {
             shared: Arc::new(Shared {

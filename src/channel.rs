@@ -293,20 +293,7 @@ impl<T> Receiver<T> {
     }
 }
 
-/// What a channel source hands each message to: the user's closure, or a
-/// type of the crate's own (the blocking pool's results), which, unlike a
-/// closure made in generic code, needs no `S: 'static` to be stored.
-pub(crate) trait Deliver<T, S> {
-    fn deliver(&mut self, msg: T, ctx: &mut crate::Ctx<S>, state: &mut S);
-}
-
-impl<T, S, F: FnMut(T, &mut crate::Ctx<S>, &mut S)> Deliver<T, S> for F {
-    fn deliver(&mut self, msg: T, ctx: &mut crate::Ctx<S>, state: &mut S) {
-        self(msg, ctx, state);
-    }
-}
-
-/// A channel's receiving end and what handles its messages.
+/// A channel's receiving end and the closure that handles its messages.
 pub(crate) struct ChannelEntry<T, F> {
     pub(crate) rx: Receiver<T>,
     pub(crate) batch: VecDeque<T>,
@@ -316,7 +303,7 @@ pub(crate) struct ChannelEntry<T, F> {
 impl<S, T, F> crate::source::Entry<S> for ChannelEntry<T, F>
 where
     T: 'static,
-    F: Deliver<T, S>,
+    F: FnMut(T, &mut crate::Ctx<S>, &mut S),
 {
     fn attach(&mut self, how: crate::source::Attach<'_>, link: &crate::remote::Link) -> std::io::Result<()> {
         match how {
@@ -334,7 +321,7 @@ where
         let mut n = 0;
         while let Some(msg) = self.batch.pop_front() {
             n += 1;
-            self.handler.deliver(msg, ctx, state);
+            (self.handler)(msg, ctx, state);
             if !ctx.is_open(event.id) {
                 break;
             }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use mio::Interest;
 use slab::Slab;
 
-use crate::channel::{ChannelEntry, Deliver, Receiver};
+use crate::channel::{ChannelEntry, Receiver};
 use crate::clock::TurnTime;
 use crate::metrics::Metrics;
 use crate::remote::{Link, Posted, Remote};
@@ -256,15 +256,6 @@ impl<S> Ctx<S> {
     where
         T: 'static,
         F: FnMut(T, &mut Ctx<S>, &mut S) + 'static,
-    {
-        self.add_channel_with(rx, handler)
-    }
-
-    /// [`add_channel`](Self::add_channel) for any [`Deliver`].
-    pub(crate) fn add_channel_with<T, D>(&mut self, rx: Receiver<T>, handler: D) -> io::Result<SourceId>
-    where
-        T: 'static,
-        D: Deliver<T, S> + 'static,
     {
         let entry = ChannelEntry {
             rx,

@@ -170,7 +170,6 @@ impl Connector {
     /// Connect to `to`, driven by `handler`: see [`connect`].
     pub fn connect<S, H>(&self, ctx: &mut Ctx<S>, to: &Target, handler: H) -> io::Result<SourceId>
     where
-        S: 'static,
         H: Handler<S> + 'static,
     {
         let now = ctx.now();
@@ -305,7 +304,6 @@ impl Connector {
 /// ```
 pub fn connect<S, H>(ctx: &mut Ctx<S>, to: &Target, cfg: ConnectConfig, handler: H) -> io::Result<SourceId>
 where
-    S: 'static,
     H: Handler<S> + 'static,
 {
     Connector::new(cfg).connect(ctx, to, handler)

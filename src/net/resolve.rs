@@ -47,7 +47,6 @@ use crate::Ctx;
 /// ```
 pub fn resolve<S, F>(ctx: &mut Ctx<S>, name: &str, done: F)
 where
-    S: 'static,
     F: FnOnce(io::Result<Vec<SocketAddr>>, &mut Ctx<S>, &mut S) + 'static,
 {
     let (host, port) = match split_host_port(name) {

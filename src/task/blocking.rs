@@ -17,47 +17,31 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 
 use super::hub::Op;
-use super::{current_hub, not_in_task, wait_in};
+use super::{current_hub, not_in_task, Reply};
 use crate::net::split_host_port;
 use crate::Ctx;
 
 /// A job's work, its result type erased.
-pub(crate) type Work = crate::blocking::Work;
+pub(crate) type Work = Box<dyn FnOnce() -> Output + Send>;
 type Output = crate::blocking::Output;
 
 /// Where a job's result waits for the future that asked for it.
-#[derive(Default)]
-pub(crate) struct Slot {
-    result: Option<io::Result<Output>>,
-    waker: Option<Waker>,
-}
+pub(crate) type Slot = Reply<io::Result<Output>>;
 
 /// Start `work` on `ctx`'s pool, its result (or the pool's refusal) to land
 /// in `slot`.
 pub(crate) fn start<S>(work: Work, slot: Rc<RefCell<Slot>>, ctx: &mut Ctx<S>) {
-    if let Err(e) = ctx.spawn_blocking_plain(work, finisher(slot.clone())) {
+    let back = slot.clone();
+    if let Err(e) = ctx.spawn_blocking(work, move |result, _, _| finish(&back, result)) {
         finish(&slot, Err(e));
     }
 }
 
-/// The job's `done`. Made here, outside any function generic over the
-/// loop's state, so that the closure is `'static` whatever that state is.
-fn finisher(slot: Rc<RefCell<Slot>>) -> Box<dyn FnOnce(io::Result<Output>)> {
-    Box::new(move |result| finish(&slot, result))
-}
-
 fn finish(slot: &RefCell<Slot>, result: io::Result<Output>) {
-    let waker = {
-        let mut slot = slot.borrow_mut();
-        slot.result = Some(result);
-        slot.waker.take()
-    };
-    if let Some(w) = waker {
-        w.wake();
-    }
+    Reply::fill(slot, result);
 }
 
 /// Run `work` on the loop's worker pool and wait for what it returns,
@@ -125,19 +109,12 @@ impl<T: 'static> Future for Job<T> {
                 slot
             }
         };
-        let mut slot = slot.borrow_mut();
-        match slot.result.take() {
-            Some(Ok(out)) => Poll::Ready(
-                out.downcast::<T>()
-                    .map(|b| *b)
-                    .map_err(|_| io::Error::other("evloop: a blocking job's result of another type")),
-            ),
-            Some(Err(e)) => Poll::Ready(Err(e)),
-            None => {
-                wait_in(&mut slot.waker, cx);
-                Poll::Pending
-            }
-        }
+        Reply::poll_take(&slot, cx).map(|result| {
+            result?
+                .downcast::<T>()
+                .map(|b| *b)
+                .map_err(|_| io::Error::other("evloop: a blocking job's result of another type"))
+        })
     }
 }
 

@@ -75,6 +75,12 @@ pub(crate) enum Op {
         work: super::blocking::Work,
         slot: Rc<RefCell<super::blocking::Slot>>,
     },
+    /// Connect for a task; the connection goes to `slot`.
+    Connect {
+        to: crate::net::Target,
+        cfg: crate::net::ConnectConfig,
+        slot: Rc<RefCell<super::net::Dialing>>,
+    },
 }
 
 /// A sleep's timer, as the sleep and the timer callback share it.
@@ -404,6 +410,7 @@ impl Hub {
                 ctx.cancel_task(id);
             }
             Op::Blocking { work, slot } => super::blocking::start(work, slot, ctx),
+            Op::Connect { to, cfg, slot } => super::net::dial(ctx, &to, cfg, &slot),
         }
     }
 

@@ -31,7 +31,8 @@
 //!
 //! Leaf futures are built on the loop's own machinery, not on a second
 //! reactor: [`AsyncConn`] is a [`net`](crate::net) connection whose handler
-//! buffers what arrives and wakes the task; [`sleep`] and [`timeout`] are
+//! buffers what arrives and wakes the task (accepted, or dialled with
+//! [`connect`] or, from inside a task, [`AsyncConn::connect`]); [`sleep`] and [`timeout`] are
 //! timers on the wheel (so a [`ManualClock`](crate::ManualClock) drives
 //! them); [`AsyncReceiver`] is a channel source; [`spawn_blocking`] and
 //! [`resolve`] run on the loop's worker pool
@@ -154,6 +155,49 @@ pub(crate) fn wait_in(slot: &mut Option<Waker>, cx: &Context<'_>) {
     match slot {
         Some(w) if w.will_wake(cx.waker()) => {}
         _ => *slot = Some(cx.waker().clone()),
+    }
+}
+
+/// A value the loop hands to one waiting future (a blocking job's result,
+/// a connection a task asked for), shared by the two.
+pub(crate) struct Reply<T> {
+    value: Option<T>,
+    waker: Option<Waker>,
+}
+
+impl<T> Default for Reply<T> {
+    fn default() -> Self {
+        Reply {
+            value: None,
+            waker: None,
+        }
+    }
+}
+
+impl<T> Reply<T> {
+    /// Leave `value` and wake whoever waits (not while borrowed: the wake
+    /// may poll at once).
+    pub(crate) fn fill(cell: &RefCell<Reply<T>>, value: T) {
+        let waker = {
+            let mut reply = cell.borrow_mut();
+            reply.value = Some(value);
+            reply.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// The value once it is there; until then, wait for it.
+    pub(crate) fn poll_take(cell: &RefCell<Reply<T>>, cx: &Context<'_>) -> Poll<T> {
+        let mut reply = cell.borrow_mut();
+        match reply.value.take() {
+            Some(v) => Poll::Ready(v),
+            None => {
+                wait_in(&mut reply.waker, cx);
+                Poll::Pending
+            }
+        }
     }
 }
 

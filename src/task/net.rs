@@ -24,7 +24,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use super::hub::{Hub, Op};
-use super::{wait_in, wake, Waiter};
+use super::{wait_in, wake, Reply, Waiter};
 use crate::net::{self as n, Addr, CloseReason, Conn, ConnectConfig, Handler, ListenConfig, Target};
 use crate::{Ctx, SourceId};
 
@@ -192,7 +192,57 @@ impl std::fmt::Debug for AsyncConn {
     }
 }
 
+/// Where a connect noted by [`AsyncConn::connect`] leaves its connection.
+pub(crate) type Dialing = Reply<io::Result<AsyncConn>>;
+
+/// Make the connection a task asked for, now that there is a `Ctx`.
+pub(crate) fn dial<S>(ctx: &mut Ctx<S>, to: &Target, cfg: ConnectConfig, slot: &RefCell<Dialing>) {
+    Reply::fill(slot, connect(ctx, to, cfg));
+}
+
 impl AsyncConn {
+    /// Connect to `to` from inside a task (where there is no [`Ctx`] for
+    /// [`connect`]): an address, a Unix path, or a host name resolved on the
+    /// loop's worker pool, as [`net::connect`](crate::net::connect) does.
+    ///
+    /// The connection is made when the task's poll returns, and handed
+    /// back before it is established, as [`connect`] does: what is
+    /// written meanwhile waits for it, and a failed connect (refused,
+    /// unreachable, timed out, a name that did not resolve) shows as an
+    /// error on the first read or write. An error here only when no socket
+    /// could be made (out of fds), or outside a task.
+    ///
+    /// ```
+    /// use evloop::net::{ConnectConfig, ListenConfig};
+    /// use evloop::task::{self, AsyncConn};
+    ///
+    /// let mut el = evloop::EventLoop::<()>::new()?;
+    /// let server = task::listen(&mut el, &"127.0.0.1:0".parse()?, ListenConfig::default())?;
+    /// let to = server.local_addr().clone().into();
+    /// el.spawn(async move {
+    ///     let mut conn = server.accept().await.unwrap();
+    ///     conn.write_all(b"hello\n").await.unwrap();
+    /// })?;
+    /// let line = el.block_on(&mut (), async move {
+    ///     let mut conn = AsyncConn::connect(&to, ConnectConfig::default()).await?;
+    ///     let mut line = Vec::new();
+    ///     conn.read_line(&mut line).await?;
+    ///     Ok::<_, std::io::Error>(line)
+    /// })??;
+    /// assert_eq!(line, b"hello\n");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub async fn connect(to: &Target, cfg: ConnectConfig) -> io::Result<AsyncConn> {
+        let (hub, _) = super::current_hub().ok_or_else(super::not_in_task)?;
+        let slot = Rc::new(RefCell::new(Dialing::default()));
+        hub.push(Op::Connect {
+            to: to.clone(),
+            cfg,
+            slot: slot.clone(),
+        });
+        std::future::poll_fn(|cx| Reply::poll_take(&slot, cx)).await
+    }
+
     /// The connection's source id (for [`net::write`](crate::net::write)
     /// and friends from handlers).
     pub fn id(&self) -> SourceId {
@@ -404,7 +454,7 @@ fn handler(hub: &Rc<Hub>, connecting: bool) -> (TaskConn, Rc<RefCell<Io>>) {
 /// Connect to `to` for a task: the connection is returned at once, and
 /// what is written before it is established waits for it. A failed connect
 /// shows as an error on the first read or write.
-pub fn connect<S: 'static>(ctx: &mut Ctx<S>, to: &Target, cfg: ConnectConfig) -> io::Result<AsyncConn> {
+pub fn connect<S>(ctx: &mut Ctx<S>, to: &Target, cfg: ConnectConfig) -> io::Result<AsyncConn> {
     let hub = Hub::of(ctx)?;
     let (handler, io) = handler(&hub, true);
     let peer = match to {

@@ -1,0 +1,167 @@
+//! Connecting out from inside a task (`AsyncConn::connect`, no `Ctx` at
+//! hand): by address and by host name, a refused connect seen as an error
+//! on first use, and the case it exists for, a task that accepts a client
+//! and dials an upstream for it (a proxy written as a straight line).
+
+use std::io;
+use std::task::Poll;
+use std::time::Duration;
+
+use evloop::net::{Addr, ConnectConfig, ListenConfig, Target};
+use evloop::task::{self, AsyncConn, AsyncListener};
+use evloop::{Ctx, EventLoop};
+
+/// Bound every wait: a test that would hang fails instead.
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// An echo server made of tasks on `ctx`'s loop (eventlet's, line by line).
+fn echo_server<S>(ctx: &mut Ctx<S>) -> Addr
+where
+    S: 'static,
+{
+    let server = task::listen(ctx, &"127.0.0.1:0".parse().unwrap(), ListenConfig::default()).unwrap();
+    let addr = server.local_addr().clone();
+    ctx.spawn(async move {
+        while let Ok(mut conn) = server.accept().await {
+            task::spawn(async move {
+                let mut line = Vec::new();
+                while conn.read_line(&mut line).await.unwrap_or(0) > 0 {
+                    if conn.write_all(&line).await.is_err() {
+                        break;
+                    }
+                    line.clear();
+                }
+            })
+            .unwrap();
+        }
+    })
+    .unwrap();
+    addr
+}
+
+/// Send `lines` on a connection made from inside the task, and read them back.
+async fn round_trip(to: Target, lines: &[&str]) -> io::Result<Vec<u8>> {
+    let mut conn = AsyncConn::connect(&to, ConnectConfig::default()).await?;
+    let mut got = Vec::new();
+    for line in lines {
+        conn.write_all(line.as_bytes()).await?;
+        conn.read_line(&mut got).await?;
+    }
+    Ok(got)
+}
+
+#[test]
+fn a_task_connects_by_address_and_by_name() {
+    let mut el = EventLoop::<()>::new().unwrap();
+    let Addr::Tcp(addr) = echo_server(&mut el) else {
+        unreachable!()
+    };
+    let by_name: Target = format!("localhost:{}", addr.port()).parse().unwrap();
+    let (a, b) = el
+        .block_on(
+            &mut (),
+            task::timeout(LIMIT, async {
+                (
+                    round_trip(addr.into(), &["one\n", "two\n"]).await,
+                    // "localhost" may resolve to ::1 first: the connect tries
+                    // each address in turn, as net::connect does.
+                    round_trip(by_name, &["three\n"]).await,
+                )
+            }),
+        )
+        .unwrap()
+        .expect("within the limit");
+    assert_eq!(a.unwrap(), b"one\ntwo\n");
+    assert_eq!(b.unwrap(), b"three\n");
+}
+
+#[test]
+fn a_refused_connect_is_an_error_on_first_use() {
+    // A port nobody listens on: bound, then closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut el = EventLoop::<()>::new().unwrap();
+    let to: Target = format!("127.0.0.1:{port}").parse().unwrap();
+    let err = el
+        .block_on(&mut (), task::timeout(LIMIT, round_trip(to, &["x\n"])))
+        .unwrap()
+        .expect("within the limit")
+        .unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
+}
+
+#[test]
+fn outside_a_task_it_is_an_error_not_a_hang() {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let to: Target = "127.0.0.1:1".parse().unwrap();
+    let dial = AsyncConn::connect(&to, ConnectConfig::default());
+    let mut dial = std::pin::pin!(dial);
+    match std::future::Future::poll(dial.as_mut(), &mut cx) {
+        Poll::Ready(Err(e)) => assert!(e.to_string().contains("outside a task"), "{e}"),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+/// A proxy as a straight line: each accepted client gets a task that dials
+/// the upstream and copies lines both ways, in turn.
+fn line_proxy<S: 'static>(ctx: &mut Ctx<S>, upstream: Addr) -> Addr {
+    let front: AsyncListener =
+        task::listen(ctx, &"127.0.0.1:0".parse().unwrap(), ListenConfig::default()).unwrap();
+    let addr = front.local_addr().clone();
+    ctx.spawn(async move {
+        while let Ok(mut client) = front.accept().await {
+            let upstream = Target::from(upstream.clone());
+            task::spawn(async move {
+                let Ok(mut up) = AsyncConn::connect(&upstream, ConnectConfig::default()).await else {
+                    return;
+                };
+                let mut line = Vec::new();
+                loop {
+                    line.clear();
+                    if client.read_line(&mut line).await.unwrap_or(0) == 0
+                        || up.write_all(&line).await.is_err()
+                    {
+                        break;
+                    }
+                    line.clear();
+                    if up.read_line(&mut line).await.unwrap_or(0) == 0
+                        || client.write_all(&line).await.is_err()
+                    {
+                        break;
+                    }
+                }
+            })
+            .unwrap();
+        }
+    })
+    .unwrap();
+    addr
+}
+
+#[test]
+fn a_proxy_task_dials_upstream_for_each_client() {
+    let mut el = EventLoop::<()>::new().unwrap();
+    let upstream = echo_server(&mut el);
+    let front = line_proxy(&mut el, upstream);
+    let replies = el
+        .block_on(
+            &mut (),
+            task::timeout(LIMIT, async move {
+                let mut replies = Vec::new();
+                for i in 0..20 {
+                    let lines = [format!("client {i} a\n"), format!("client {i} b\n")];
+                    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+                    replies.push(round_trip(front.clone().into(), &lines).await.unwrap());
+                }
+                replies
+            }),
+        )
+        .unwrap()
+        .expect("within the limit");
+    for (i, got) in replies.iter().enumerate() {
+        assert_eq!(got, format!("client {i} a\nclient {i} b\n").as_bytes());
+    }
+}
