@@ -73,7 +73,8 @@ impl ProtocolError {
             ProtocolError::BadArrayLength => m.extend_from_slice(b"invalid multibulk length"),
             ProtocolError::BadBulkLength => m.extend_from_slice(b"invalid bulk length"),
             ProtocolError::ExpectedBulk(b) => {
-                m.extend_from_slice(&[b"expected '$', got '", &[*b][..], b"'"].concat())
+                m.extend_from_slice(b"expected '$', got '");
+                m.extend_from_slice(&[*b, b'\'']);
             }
             ProtocolError::InlineTooLong => m.extend_from_slice(b"too big inline request"),
             ProtocolError::UnbalancedQuotes => m.extend_from_slice(b"unbalanced quotes in request"),
