@@ -117,6 +117,13 @@ RAW_CASES = [
     ("unknown command, long arguments", b"*3\r\n$3\r\nFOO\r\n$100\r\n" + b"a" * 100 + b"\r\n$100\r\n" + b"b" * 100 + b"\r\n"),
     ("unknown command with CRLF and NUL", b"*2\r\n$5\r\nA\r\nBC\r\n$3\r\nx\x00y\r\n*1\r\n$3\r\nA\x00B\r\n"),
     ("wrong arity in mixed case", b"*1\r\n$6\r\nExPiRe\r\n*1\r\n$10\r\nexpireTIME\r\n"),
+    ("tabs and quoted command names", b"SET\tk\tv\r\n\"GET\" 'k'\r\n"),
+    ("empty command names", b"''\r\n\"\" a\r\n*1\r\n$0\r\n\r\n"),
+    ("unknown UTF-8 and 200-byte names", "ÜBER ärger\r\n".encode() + b"Z" * 200 + b" a\r\n"),
+    ("EXPIRE option combinations",
+     b"EXPIRE k 10 nx nx\r\nEXPIRE k 10 xx gt lt\r\nEXPIRE k 10 lt gt\r\nEXPIRE k 10 gt gt\r\n"),
+    ("SET options in lower case", b"set k v ex 10 exat 5\r\nset k v keepttl get\r\nset k v get nx\r\n"),
+    ("SET EXAT in the past, then reads", b"SET z 1 EXAT 5\r\nEXISTS z\r\nSET z 1 PXAT 1 GET\r\nGET z\r\n"),
     ("QUIT stops the pipeline", b"QUIT\r\nPING\r\n"),
     ("a command left incomplete", b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n*1\r\n$3\r\nGET"),
 ]
