@@ -1,20 +1,25 @@
 //! An in-memory key-value server that speaks RESP2, so `redis-cli` and
 //! `redis-benchmark` work against it unmodified.
 //!
-//! Commands: PING, ECHO, SET (EX/PX, NX/XX, KEEPTTL, GET), GET, DEL, EXISTS,
-//! INCR/DECR/INCRBY/DECRBY, MGET, MSET, EXPIRE/PEXPIRE, TTL/PTTL, PERSIST,
-//! DBSIZE, FLUSHALL/FLUSHDB, SELECT 0, QUIT, and the housekeeping that the
-//! Redis tools send on connect (CONFIG GET, COMMAND, CLIENT, HELLO, INFO).
+//! Commands: PING, ECHO, SET (EX/PX/EXAT/PXAT, NX/XX, KEEPTTL, GET), GET,
+//! DEL, EXISTS, INCR/DECR/INCRBY/DECRBY, MGET, MSET, EXPIRE/PEXPIRE/
+//! EXPIREAT/PEXPIREAT (NX/XX/GT/LT), TTL/PTTL, EXPIRETIME/PEXPIRETIME,
+//! PERSIST, DBSIZE, FLUSHALL/FLUSHDB, SELECT 0, QUIT, and the housekeeping
+//! that the Redis tools send on connect (CONFIG GET, COMMAND, CLIENT, HELLO,
+//! INFO). Answers, errors included, are redis-server 7's, byte for byte
+//! (`.ci/kv_differential.py` checks them against one).
 //!
 //! What to notice:
 //! - **The application state is the database.** `Store` is the loop's `S`:
 //!   every handler and timer callback gets `&mut Store`, no `Rc<RefCell<..>>`.
-//! - **Expiry runs on the loop's timers.** A key with a TTL owns a one-shot
-//!   timer (its `TimerId` is stored with the value): overwriting the key
-//!   cancels it, EXPIRE moves it with `reset_timer`, TTL reads
-//!   `timer_remaining`, and when it fires the callback removes the key. A
-//!   read also treats an overdue key as gone, since the timer for it only
-//!   fires in the next turn's timer phase.
+//! - **Expiry runs on the loop's timers.** A key's deadline is kept as Redis
+//!   keeps it, in Unix milliseconds (so EXPIRETIME gives back what EXPIREAT
+//!   was given, and TTL reads the same clock), and the key owns a one-shot
+//!   timer for that moment: overwriting the key cancels it, EXPIRE moves it
+//!   with `reset_timer`, and when it fires the callback removes the key. A
+//!   read also treats an overdue key as gone, since its timer only fires in
+//!   a later turn's timer phase. The store reads the time through a clock
+//!   that tests set by hand (`Store::with_manual_clock`).
 //! - **Pipelining for free.** `on_data` runs every complete command in the
 //!   buffer and sends the replies together; a half-arrived command is left
 //!   unconsumed and offered again with more bytes, and the parser goes on
@@ -31,7 +36,7 @@
 //!   own `resume_reading`: the rest of the pipeline is offered again once
 //!   the other ready clients have had their turn.
 //! - **Bad input closes, it does not crash or hang.** A protocol error gets
-//!   `-ERR Protocol error: ...` and the connection is closed.
+//!   Redis's `-ERR Protocol error: ...` and the connection is closed.
 //!
 //! Usage: `cargo run --release --example kv [ADDR]` (default 127.0.0.1:6000),
 //! then `redis-cli -p 6000 set k v` or `redis-benchmark -p 6000 -t set,get -q`.
@@ -43,22 +48,27 @@ mod fair;
 #[allow(dead_code)] // what the parser offers tests (its work counter, `parse`)
 mod resp;
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use evloop::net::{self, Addr, Conn, ConnConfig, Handler, ListenConfig, Listening};
 use evloop::{Ctx, EventLoop, TimerId};
 use resp::{reply, Args, Parser};
 
-/// The longest TTL kept (100 years); longer ones are clamped to it.
-const MAX_TTL_MS: i64 = 100 * 365 * 24 * 3600 * 1000;
+/// The furthest ahead an expiry timer is armed (100 years): a later
+/// deadline is kept exactly, but its timer fires at this horizon and is
+/// armed again (nobody waits a century).
+const MAX_TIMER_MS: i64 = 100 * 365 * 24 * 3600 * 1000;
 
 /// The database: the loop's application state.
 #[derive(Default)]
 pub struct Store {
     map: HashMap<Vec<u8>, Entry>,
+    /// Unix milliseconds set by a test; None reads the system's clock.
+    manual_clock: Option<Rc<Cell<i64>>>,
 }
 
 /// A stored value. Shared, so that a reply can send it as the peer reads
@@ -68,8 +78,17 @@ type Value = Rc<[u8]>;
 
 struct Entry {
     value: Value,
-    /// The timer that deletes this key, if it has a TTL.
-    expiry: Option<TimerId>,
+    /// When the key expires, if it has a TTL.
+    expiry: Option<Expiry>,
+}
+
+/// A key's deadline and the timer that deletes the key then.
+#[derive(Clone, Copy)]
+struct Expiry {
+    /// Unix milliseconds. The key is gone once the clock is past it (at
+    /// this very millisecond it still reads, as in Redis).
+    at_ms: i64,
+    timer: TimerId,
 }
 
 /// Listen on `addr` and serve the store.
@@ -243,7 +262,7 @@ impl Handler<Store> for Client {
                 Ok(None) => break,
                 Err(e) => {
                     log::debug!("connection {}: protocol error: {e}", conn.id());
-                    reply::error(&mut self.reply.out, &format!("ERR Protocol error: {e}"));
+                    reply::error_bytes(&mut self.reply.out, &e.message());
                     next = Next::Close;
                 }
             }
@@ -293,10 +312,11 @@ fn execute(args: &Args, reply: &mut Reply, ctx: &mut Ctx<Store>, store: &mut Sto
     let arity_ok = match name {
         b"ping" => n <= 2,
         b"dbsize" => n == 1,
-        b"echo" | b"get" | b"incr" | b"decr" | b"ttl" | b"pttl" | b"persist" | b"select" => n == 2,
-        b"set" => n >= 3,
+        b"echo" | b"get" | b"incr" | b"decr" | b"persist" | b"select" => n == 2,
+        b"ttl" | b"pttl" | b"expiretime" | b"pexpiretime" => n == 2,
+        b"set" | b"expire" | b"pexpire" | b"expireat" | b"pexpireat" => n >= 3,
         b"del" | b"exists" | b"mget" => n >= 2,
-        b"incrby" | b"decrby" | b"expire" | b"pexpire" => n == 3,
+        b"incrby" | b"decrby" => n == 3,
         b"mset" => n >= 3 && n % 2 == 1,
         b"config" | b"client" => n >= 2,
         _ => true,
@@ -349,39 +369,15 @@ fn execute(args: &Args, reply: &mut Reply, ctx: &mut Ctx<Store>, store: &mut Sto
             Some(by) => incr_by(&args[1], -by, out, ctx, store),
             None => reply::error(out, NOT_AN_INTEGER),
         },
-        b"expire" | b"pexpire" => {
-            let unit = if name == b"expire" { 1000 } else { 1 };
-            match resp::parse_int(&args[2]).map(|t| expire_ms(t, unit)) {
-                None => reply::error(out, NOT_AN_INTEGER),
-                Some(None) => reply::error(out, &bad_expire(name)),
-                Some(Some(ms)) => reply::int(out, i64::from(store.expire(ctx, &args[1], ms))),
-            }
-        }
-        b"ttl" | b"pttl" => {
-            let ttl = match store.get(ctx, &args[1]) {
-                None => -2,
-                Some(Entry { expiry: None, .. }) => -1,
-                Some(Entry { expiry: Some(t), .. }) => {
-                    let left = ctx.timer_remaining(*t).unwrap_or_default().as_millis() as i64;
-                    // TTL rounds to the nearest second, as Redis does.
-                    if name == b"ttl" {
-                        (left + 500) / 1000
-                    } else {
-                        left
-                    }
-                }
-            };
-            reply::int(out, ttl);
-        }
-        b"persist" => {
-            let timer = store.get(ctx, &args[1]).and_then(|e| e.expiry.take());
-            reply::int(out, i64::from(timer.is_some_and(|t| ctx.cancel_timer(t))));
-        }
+        b"expire" | b"pexpire" | b"expireat" | b"pexpireat" => expire(args, name, out, ctx, store),
+        b"ttl" | b"pttl" | b"expiretime" | b"pexpiretime" => ttl(&args[1], name, out, ctx, store),
+        b"persist" => reply::int(out, i64::from(store.persist(ctx, &args[1]))),
+        // Like Redis, this counts overdue keys not yet deleted.
         b"dbsize" => reply::int(out, store.map.len() as i64),
         b"flushall" | b"flushdb" => {
             for (_, e) in store.map.drain() {
-                if let Some(t) = e.expiry {
-                    ctx.cancel_timer(t);
+                if let Some(x) = e.expiry {
+                    ctx.cancel_timer(x.timer);
                 }
             }
             reply::simple(out, "OK");
@@ -428,80 +424,209 @@ fn bad_expire(command: &[u8]) -> String {
     )
 }
 
+/// What C's `%.Ns` prints of `s`: at most `n` bytes, and nothing from a
+/// NUL on. Redis formats its messages so; a byte-exact answer must too.
+fn c_str(s: &[u8], n: usize) -> &[u8] {
+    let s = &s[..s.len().min(n)];
+    s.iter().position(|&b| b == 0).map_or(s, |nul| &s[..nul])
+}
+
 /// Redis's answer to an unknown command: the name and the first arguments,
 /// each cut to 128 bytes (a huge name must not make a huge error line).
 fn unknown(args: &Args, out: &mut Vec<u8>) {
-    let cut = |a: &[u8], n: usize| String::from_utf8_lossy(&a[..a.len().min(n)]).into_owned();
-    let mut listed = String::new();
+    let mut msg = [
+        b"ERR unknown command '",
+        c_str(&args[0], 128),
+        b"', with args beginning with: ",
+    ]
+    .concat();
+    let listed = msg.len();
     for a in args.iter().skip(1) {
-        if listed.len() >= 128 {
+        let room = 128usize.saturating_sub(msg.len() - listed);
+        if room == 0 {
             break;
         }
-        listed.push_str(&format!("'{}' ", cut(a, 128 - listed.len())));
+        msg.extend_from_slice(&[b"'", c_str(a, room), b"' "].concat());
     }
-    let msg = format!(
-        "ERR unknown command '{}', with args beginning with: {listed}",
-        cut(&args[0], 128)
-    );
-    reply::error(out, &msg);
+    reply::error_bytes(out, &msg);
 }
 
-/// Milliseconds since the Unix epoch: Redis keeps expiry as absolute times
-/// and refuses a TTL whose deadline would overflow, so we check against the
-/// same clock.
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+/// Which keys EXPIRE and friends may change: their NX/XX/GT/LT options.
+#[derive(Default)]
+struct ExpireIf {
+    /// Only a key with no TTL.
+    nx: bool,
+    /// Only a key with a TTL.
+    xx: bool,
+    /// Only a later deadline than the key's (none counts as infinite).
+    gt: bool,
+    /// Only an earlier deadline than the key's (none counts as infinite).
+    lt: bool,
 }
 
-/// An EXPIRE/PEXPIRE argument `t` in `unit` ms as a TTL in ms, or None
-/// where Redis answers "invalid expire time": the product or the deadline
-/// (now plus it) out of i64's range. Negative TTLs are fine (they delete).
-fn expire_ms(t: i64, unit: i64) -> Option<i64> {
-    let ms = t.checked_mul(unit)?;
-    ms.checked_add(unix_ms())?;
-    Some(ms)
+impl ExpireIf {
+    /// The options, or Redis's error message for them: an unknown option is
+    /// reported first, then the combinations that contradict each other.
+    fn parse(opts: &[&[u8]]) -> Result<ExpireIf, Vec<u8>> {
+        let mut when = ExpireIf::default();
+        for opt in opts {
+            let flag = match opt.to_ascii_lowercase().as_slice() {
+                b"nx" => &mut when.nx,
+                b"xx" => &mut when.xx,
+                b"gt" => &mut when.gt,
+                b"lt" => &mut when.lt,
+                _ => return Err([b"ERR Unsupported option ", c_str(opt, usize::MAX)].concat()),
+            };
+            *flag = true;
+        }
+        if when.nx && (when.xx || when.gt || when.lt) {
+            return Err(b"ERR NX and XX, GT or LT options at the same time are not compatible".to_vec());
+        }
+        if when.gt && when.lt {
+            return Err(b"ERR GT and LT options at the same time are not compatible".to_vec());
+        }
+        Ok(when)
+    }
+
+    /// May a key whose deadline is `current` (None: no TTL) get `at`?
+    fn allows(&self, current: Option<i64>, at: i64) -> bool {
+        !(self.nx && current.is_some()
+            || self.xx && current.is_none()
+            || self.gt && current.map_or(true, |c| at <= c)
+            || self.lt && current.is_some_and(|c| at >= c))
+    }
 }
 
-/// SET key value [NX|XX] [EX s|PX ms|KEEPTTL] [GET], options checked as
-/// Redis 7 does: NX and XX exclude each other, EX, PX and KEEPTTL too, but
-/// one option may repeat (the last EX wins); the expire time is read only
-/// once every option has passed.
+/// EXPIRE/PEXPIRE key ttl and EXPIREAT/PEXPIREAT key unix-time, each with
+/// [NX|XX|GT|LT]: checked in Redis's order (options, the number, its range,
+/// the key, the condition). A deadline that has passed deletes the key, and
+/// that counts as done (1).
+fn expire(args: &Args, name: &[u8], out: &mut Vec<u8>, ctx: &mut Ctx<Store>, store: &mut Store) {
+    let opts: Vec<&[u8]> = args.iter().skip(3).collect();
+    let when = match ExpireIf::parse(&opts) {
+        Ok(when) => when,
+        Err(msg) => return reply::error_bytes(out, &msg),
+    };
+    let Some(t) = resp::parse_int(&args[2]) else {
+        return reply::error(out, NOT_AN_INTEGER);
+    };
+    let unit = if name.starts_with(b"p") { 1 } else { 1000 };
+    let base = if name.ends_with(b"at") { 0 } else { store.now_ms() };
+    // Out of i64's range in milliseconds, or once added to now: refused.
+    let Some(at) = t.checked_mul(unit).and_then(|ms| ms.checked_add(base)) else {
+        return reply::error(out, &bad_expire(name));
+    };
+    let key = &args[1];
+    let Some(e) = store.get(ctx, key) else {
+        return reply::int(out, 0);
+    };
+    if !when.allows(e.expiry.map(|x| x.at_ms), at) {
+        return reply::int(out, 0);
+    }
+    if at <= store.now_ms() {
+        store.remove(ctx, key);
+    } else {
+        store.expire_at(ctx, key, at);
+    }
+    reply::int(out, 1);
+}
+
+/// TTL/PTTL (time left) and EXPIRETIME/PEXPIRETIME (the deadline): -2 for
+/// no key, -1 for no TTL; seconds are rounded to the nearest, as in Redis.
+fn ttl(key: &[u8], name: &[u8], out: &mut Vec<u8>, ctx: &mut Ctx<Store>, store: &mut Store) {
+    let at = match store.get(ctx, key) {
+        None => return reply::int(out, -2),
+        Some(Entry { expiry: None, .. }) => return reply::int(out, -1),
+        Some(Entry { expiry: Some(x), .. }) => x.at_ms,
+    };
+    let ms = match name {
+        b"ttl" | b"pttl" => (at - store.now_ms()).max(0),
+        _ => at,
+    };
+    if name.starts_with(b"p") {
+        reply::int(out, ms);
+    } else {
+        // In i128: a deadline near i64::MAX rounds up past it.
+        reply::int(out, ((i128::from(ms) + 500) / 1000) as i64);
+    }
+}
+
+/// SET's expire options: a TTL (EX seconds, PX ms) or a Unix time (EXAT
+/// seconds, PXAT ms).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SetExpiry {
+    Ex,
+    Px,
+    ExAt,
+    PxAt,
+}
+
+impl SetExpiry {
+    fn parse(opt: &[u8]) -> Option<SetExpiry> {
+        match opt {
+            b"EX" => Some(SetExpiry::Ex),
+            b"PX" => Some(SetExpiry::Px),
+            b"EXAT" => Some(SetExpiry::ExAt),
+            b"PXAT" => Some(SetExpiry::PxAt),
+            _ => None,
+        }
+    }
+
+    /// The deadline in Unix ms for the option's argument `t`, or None where
+    /// Redis answers "invalid expire time": `t` not positive, or the
+    /// deadline out of i64's range. A Unix time in the past is fine.
+    fn deadline(self, t: i64, now_ms: i64) -> Option<i64> {
+        let (unit, base) = match self {
+            SetExpiry::Ex => (1000, now_ms),
+            SetExpiry::Px => (1, now_ms),
+            SetExpiry::ExAt => (1000, 0),
+            SetExpiry::PxAt => (1, 0),
+        };
+        if t <= 0 {
+            return None;
+        }
+        t.checked_mul(unit)?.checked_add(base)
+    }
+}
+
+/// SET key value [NX|XX] [EX s|PX ms|EXAT s|PXAT ms|KEEPTTL] [GET], options
+/// checked as Redis 7 does: NX and XX exclude each other, the four expire
+/// options and KEEPTTL too, but one option may repeat (the last EX wins);
+/// the expire time is read only once every option has passed. A deadline
+/// already past is set all the same: the key then reads as gone, and its
+/// timer deletes it (Redis keeps it until a read or its expiry cycle).
 fn set(args: &Args, reply: &mut Reply, ctx: &mut Ctx<Store>, store: &mut Store) {
     let (key, value) = (&args[1], &args[2]);
     let (mut nx, mut xx, mut keep_ttl, mut get) = (false, false, false, false);
-    // The TTL's argument and its unit in ms.
-    let mut ttl: Option<(&[u8], i64)> = None;
+    // The expire option and its argument.
+    let mut expiry: Option<(SetExpiry, &[u8])> = None;
     let mut i = 3;
     while i < args.len() {
         let opt = args[i].to_ascii_uppercase();
         let arg = args.get(i + 1);
-        let unit = ttl.map(|(_, unit)| unit);
         match (opt.as_slice(), arg) {
             (b"NX", _) if !xx => nx = true,
             (b"XX", _) if !nx => xx = true,
             (b"GET", _) => get = true,
-            (b"KEEPTTL", _) if ttl.is_none() => keep_ttl = true,
-            (b"EX", Some(arg)) if !keep_ttl && unit != Some(1) => {
-                ttl = Some((arg, 1000));
-                i += 1;
-            }
-            (b"PX", Some(arg)) if !keep_ttl && unit != Some(1000) => {
-                ttl = Some((arg, 1));
-                i += 1;
-            }
+            (b"KEEPTTL", _) if expiry.is_none() => keep_ttl = true,
+            (opt, Some(arg)) => match SetExpiry::parse(opt) {
+                Some(kind) if !keep_ttl && expiry.map_or(true, |(k, _)| k == kind) => {
+                    expiry = Some((kind, arg));
+                    i += 1;
+                }
+                _ => return reply::error(&mut reply.out, "ERR syntax error"),
+            },
             _ => return reply::error(&mut reply.out, "ERR syntax error"),
         }
         i += 1;
     }
-    let ttl_ms = match ttl {
+    let deadline = match expiry {
         None => None,
-        Some((arg, unit)) => match resp::parse_int(arg) {
+        Some((kind, arg)) => match resp::parse_int(arg) {
             None => return reply::error(&mut reply.out, NOT_AN_INTEGER),
-            Some(t) => match expire_ms(t, unit) {
-                Some(ms) if t > 0 => Some(ms),
-                _ => return reply::error(&mut reply.out, &bad_expire(b"set")),
+            Some(t) => match kind.deadline(t, store.now_ms()) {
+                Some(at) => Some(at),
+                None => return reply::error(&mut reply.out, &bad_expire(b"set")),
             },
         },
     };
@@ -517,8 +642,8 @@ fn set(args: &Args, reply: &mut Reply, ctx: &mut Ctx<Store>, store: &mut Store) 
         return;
     }
     store.put(ctx, key, value, keep_ttl);
-    if let Some(ms) = ttl_ms {
-        store.expire(ctx, key, ms);
+    if let Some(at) = deadline {
+        store.expire_at(ctx, key, at);
     }
     if !get {
         reply::simple(&mut reply.out, "OK");
@@ -586,11 +711,33 @@ fn hello(args: &Args, out: &mut Vec<u8>) {
 }
 
 impl Store {
-    /// The live entry for `key`. An entry whose timer is due but has not
-    /// fired yet (it fires in the next turn's timer phase) is removed here.
+    /// A store that reads the time from `clock`, in Unix milliseconds,
+    /// rather than from the system: a test moves time by setting it, and
+    /// keys expire by it without anyone sleeping.
+    #[cfg(test)]
+    pub fn with_manual_clock(clock: Rc<Cell<i64>>) -> Store {
+        Store {
+            manual_clock: Some(clock),
+            ..Store::default()
+        }
+    }
+
+    /// The time in Unix milliseconds, the clock deadlines are kept in.
+    fn now_ms(&self) -> i64 {
+        match &self.manual_clock {
+            Some(clock) => clock.get(),
+            None => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+        }
+    }
+
+    /// The live entry for `key`. An entry whose deadline has passed but
+    /// whose timer has not fired yet (timers fire in a later turn's timer
+    /// phase) is removed here.
     fn get(&mut self, ctx: &mut Ctx<Store>, key: &[u8]) -> Option<&mut Entry> {
         let due = match self.map.get(key)?.expiry {
-            Some(t) => ctx.timer_remaining(t).map_or(true, |left| left.is_zero()),
+            Some(x) => x.at_ms < self.now_ms(),
             None => false,
         };
         if due {
@@ -611,8 +758,8 @@ impl Store {
                     _ => e.value = Value::from(value),
                 }
                 if !keep_ttl {
-                    if let Some(t) = e.expiry.take() {
-                        ctx.cancel_timer(t);
+                    if let Some(x) = e.expiry.take() {
+                        ctx.cancel_timer(x.timer);
                     }
                 }
             }
@@ -626,45 +773,75 @@ impl Store {
         }
     }
 
-    /// Delete `key` and its timer; true if it existed.
+    /// Delete `key` and its timer; true if it was live (an overdue key is
+    /// deleted too, but was already gone for readers: DEL counts it not).
     fn remove(&mut self, ctx: &mut Ctx<Store>, key: &[u8]) -> bool {
-        match self.map.remove(key) {
-            Some(e) => {
-                if let Some(t) = e.expiry {
-                    ctx.cancel_timer(t);
-                }
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Give `key` a TTL of `ms` (deleting it now if that is not positive);
-    /// false if there is no such key.
-    fn expire(&mut self, ctx: &mut Ctx<Store>, key: &[u8], ms: i64) -> bool {
-        if ms <= 0 {
-            return self.remove(ctx, key);
-        }
-        // Clamped so the deadline stays representable; nobody waits a century.
-        let deadline = ctx.now() + Duration::from_millis(ms.min(MAX_TTL_MS) as u64);
-        let Some(e) = self.get(ctx, key) else {
+        let Some(e) = self.map.remove(key) else {
             return false;
         };
         match e.expiry {
-            // Same key, same callback: just move its timer.
-            Some(t) if ctx.reset_timer(t, deadline) => {}
-            _ => e.expiry = Some(arm(ctx, key.to_vec(), deadline)),
+            Some(x) => {
+                ctx.cancel_timer(x.timer);
+                x.at_ms >= self.now_ms()
+            }
+            None => true,
         }
+    }
+
+    /// Give `key`, which exists, the deadline `at_ms` (even one already
+    /// past), arming its timer or moving the one it has.
+    fn expire_at(&mut self, ctx: &mut Ctx<Store>, key: &[u8], at_ms: i64) {
+        let deadline = timer_deadline(ctx, at_ms, self.now_ms());
+        let Some(e) = self.map.get_mut(key) else {
+            return;
+        };
+        let timer = match e.expiry {
+            // Same key, same callback: just move its timer.
+            Some(x) if ctx.reset_timer(x.timer, deadline) => x.timer,
+            _ => arm(ctx, key.to_vec(), deadline),
+        };
+        e.expiry = Some(Expiry { at_ms, timer });
+    }
+
+    /// Drop `key`'s TTL; true if it had one.
+    fn persist(&mut self, ctx: &mut Ctx<Store>, key: &[u8]) -> bool {
+        let Some(x) = self.get(ctx, key).and_then(|e| e.expiry.take()) else {
+            return false;
+        };
+        ctx.cancel_timer(x.timer);
         true
     }
 }
 
-/// The timer that deletes `key` at `deadline`. It checks that the key still
-/// owns this timer, in case the key was deleted and set again meanwhile.
+/// When the loop should delete a key whose deadline is `at_ms` while the
+/// clock reads `now_ms`: the first millisecond past the deadline, when the
+/// key is gone for readers too, but no more than MAX_TIMER_MS ahead.
+fn timer_deadline(ctx: &Ctx<Store>, at_ms: i64, now_ms: i64) -> Instant {
+    let wait = at_ms
+        .saturating_sub(now_ms)
+        .saturating_add(1)
+        .clamp(0, MAX_TIMER_MS);
+    ctx.now() + Duration::from_millis(wait as u64)
+}
+
+/// The timer that deletes `key` once its deadline has passed. It checks
+/// that the key still owns this timer (the key may have been deleted and
+/// set again meanwhile), and arms a new one if the clock says the deadline
+/// is still ahead (a timer armed at the horizon, or a clock set back).
 fn arm(ctx: &mut Ctx<Store>, key: Vec<u8>, deadline: Instant) -> TimerId {
-    ctx.timer_at(deadline, move |fired, _, store: &mut Store| {
-        if store.map.get(&key).is_some_and(|e| e.expiry == Some(fired.id)) {
+    ctx.timer_at(deadline, move |fired, ctx, store: &mut Store| {
+        let now = store.now_ms();
+        let Some(e) = store.map.get_mut(&key) else {
+            return;
+        };
+        let Some(x) = e.expiry.filter(|x| x.timer == fired.id) else {
+            return;
+        };
+        if x.at_ms < now {
             store.map.remove(&key);
+        } else {
+            let timer = arm(ctx, key.clone(), timer_deadline(ctx, x.at_ms, now));
+            e.expiry = Some(Expiry { timer, ..x });
         }
     })
 }
@@ -682,4 +859,280 @@ fn main() -> io::Result<()> {
     el.run(&mut Store::default())?;
     log::info!("kv server stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! Commands run straight through `execute` against a store whose clock
+    //! is set by hand, so expiry is tested without sleeping. Every reply
+    //! here is redis-server 7's.
+
+    use super::*;
+
+    /// 2023-11-14 22:13:20 UTC in Unix milliseconds: where the clock starts.
+    const T0: i64 = 1_700_000_000_000;
+
+    struct Db {
+        el: EventLoop<Store>,
+        store: Store,
+        clock: Rc<Cell<i64>>,
+    }
+
+    impl Db {
+        fn new() -> Db {
+            let clock = Rc::new(Cell::new(T0));
+            Db {
+                el: EventLoop::new().unwrap(),
+                store: Store::with_manual_clock(clock.clone()),
+                clock,
+            }
+        }
+
+        /// Run one inline command; its reply, as text.
+        fn run(&mut self, line: &str) -> String {
+            let mut args = Args::default();
+            let parsed = resp::parse(format!("{line}\r\n").as_bytes(), &mut args);
+            assert!(matches!(parsed, Ok(Some(_))), "{line}: {parsed:?}");
+            let mut reply = Reply::default();
+            execute(&args, &mut reply, &mut self.el, &mut self.store);
+            assert!(!reply.busy(), "{line}: values queued by reference");
+            String::from_utf8(reply.out).unwrap()
+        }
+
+        /// Run commands, checking each reply.
+        fn check(&mut self, script: &[(&str, &str)]) {
+            for (line, want) in script {
+                assert_eq!(self.run(line), format!("{want}\r\n"), "{line}");
+            }
+        }
+
+        fn advance(&self, ms: i64) {
+            self.clock.set(self.clock.get() + ms);
+        }
+
+        fn turn(&mut self) {
+            self.el
+                .turn(&mut self.store, Some(Duration::from_millis(10)))
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn expireat_sets_a_unix_deadline_that_expiretime_gives_back() {
+        let mut db = Db::new();
+        db.check(&[
+            ("SET k v", "+OK"),
+            ("EXPIREAT k 1700000100", ":1"),
+            ("EXPIRETIME k", ":1700000100"),
+            ("PEXPIRETIME k", ":1700000100000"),
+            ("TTL k", ":100"),
+            ("PTTL k", ":100000"),
+            ("PEXPIREAT k 1700000000500", ":1"),
+            ("TTL k", ":1"),
+            ("EXPIRETIME k", ":1700000001"),
+            ("PEXPIRETIME nokey", ":-2"),
+            ("SET p v", "+OK"),
+            ("EXPIRETIME p", ":-1"),
+        ]);
+        // At its deadline's millisecond the key still reads; one later it is gone.
+        db.advance(500);
+        db.check(&[("PTTL k", ":0"), ("GET k", "$1\r\nv")]);
+        db.advance(1);
+        db.check(&[("GET k", "$-1"), ("TTL k", ":-2"), ("EXPIRETIME k", ":-2")]);
+    }
+
+    #[test]
+    fn relative_ttls_count_from_the_store_clock() {
+        let mut db = Db::new();
+        db.check(&[
+            ("SET k v EX 10", "+OK"),
+            ("PTTL k", ":10000"),
+            ("PEXPIRETIME k", ":1700000010000"),
+            ("PEXPIRE k 1499", ":1"),
+            ("TTL k", ":1"),
+            ("PEXPIRE k 1500", ":1"),
+            ("TTL k", ":2"),
+        ]);
+        db.advance(1500);
+        db.check(&[("EXISTS k", ":1")]);
+        db.advance(1);
+        db.check(&[("EXISTS k", ":0")]);
+    }
+
+    #[test]
+    fn a_deadline_already_past_deletes_the_key_and_counts_as_done() {
+        let mut db = Db::new();
+        db.check(&[
+            ("SET k v", "+OK"),
+            ("EXPIREAT k 1", ":1"),
+            ("EXISTS k", ":0"),
+            ("DBSIZE", ":0"),
+            ("PEXPIREAT k 1", ":0"),
+            ("SET k v", "+OK"),
+            ("PEXPIREAT k 1700000000000", ":1"),
+            ("DBSIZE", ":0"),
+            ("SET k v", "+OK"),
+            ("EXPIREAT k -5", ":1"),
+            ("SET k v", "+OK"),
+            ("EXPIRE k 0", ":1"),
+            ("DBSIZE", ":0"),
+        ]);
+    }
+
+    #[test]
+    fn nx_xx_gt_lt_decide_which_keys_change() {
+        let mut db = Db::new();
+        db.check(&[
+            ("SET k v", "+OK"),
+            ("EXPIRE k 100 XX", ":0"),
+            // No TTL counts as infinite: never less, always more.
+            ("EXPIRE k 100 GT", ":0"),
+            ("EXPIRE k 100 LT", ":1"),
+            ("EXPIRE k 200 NX", ":0"),
+            ("EXPIRE k 200 LT", ":0"),
+            ("EXPIRE k 50 lt", ":1"),
+            ("TTL k", ":50"),
+            ("EXPIRE k 50 GT", ":0"),
+            ("EXPIRE k 60 gt XX", ":1"),
+            ("TTL k", ":60"),
+            ("PERSIST k", ":1"),
+            ("PERSIST k", ":0"),
+            ("PEXPIREAT k 1700000001000 NX", ":1"),
+            ("PTTL k", ":1000"),
+            ("EXPIRE nokey 10", ":0"),
+            ("EXPIRE nokey 10 LT", ":0"),
+            // A past deadline that passes the condition deletes.
+            ("EXPIRE k -1 LT", ":1"),
+            ("EXISTS k", ":0"),
+        ]);
+    }
+
+    #[test]
+    fn expire_errors_come_in_redis_order() {
+        let mut db = Db::new();
+        let nx = "-ERR NX and XX, GT or LT options at the same time are not compatible";
+        db.check(&[
+            ("SET k v", "+OK"),
+            ("EXPIRE k 10 NX XX", nx),
+            ("EXPIRE k 10 GT NX", nx),
+            ("PEXPIREAT k 10 NX LT", nx),
+            (
+                "EXPIRE k 10 GT LT",
+                "-ERR GT and LT options at the same time are not compatible",
+            ),
+            // An unknown option is reported before a conflict, and the
+            // options before the number.
+            ("EXPIRE k 10 NX XX BOGUS", "-ERR Unsupported option BOGUS"),
+            ("EXPIRE k abc NX XX", nx),
+            ("EXPIRE k abc", "-ERR value is not an integer or out of range"),
+            ("EXPIRE k", "-ERR wrong number of arguments for 'expire' command"),
+            (
+                "EXPIRETIME k 1",
+                "-ERR wrong number of arguments for 'expiretime' command",
+            ),
+            // Out of range once in ms, or once now is added: refused, even
+            // for a key that does not exist.
+            (
+                "EXPIREAT nokey 9223372036854776",
+                "-ERR invalid expire time in 'expireat' command",
+            ),
+            (
+                "EXPIRE nokey 9223372036854775",
+                "-ERR invalid expire time in 'expire' command",
+            ),
+            (
+                "PEXPIRE k 9223372036854775807",
+                "-ERR invalid expire time in 'pexpire' command",
+            ),
+            // The largest deadline there is: kept exactly, rounded up in seconds.
+            ("PEXPIREAT k 9223372036854775807", ":1"),
+            ("PEXPIRETIME k", ":9223372036854775807"),
+            ("EXPIRETIME k", ":9223372036854776"),
+        ]);
+    }
+
+    #[test]
+    fn set_exat_and_pxat() {
+        let mut db = Db::new();
+        let syntax = "-ERR syntax error";
+        let invalid = "-ERR invalid expire time in 'set' command";
+        db.check(&[
+            ("SET k v EXAT 1700000100", "+OK"),
+            ("PEXPIRETIME k", ":1700000100000"),
+            ("SET k w PXAT 1700000000250 GET", "$1\r\nv"),
+            ("PEXPIRETIME k", ":1700000000250"),
+            ("SET k v exat 1700000100 EXAT 1700000200", "+OK"),
+            ("EXPIRETIME k", ":1700000200"),
+            ("SET k v KEEPTTL", "+OK"),
+            ("EXPIRETIME k", ":1700000200"),
+            ("SET k v EX 10 EXAT 1700000100", syntax),
+            ("SET k v PXAT 1 KEEPTTL", syntax),
+            ("SET k v KEEPTTL PXAT 1", syntax),
+            ("SET k v PX 1 PXAT 5", syntax),
+            ("SET k v EXAT 5 PXAT 5", syntax),
+            ("SET k v EXAT", syntax),
+            ("SET k v EXAT 0", invalid),
+            ("SET k v PXAT -5", invalid),
+            ("SET k v EXAT 9223372036854776", invalid),
+            (
+                "SET k v EXAT soon",
+                "-ERR value is not an integer or out of range",
+            ),
+            ("PEXPIRETIME k", ":1700000200000"),
+            ("SET k v PXAT 9223372036854775807", "+OK"),
+            ("PEXPIRETIME k", ":9223372036854775807"),
+        ]);
+        // A Unix time in the past is set all the same: the key is gone for
+        // readers at once, and counted until something deletes it.
+        db.check(&[
+            ("SET k v EXAT 1", "+OK"),
+            ("DBSIZE", ":1"),
+            ("GET k", "$-1"),
+            ("DBSIZE", ":0"),
+            ("SET k v", "+OK"),
+            ("SET k w PXAT 1 GET", "$1\r\nv"),
+            ("EXISTS k", ":0"),
+        ]);
+    }
+
+    #[test]
+    fn an_overdue_key_is_not_counted_by_del_and_incr_keeps_the_ttl() {
+        let mut db = Db::new();
+        db.check(&[
+            ("SET k v PX 10", "+OK"),
+            ("SET n 1 PX 100", "+OK"),
+            ("INCR n", ":2"),
+        ]);
+        db.advance(11);
+        db.check(&[
+            ("DBSIZE", ":2"),
+            ("DEL k", ":0"),
+            ("DBSIZE", ":1"),
+            ("PTTL n", ":89"),
+            ("MSET n 5", "+OK"),
+            ("PTTL n", ":-1"),
+        ]);
+    }
+
+    /// The key's timer fires by the loop's clock but deletes by the store's:
+    /// while the store's clock says the key lives, the timer is armed again.
+    #[test]
+    fn the_expiry_timer_deletes_by_the_store_clock() {
+        let mut db = Db::new();
+        db.check(&[("SET k v PX 5", "+OK")]);
+        for _ in 0..5 {
+            db.turn();
+        }
+        db.check(&[("DBSIZE", ":1"), ("PTTL k", ":5")]);
+        assert_eq!(db.el.timer_count(), 1, "the timer is armed again");
+        db.advance(6);
+        for _ in 0..100 {
+            if db.store.map.is_empty() {
+                break;
+            }
+            db.turn();
+        }
+        assert!(db.store.map.is_empty(), "the timer deleted the key");
+        assert_eq!(db.el.timer_count(), 0);
+    }
 }

@@ -1,14 +1,20 @@
 //! RESP2, the Redis protocol: parsing requests incrementally, and encoding replies.
 //!
+//! It reads requests as redis-server 7 does, quirks included, so that a
+//! client sees the same answers from both: the same error texts, and the
+//! same leniency (the byte after a length line's CR and the two bytes after
+//! a bulk string's data are skipped unread, as Redis skips them).
+//!
 //! A request is either an array of bulk strings (what client libraries send):
 //!
 //! ```text
 //! *2\r\n$3\r\nGET\r\n$3\r\nkey\r\n
 //! ```
 //!
-//! or an *inline* command, one line of space-separated words (what telnet
-//! users and `redis-cli --pipe` files send), where `"..."` and `'...'` quote
-//! words with spaces and `"\n"`, `"\x41"`-style escapes:
+//! or an *inline* command: any line that does not start with `*` is one
+//! line of space-separated words (what telnet users and `redis-cli --pipe`
+//! files send), where `"..."` and `'...'` quote words with spaces and
+//! `"\n"`, `"\x41"`-style escapes:
 //!
 //! ```text
 //! SET greeting "hello world"\r\n
@@ -21,7 +27,7 @@
 //! from its start (a 1,048,576-element array in 2 KiB pieces cost 10 times
 //! the CPU of one piece when every read re-parsed it). [`parse`] is the
 //! same with no memory, for one-off use. A protocol error is final: the
-//! server replies `-ERR Protocol error: ...` and closes, since it can no
+//! server replies [`ProtocolError::message`] and closes, since it can no
 //! longer tell where the next command starts.
 
 use std::fmt;
@@ -29,9 +35,10 @@ use std::io::Write;
 
 /// The largest bulk string a request may carry (as in Redis).
 pub const MAX_BULK: i64 = 512 * 1024 * 1024;
-/// The most arguments one array request may have.
-pub const MAX_ARGS: i64 = 1024 * 1024;
-/// The longest inline command line.
+/// The most arguments one array request may have (Redis 7: `INT_MAX`).
+pub const MAX_ARGS: i64 = i32::MAX as i64;
+/// The longest inline command line: more than this with no newline is an
+/// error (Redis's `PROTO_INLINE_MAX_SIZE`).
 pub const MAX_INLINE: usize = 64 * 1024;
 
 /// The longest length line we wait for: `*`/`$`, a sign, 19 digits, CR.
@@ -40,43 +47,45 @@ const MAX_LENGTH_LINE: usize = 22;
 /// connection that once sent a million arguments does not keep their room.
 const KEEP_CAPACITY: usize = 64 * 1024;
 
-/// Why the input is not RESP. The message follows `-ERR Protocol error: `.
+/// Why the input is not RESP. [`ProtocolError::message`] is Redis's reply
+/// for each, word for word.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProtocolError {
-    /// An array count that is not an integer, is below -1, or is too large.
+    /// An array count that is not an integer or is over [`MAX_ARGS`].
     BadArrayLength,
     /// A bulk length that is not an integer, is negative, or is over 512 MiB.
     BadBulkLength,
     /// An array element that does not start with `$`.
     ExpectedBulk(u8),
-    /// A request that starts with a RESP type byte other than `*`.
-    UnexpectedType(u8),
-    /// A CR not followed by LF, or bulk data not followed by CRLF.
-    MissingCrlf,
-    /// An inline line over [`MAX_INLINE`] bytes.
+    /// More than [`MAX_INLINE`] bytes of an inline line and no newline.
     InlineTooLong,
     /// An inline line with an unterminated quote, or a closing quote
     /// followed by something other than a space.
     UnbalancedQuotes,
 }
 
+impl ProtocolError {
+    /// The error line redis-server sends for it (without the `-` and the
+    /// CRLF), byte for byte: `ExpectedBulk`'s byte is sent as it came.
+    pub fn message(&self) -> Vec<u8> {
+        let mut m = b"ERR Protocol error: ".to_vec();
+        match self {
+            ProtocolError::BadArrayLength => m.extend_from_slice(b"invalid multibulk length"),
+            ProtocolError::BadBulkLength => m.extend_from_slice(b"invalid bulk length"),
+            ProtocolError::ExpectedBulk(b) => {
+                m.extend_from_slice(b"expected '$', got '");
+                m.extend_from_slice(&[*b, b'\'']);
+            }
+            ProtocolError::InlineTooLong => m.extend_from_slice(b"too big inline request"),
+            ProtocolError::UnbalancedQuotes => m.extend_from_slice(b"unbalanced quotes in request"),
+        }
+        m
+    }
+}
+
 impl fmt::Display for ProtocolError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ProtocolError::BadArrayLength => f.write_str("invalid array length"),
-            ProtocolError::BadBulkLength => f.write_str("invalid bulk length"),
-            ProtocolError::ExpectedBulk(b) => write!(f, "expected '$', got '{}'", b.escape_ascii()),
-            ProtocolError::UnexpectedType(b) => {
-                write!(
-                    f,
-                    "requests are arrays or inline commands, got '{}'",
-                    b.escape_ascii()
-                )
-            }
-            ProtocolError::MissingCrlf => f.write_str("expected CRLF"),
-            ProtocolError::InlineTooLong => f.write_str("inline command too long"),
-            ProtocolError::UnbalancedQuotes => f.write_str("unbalanced quotes in inline command"),
-        }
+        write!(f, "{}", self.message().escape_ascii())
     }
 }
 
@@ -94,7 +103,7 @@ impl Args {
         self.ends.len()
     }
 
-    /// True for an empty request (an empty inline line, or `*0`).
+    /// True for an empty request (an empty inline line, or `*0`, `*-1`).
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
     }
@@ -182,10 +191,10 @@ impl Parser {
             // Not the buffer it saw before, grown: start over.
             self.reset();
         }
+        // As in Redis, whatever does not start with `*` is an inline line.
         let result = match buf.first() {
             None => Ok(None),
             Some(b'*') => self.parse_array(buf, args),
-            Some(&b @ (b'$' | b'+' | b'-' | b':')) => Err(ProtocolError::UnexpectedType(b)),
             Some(_) => self.parse_inline(buf, args),
         };
         if result != Ok(None) {
@@ -218,10 +227,12 @@ impl Parser {
                 let Some((count, pos)) = self.length_line(buf, 1, ProtocolError::BadArrayLength)? else {
                     return Ok(None);
                 };
-                if !(-1..=MAX_ARGS).contains(&count) {
+                if count > MAX_ARGS {
                     return Err(ProtocolError::BadArrayLength);
                 }
                 self.pos = pos;
+                // Redis takes any count below 1 (`*0`, `*-1`, `*-5`) for
+                // an empty request: no command, no reply.
                 *self.count.insert(count.max(0) as usize)
             }
         };
@@ -241,11 +252,10 @@ impl Parser {
                 return Err(ProtocolError::BadBulkLength);
             }
             let end = start + len as usize;
-            // Judge the terminator's bytes as soon as they are here.
-            match (buf.get(end), buf.get(end + 1)) {
-                (Some(b'\r'), Some(b'\n')) => {}
-                (Some(b'\r'), None) | (None, _) => return Ok(None),
-                _ => return Err(ProtocolError::MissingCrlf),
+            // The data's CRLF is skipped unread, as Redis does: a client
+            // that sends `$4\r\nPINGxx` gets PONG from both.
+            if buf.len() < end + 2 {
+                return Ok(None);
             }
             self.spans.push((start, end));
             self.pos = end + 2;
@@ -272,11 +282,13 @@ impl Parser {
     }
 
     fn parse_inline(&mut self, buf: &[u8], args: &mut Args) -> Result<Option<usize>, ProtocolError> {
-        let window = &buf[..buf.len().min(MAX_INLINE)];
+        // A line of MAX_INLINE bytes and its newline fits; one byte more
+        // with no newline is refused (Redis: `querylen > PROTO_INLINE_MAX_SIZE`).
+        let window = &buf[..buf.len().min(MAX_INLINE + 1)];
         let from = self.scanned.min(window.len());
         self.examined += (window.len() - from) as u64;
         let Some(nl) = window[from..].iter().position(|&b| b == b'\n').map(|i| from + i) else {
-            if window.len() == MAX_INLINE {
+            if window.len() > MAX_INLINE {
                 return Err(ProtocolError::InlineTooLong);
             }
             self.scanned = window.len();
@@ -289,11 +301,13 @@ impl Parser {
     }
 }
 
-/// The integer between `buf[pos]` and the next CRLF, and where the line ends.
+/// The integer between `buf[pos]` and the next CR, and where the line ends
+/// (one byte after the CR, whatever that byte is: Redis does not look at it).
 fn length_line(buf: &[u8], pos: usize, bad: ProtocolError) -> Result<Option<(i64, usize)>, ProtocolError> {
     let window = &buf[pos..buf.len().min(pos + MAX_LENGTH_LINE)];
     // Stop at the first byte that cannot be part of the number, so a line
-    // ended by a bare LF (or any junk) is refused at once, not waited on.
+    // ended by a bare LF (or any junk) is refused at once, not waited on:
+    // Redis waits for a CR, then refuses the same line with the same error.
     let Some(i) = window.iter().position(|&b| !(b.is_ascii_digit() || b == b'-')) else {
         return if window.len() == MAX_LENGTH_LINE {
             Err(bad)
@@ -304,14 +318,11 @@ fn length_line(buf: &[u8], pos: usize, bad: ProtocolError) -> Result<Option<(i64
     if window[i] != b'\r' {
         return Err(bad);
     }
-    match buf.get(pos + i + 1) {
-        None => Ok(None),
-        Some(b'\n') => {
-            let n = parse_int(&window[..i]).ok_or(bad)?;
-            Ok(Some((n, pos + i + 2)))
-        }
-        Some(_) => Err(ProtocolError::MissingCrlf),
+    if buf.len() < pos + i + 2 {
+        return Ok(None);
     }
+    let n = parse_int(&window[..i]).ok_or(bad)?;
+    Ok(Some((n, pos + i + 2)))
 }
 
 /// A decimal integer as Redis reads one (its `string2ll`): an optional
@@ -341,9 +352,15 @@ pub fn parse_int(s: &[u8]) -> Option<i64> {
     }
 }
 
-/// Split an inline line into words, resolving quotes and escapes.
+/// C's `isspace`: the blanks between inline words.
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\x0b' | b'\x0c' | b'\r')
+}
+
+/// Split an inline line into words as Redis's `sdssplitargs` does: blanks
+/// separate words; a quote may open anywhere in a word (`a"b c"` is the one
+/// word `ab c`) and its closing quote must end the word.
 fn split_inline(line: &[u8], args: &mut Args) -> Result<(), ProtocolError> {
-    let is_space = |b: u8| matches!(b, b' ' | b'\t' | b'\r');
     let mut i = 0;
     loop {
         while i < line.len() && is_space(line[i]) {
@@ -352,56 +369,68 @@ fn split_inline(line: &[u8], args: &mut Args) -> Result<(), ProtocolError> {
         if i == line.len() {
             return Ok(());
         }
-        let quote = line[i];
-        if quote == b'"' || quote == b'\'' {
-            i += 1;
-            loop {
-                let Some(&b) = line.get(i) else {
-                    return Err(ProtocolError::UnbalancedQuotes);
-                };
-                i += 1;
-                if b == quote {
+        // One word. Only these end it: a vertical tab or form feed is part
+        // of a word, though it is skipped as a blank between words.
+        loop {
+            match line.get(i) {
+                None | Some(b' ' | b'\t' | b'\n' | b'\r') => break,
+                Some(&quote @ (b'"' | b'\'')) => {
+                    i = unquote(line, i + 1, quote, &mut args.data)?;
                     break;
                 }
-                if b != b'\\' || i == line.len() {
+                Some(&b) => {
                     args.data.push(b);
-                    continue;
+                    i += 1;
                 }
-                // An escape: single quotes only know \' ; double quotes know more.
-                let e = line[i];
-                i += 1;
-                let hex = |b: Option<&u8>| b.and_then(|&b| (b as char).to_digit(16));
-                args.data.push(match e {
-                    _ if quote == b'\'' && e != b'\'' => {
-                        i -= 1;
-                        b'\\'
-                    }
+            }
+        }
+        args.end_arg();
+    }
+}
+
+/// Copy the quoted text from `line[i..]` to `out`, resolving escapes, up to
+/// the closing `quote`; returns where the text after it starts.
+fn unquote(line: &[u8], mut i: usize, quote: u8, out: &mut Vec<u8>) -> Result<usize, ProtocolError> {
+    let hex = |i: usize| line.get(i).and_then(|&b| (b as char).to_digit(16));
+    loop {
+        let Some(&b) = line.get(i) else {
+            return Err(ProtocolError::UnbalancedQuotes);
+        };
+        let next = line.get(i + 1).copied();
+        // What `\xHH` stands for, if that is what starts here.
+        let hex_byte = hex(i + 2).zip(hex(i + 3)).map(|(hi, lo)| (hi * 16 + lo) as u8);
+        match (b, next, hex_byte) {
+            _ if b == quote => {
+                if next.is_some_and(|c| !is_space(c)) {
+                    return Err(ProtocolError::UnbalancedQuotes);
+                }
+                return Ok(i + 1);
+            }
+            // Single quotes know one escape, \' ; double quotes more.
+            (b'\\', Some(b'\''), _) if quote == b'\'' => {
+                out.push(b'\'');
+                i += 2;
+            }
+            (b'\\', Some(b'x'), Some(byte)) if quote == b'"' => {
+                out.push(byte);
+                i += 4;
+            }
+            (b'\\', Some(e), _) if quote == b'"' => {
+                out.push(match e {
                     b'n' => b'\n',
                     b'r' => b'\r',
                     b't' => b'\t',
                     b'b' => 0x08,
                     b'a' => 0x07,
-                    b'x' => match (hex(line.get(i)), hex(line.get(i + 1))) {
-                        (Some(hi), Some(lo)) => {
-                            i += 2;
-                            (hi * 16 + lo) as u8
-                        }
-                        _ => b'x',
-                    },
                     other => other,
                 });
+                i += 2;
             }
-            if line.get(i).is_some_and(|&b| !is_space(b)) {
-                return Err(ProtocolError::UnbalancedQuotes);
-            }
-        } else {
-            let start = i;
-            while i < line.len() && !is_space(line[i]) {
+            _ => {
+                out.push(b);
                 i += 1;
             }
-            args.data.extend_from_slice(&line[start..i]);
         }
-        args.end_arg();
     }
 }
 
@@ -418,12 +447,19 @@ pub mod reply {
 
     /// `-msg`: an error; `msg` starts with its kind, e.g. `ERR syntax error`.
     pub fn error(out: &mut Vec<u8>, msg: &str) {
+        error_bytes(out, msg.as_bytes());
+    }
+
+    /// An error whose text holds bytes from the client, which need not be
+    /// UTF-8. Cleaned as Redis cleans such a message: CRs and LFs at its
+    /// ends dropped, the ones inside made spaces (a CR or LF would end the
+    /// line early, and a client would misread the rest).
+    pub fn error_bytes(out: &mut Vec<u8>, msg: &[u8]) {
+        let crlf = |b: &u8| *b == b'\r' || *b == b'\n';
+        let start = msg.iter().position(|b| !crlf(b)).unwrap_or(msg.len());
+        let end = msg.iter().rposition(|b| !crlf(b)).map_or(start, |i| i + 1);
         out.push(b'-');
-        // A CR or LF would end the line early; a client would misread the rest.
-        out.extend(
-            msg.bytes()
-                .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
-        );
+        out.extend(msg[start..end].iter().map(|&b| if crlf(&b) { b' ' } else { b }));
         out.extend_from_slice(b"\r\n");
     }
 
