@@ -669,7 +669,9 @@ fn arm(ctx: &mut Ctx<Store>, key: Vec<u8>, deadline: Instant) -> TimerId {
     })
 }
 
-fn main() -> io::Result<()> {
+/// Public so that tests/example_torture.rs can run the whole server, signal
+/// handling included, in a child process.
+pub fn main() -> io::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:6000".into());
     let mut el = EventLoop::new()?;
