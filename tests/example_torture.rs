@@ -16,6 +16,9 @@
 //! - **SIGTERM under load**: clients busy with requests, then SIGTERM: the
 //!   server exits with success, as the examples promise.
 //!
+//! And SIGTERM as soon as the server says where it listens, 30 times: it
+//! must already be its to handle (it was not).
+//!
 //! After each torture but the last, a fresh client must get a correct answer
 //! and the child's open fds must come back to what they were before.
 //!
