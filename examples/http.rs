@@ -171,16 +171,19 @@ fn refuse(conn: &mut Conn, e: Error) {
     conn.close();
 }
 
-fn main() -> io::Result<()> {
+/// Public so that tests/example_torture.rs can run the whole server, signal
+/// handling included, in a child process.
+pub fn main() -> io::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:6000".into());
     let mut el = EventLoop::new()?;
     let server = start(&mut el, &addr.parse()?)?;
-    log::info!("http server listening on {}", server.addr);
     el.add_signals(&[libc::SIGINT, libc::SIGTERM], |sig, ctx, _| {
         log::info!("signal {sig}: shutting down");
         ctx.stop();
     })?;
+    // Only now: whoever reads this line may stop us with a signal at once.
+    log::info!("http server listening on {}", server.addr);
     el.run(&mut Http::default())?;
     log::info!("http server stopped");
     Ok(())

@@ -231,16 +231,19 @@ fn split_word(s: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
-fn main() -> io::Result<()> {
+/// Public so that tests/example_torture.rs can run the whole server, signal
+/// handling included, in a child process.
+pub fn main() -> io::Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:6000".into());
     let mut el = EventLoop::new()?;
     let server = start(&mut el, &addr.parse()?)?;
-    log::info!("pubsub broker listening on {}", server.addr);
     el.add_signals(&[libc::SIGINT, libc::SIGTERM], |sig, ctx, _| {
         log::info!("signal {sig}: shutting down");
         ctx.stop();
     })?;
+    // Only now: whoever reads this line may stop us with a signal at once.
+    log::info!("pubsub broker listening on {}", server.addr);
     el.run(&mut Broker::default())?;
     log::info!("pubsub broker stopped");
     Ok(())

@@ -8,6 +8,7 @@
 //! that the amplification test can cap its address space with setrlimit and
 //! see whether it survives.
 
+mod common_net;
 #[path = "../examples/kv.rs"]
 #[allow(dead_code)]
 mod kv;
@@ -19,6 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
+use common_net::resp_command;
 use evloop::net::Addr;
 use evloop::EventLoop;
 
@@ -122,19 +124,9 @@ struct Client {
     w: TcpStream,
 }
 
-fn encode(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
 impl Client {
     fn send(&mut self, args: &[&[u8]]) {
-        self.w.write_all(&encode(args)).unwrap();
+        self.w.write_all(&resp_command(args)).unwrap();
     }
 
     /// One reply line, without its CRLF (which must be there).
@@ -205,7 +197,7 @@ fn twenty_thousand_pipelined_gets_of_1_kib_are_all_answered() {
     let v = value(1024);
     c.send(&[b"SET", b"k", &v]);
     c.expect_line("+OK");
-    let one = encode(&[b"GET", b"k"]);
+    let one = resp_command(&[b"GET", b"k"]);
     let mut w = c.w.try_clone().unwrap();
     let writer = thread::spawn(move || w.write_all(&one.repeat(N)).unwrap());
     for i in 0..N {
@@ -254,8 +246,8 @@ fn a_ping_is_answered_while_another_client_floods() {
     let keys: Vec<Vec<u8>> = (0..1000).map(|i| format!("key{i}").into_bytes()).collect();
     let mut exists: Vec<&[u8]> = vec![b"EXISTS"];
     exists.extend(keys.iter().map(Vec::as_slice));
-    let mut one = encode(&exists);
-    one.extend_from_slice(&encode(&[b"INCR", b"done"]));
+    let mut one = resp_command(&exists);
+    one.extend_from_slice(&resp_command(&[b"INCR", b"done"]));
     let flood = one.repeat(COMMANDS);
     let mut w = flooder.w.try_clone().unwrap();
     let writer = thread::spawn(move || w.write_all(&flood).unwrap());

@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common_net::{connect, round_trip, set_fd_limit, spawn_self, Echo, WAIT};
+use common_net::{connect, cpu_time, round_trip, set_fd_limit, spawn_self, Echo, WAIT};
 use evloop::net::{self, ListenConfig};
 use evloop::EventLoop;
 
@@ -47,19 +47,6 @@ fn emfile_server_child() {
     loop {
         el.turn(&mut (), Some(Duration::from_millis(50))).unwrap();
     }
-}
-
-/// utime + stime of a process, from /proc/PID/stat.
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name (which is in parentheses and may hold spaces).
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    // SAFETY: sysconf only reads a configuration value.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-    Duration::from_millis(ticks * 1000 / hz)
 }
 
 /// What became of a client: echoed, or closed by the server (shed).
