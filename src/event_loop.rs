@@ -712,6 +712,12 @@ impl<S> EventLoop<S> {
         if cap == zero || c.stop || !c.deferred.is_empty() || !c.scheduled.is_empty() {
             return zero;
         }
+        // Sources closed between turns (a task cancelled by `block_on`'s
+        // future, an embedder's `close`) are dropped at this turn's end, and
+        // a drop may wake a task: do not sleep before it (as `next_deadline`).
+        if !c.closing.is_empty() {
+            return zero;
+        }
         if c.local_wakes.as_ref().is_some_and(|w| w.is_pending()) {
             return zero;
         }

@@ -61,6 +61,7 @@
 mod blocking;
 mod channel;
 mod hub;
+mod join;
 mod net;
 mod time;
 
@@ -83,6 +84,7 @@ use crate::{Action, Ctx, Event, EventLoop, Priority, SourceId};
 pub use blocking::{resolve, spawn_blocking};
 pub use channel::AsyncReceiver;
 pub(crate) use hub::Hub;
+pub use join::JoinHandle;
 pub use net::{connect, listen, AsyncConn, AsyncListener};
 pub use time::{sleep, sleep_until, timeout, yield_now, Sleep};
 
@@ -130,15 +132,30 @@ fn not_in_task() -> io::Error {
 /// Spawn `future` from inside a task. It is placed in the source table when
 /// the current poll returns, before anything else is dispatched, and first
 /// polled in this turn's dispatch phase; it learns its id with
-/// [`current`]. Outside a task (where there is a [`Ctx`]) use
-/// [`Ctx::spawn`], which returns the id.
-pub fn spawn<F>(future: F) -> io::Result<()>
+/// [`current`]. Await the returned [`JoinHandle`] for its output, or drop
+/// it to let the task run on. Outside a task (where there is a [`Ctx`])
+/// use [`Ctx::spawn`], which returns the id.
+///
+/// ```
+/// use evloop::task;
+///
+/// let mut el = evloop::EventLoop::<()>::new()?;
+/// let sum = el.block_on(&mut (), async {
+///     let a = task::spawn(async { 20 }).unwrap();
+///     let b = task::spawn(async { 22 }).unwrap();
+///     a.await.unwrap() + b.await.unwrap()
+/// })?;
+/// assert_eq!(sum, 42);
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn spawn<F>(future: F) -> io::Result<JoinHandle<F::Output>>
 where
-    F: Future<Output = ()> + 'static,
+    F: Future + 'static,
 {
     let (hub, _) = current_hub().ok_or_else(not_in_task)?;
-    hub.push_spawn(Box::pin(future));
-    Ok(())
+    let (task, handle) = join::joined(future);
+    hub.push_spawn(Box::pin(task));
+    Ok(handle)
 }
 
 /// Cancel task `id` from inside a task (itself included): done when the
