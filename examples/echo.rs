@@ -79,12 +79,12 @@ fn main() -> std::io::Result<()> {
         .build()?;
     let start = if lines { start_lines } else { start };
     let server = start(&mut el, &addr.parse()?)?;
-    log::info!("echo server listening on {}", server.addr);
     log::info!("poll mode {mode:?}");
     el.add_signals(&[libc::SIGINT, libc::SIGTERM], |sig, ctx, _| {
         log::info!("signal {sig}: shutting down");
         ctx.stop();
     })?;
+    log::info!("echo server listening on {}", server.addr);
     el.run(&mut ())?;
     if histograms {
         let m = el.metrics();

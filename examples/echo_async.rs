@@ -58,11 +58,11 @@ fn main() -> std::io::Result<()> {
     let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:6000".into());
     let mut el = EventLoop::new()?;
     let bound = start(&mut el, &addr.parse()?)?;
-    log::info!("server socket listening on {bound}");
     el.add_signals(&[libc::SIGINT, libc::SIGTERM], |sig, ctx, _| {
         log::info!("signal {sig}: shutting down");
         ctx.stop();
     })?;
+    log::info!("server socket listening on {bound}");
     el.run(&mut ())?;
     log::info!("echo_async server stopped");
     Ok(())

@@ -146,11 +146,11 @@ fn main() -> io::Result<()> {
     let target = upstream_target(&upstream)?;
     let mut el = EventLoop::new()?;
     let server = start(&mut el, &listen.parse()?, target, CONNECT_TIMEOUT)?;
-    log::info!("proxy listening on {}, forwarding to {upstream}", server.addr);
     el.add_signals(&[libc::SIGINT, libc::SIGTERM], |sig, ctx, _| {
         log::info!("signal {sig}: shutting down");
         ctx.stop();
     })?;
+    log::info!("proxy listening on {}, forwarding to {upstream}", server.addr);
     el.run(&mut ())?;
     log::info!("proxy stopped");
     Ok(())

@@ -38,7 +38,7 @@ fn shard(index: usize, addr: net::Addr, ready: mpsc::Sender<std::io::Result<Remo
             ..ListenConfig::default()
         };
         let l = net::listen(&mut el, &addr, cfg, |_, _, _, _| Some(Echo))?;
-        log::info!("shard {index} listening on {}", l.addr);
+        log::debug!("shard {index} bound to {}", l.addr);
         Ok(el)
     };
     let mut el = match setup() {
@@ -87,6 +87,9 @@ fn main() -> std::io::Result<()> {
         }
         ctx.stop();
     })?;
+    // Only now: a SIGTERM sent as soon as this line shows stops the shards
+    // instead of killing the process.
+    log::info!("{shards} shards listening on {addr}");
     el.run(&mut ())?;
     for t in threads {
         let _ = t.join();

@@ -32,11 +32,11 @@ fn main() -> io::Result<()> {
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{addr:?}: {e}")))?;
     let mut el = EventLoop::new()?;
     let local = start(&mut el, addr)?;
-    log::info!("udp echo listening on {local}");
     el.add_signals(&[libc::SIGINT, libc::SIGTERM], |sig, ctx, _| {
         log::info!("signal {sig}: shutting down");
         ctx.stop();
     })?;
+    log::info!("udp echo listening on {local}");
     el.run(&mut ())?;
     log::info!("udp echo stopped");
     Ok(())
