@@ -221,42 +221,31 @@ impl Parser {
     }
 
     fn parse_array(&mut self, buf: &[u8], args: &mut Args) -> Result<Option<usize>, ProtocolError> {
+        if self.count.is_none() {
+            // Nearly every command arrives whole: take it in one pass. One
+            // that does not is scanned again below, once, and from then on
+            // resumed where it stopped.
+            if let Some(end) = self.parse_whole(buf, args)? {
+                return Ok(Some(end));
+            }
+            args.clear();
+        }
         let count = match self.count {
             Some(count) => count,
             None => {
-                let Some((count, pos)) = self.length_line(buf, 1, ProtocolError::BadArrayLength)? else {
+                let Some((count, pos)) = self.array_len(buf)? else {
                     return Ok(None);
                 };
-                if count > MAX_ARGS {
-                    return Err(ProtocolError::BadArrayLength);
-                }
                 self.pos = pos;
-                // Redis takes any count below 1 (`*0`, `*-1`, `*-5`) for
-                // an empty request: no command, no reply.
-                *self.count.insert(count.max(0) as usize)
+                *self.count.insert(count)
             }
         };
         // First find every bulk string (reading only the length lines), then
         // copy them out once the whole command is here.
         while self.spans.len() < count {
-            let pos = self.pos;
-            match buf.get(pos) {
-                None => return Ok(None),
-                Some(b'$') => {}
-                Some(&b) => return Err(ProtocolError::ExpectedBulk(b)),
-            }
-            let Some((len, start)) = self.length_line(buf, pos + 1, ProtocolError::BadBulkLength)? else {
+            let Some((start, end)) = self.bulk_at(buf, self.pos)? else {
                 return Ok(None);
             };
-            if !(0..=MAX_BULK).contains(&len) {
-                return Err(ProtocolError::BadBulkLength);
-            }
-            let end = start + len as usize;
-            // The data's CRLF is skipped unread, as Redis does: a client
-            // that sends `$4\r\nPINGxx` gets PONG from both.
-            if buf.len() < end + 2 {
-                return Ok(None);
-            }
             self.spans.push((start, end));
             self.pos = end + 2;
         }
@@ -268,6 +257,62 @@ impl Parser {
             args.end_arg();
         }
         Ok(Some(self.pos))
+    }
+
+    /// A command that is all in `buf`, copied out as its lengths are read;
+    /// `Ok(None)` (and `args` half-filled) when it is not all there. The
+    /// same checks in the same order as the resumable path, so the same
+    /// answer.
+    fn parse_whole(&mut self, buf: &[u8], args: &mut Args) -> Result<Option<usize>, ProtocolError> {
+        let Some((count, mut pos)) = self.array_len(buf)? else {
+            return Ok(None);
+        };
+        for _ in 0..count {
+            let Some((start, end)) = self.bulk_at(buf, pos)? else {
+                return Ok(None);
+            };
+            args.data.extend_from_slice(&buf[start..end]);
+            args.end_arg();
+            pos = end + 2;
+        }
+        Ok(Some(pos))
+    }
+
+    /// The array's element count, and where its first element starts.
+    fn array_len(&mut self, buf: &[u8]) -> Result<Option<(usize, usize)>, ProtocolError> {
+        let Some((count, pos)) = self.length_line(buf, 1, ProtocolError::BadArrayLength)? else {
+            return Ok(None);
+        };
+        if count > MAX_ARGS {
+            return Err(ProtocolError::BadArrayLength);
+        }
+        // Redis takes any count below 1 (`*0`, `*-1`, `*-5`) for an empty
+        // request: no command, no reply.
+        Ok(Some((count.max(0) as usize, pos)))
+    }
+
+    /// Where the data of the bulk string whose `$` is at `pos` lies, once
+    /// it is all in `buf`.
+    #[inline]
+    fn bulk_at(&mut self, buf: &[u8], pos: usize) -> Result<Option<(usize, usize)>, ProtocolError> {
+        match buf.get(pos) {
+            None => return Ok(None),
+            Some(b'$') => {}
+            Some(&b) => return Err(ProtocolError::ExpectedBulk(b)),
+        }
+        let Some((len, start)) = self.length_line(buf, pos + 1, ProtocolError::BadBulkLength)? else {
+            return Ok(None);
+        };
+        if !(0..=MAX_BULK).contains(&len) {
+            return Err(ProtocolError::BadBulkLength);
+        }
+        let end = start + len as usize;
+        // The data's CRLF is skipped unread, as Redis does: a client that
+        // sends `$4\r\nPINGxx` gets PONG from both.
+        if buf.len() < end + 2 {
+            return Ok(None);
+        }
+        Ok(Some((start, end)))
     }
 
     /// [`length_line`], counting the bytes it may look at.
@@ -303,7 +348,46 @@ impl Parser {
 
 /// The integer between `buf[pos]` and the next CR, and where the line ends
 /// (one byte after the CR, whatever that byte is: Redis does not look at it).
+#[inline]
 fn length_line(buf: &[u8], pos: usize, bad: ProtocolError) -> Result<Option<(i64, usize)>, ProtocolError> {
+    // What nearly every length line is: up to 18 digits (no overflow
+    // possible), no leading zero, a CR. Read in one pass; anything else
+    // takes the general path, which gives the same answer for these.
+    let window = &buf[pos.min(buf.len())..buf.len().min(pos + MAX_LENGTH_LINE)];
+    let negative = window.first() == Some(&b'-');
+    let first = usize::from(negative);
+    let (mut i, mut n) = (first, 0i64);
+    while i - first < 18 {
+        match window
+            .get(i)
+            .and_then(|&b| b.checked_sub(b'0'))
+            .filter(|&d| d <= 9)
+        {
+            Some(d) => n = n * 10 + i64::from(d),
+            None => break,
+        }
+        i += 1;
+    }
+    // A 19th digit is not a CR: the general path takes it.
+    let digits = i - first;
+    let plain = digits > 0 && (window[first] != b'0' || (digits == 1 && !negative));
+    if plain && window.get(i) == Some(&b'\r') {
+        if buf.len() < pos + i + 2 {
+            return Ok(None);
+        }
+        return Ok(Some((if negative { -n } else { n }, pos + i + 2)));
+    }
+    length_line_general(buf, pos, bad)
+}
+
+/// [`length_line`] for any input: stops at the first byte that cannot be
+/// part of the number, then parses as Redis does.
+#[inline(never)]
+fn length_line_general(
+    buf: &[u8],
+    pos: usize,
+    bad: ProtocolError,
+) -> Result<Option<(i64, usize)>, ProtocolError> {
     let window = &buf[pos..buf.len().min(pos + MAX_LENGTH_LINE)];
     // Stop at the first byte that cannot be part of the number, so a line
     // ended by a bare LF (or any junk) is refused at once, not waited on:
@@ -483,5 +567,53 @@ pub mod reply {
     /// `*n`: an array header; the `n` elements follow.
     pub fn array(out: &mut Vec<u8>, n: usize) {
         let _ = write!(out, "*{n}\r\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{length_line, length_line_general, ProtocolError};
+
+    /// The one-pass path answers exactly as the general one, on every
+    /// short line over the bytes that matter and on the numbers at the
+    /// edges (18, 19, 20 digits; i64's ends), whole and cut short.
+    #[test]
+    fn fast_length_lines_agree_with_the_general_path() {
+        let alphabet = b"0159-\rx";
+        let mut lines: Vec<Vec<u8>> = vec![Vec::new()];
+        for _ in 0..5 {
+            let longer: Vec<Vec<u8>> = lines
+                .iter()
+                .flat_map(|l| alphabet.iter().map(move |&b| [l.as_slice(), &[b]].concat()))
+                .collect();
+            lines.extend(longer);
+        }
+        lines.sort();
+        lines.dedup();
+        for n in [
+            "999999999999999999",
+            "1000000000000000000",
+            "9223372036854775807",
+            "-9223372036854775808",
+        ] {
+            for tail in ["", "0", "00"] {
+                lines.push(format!("{n}{tail}").into_bytes());
+                lines.push(format!("{n}{tail}\r\n").into_bytes());
+            }
+        }
+        for line in &lines {
+            for pos in 0..=1 {
+                let buf = [&b"$"[..pos], line.as_slice(), b"\n"].concat();
+                for cut in pos..=buf.len() {
+                    let bad = ProtocolError::BadBulkLength;
+                    assert_eq!(
+                        length_line(&buf[..cut], pos, bad),
+                        length_line_general(&buf[..cut], pos, bad),
+                        "{:?}",
+                        String::from_utf8_lossy(&buf[..cut])
+                    );
+                }
+            }
+        }
     }
 }
