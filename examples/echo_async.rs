@@ -44,7 +44,7 @@ pub fn start<S: 'static>(ctx: &mut Ctx<S>, addr: &Addr) -> std::io::Result<Addr>
     ctx.spawn(async move {
         while let Ok(conn) = server.accept().await {
             log::info!("accepted {:?}", conn.peer_addr());
-            if let Err(e) = task::spawn(handle(conn)) {
+            if let Err(e) = task::spawn_n(handle(conn)) {
                 log::error!("spawn: {e}");
             }
         }

@@ -124,3 +124,23 @@ fn a_dropped_handle_lets_the_task_run_on() {
     .unwrap();
     assert!(ran.get());
 }
+
+/// `spawn_n` runs a task with no handle at all (eventlet's `spawn_n`), and,
+/// like `spawn`, only from inside a task.
+#[test]
+fn spawn_n_runs_a_task_with_no_handle() {
+    let mut el = EventLoop::<()>::new().unwrap();
+    let ran = Rc::new(Cell::new(0));
+    let count = ran.clone();
+    el.block_on(&mut (), async move {
+        for _ in 0..3 {
+            let count = count.clone();
+            task::spawn_n(async move { count.set(count.get() + 1) }).unwrap();
+        }
+        task::yield_now().await;
+    })
+    .unwrap();
+    assert_eq!(ran.get(), 3);
+    let err = task::spawn_n(async {}).unwrap_err();
+    assert!(err.to_string().contains("outside a task"), "{err}");
+}

@@ -158,6 +158,19 @@ where
     Ok(handle)
 }
 
+/// [`spawn`] with no handle (eventlet's `spawn_n`): for a task whose output
+/// nobody awaits, such as one per connection. It costs nothing beyond the
+/// task itself (a [`JoinHandle`] needs a shared slot and a wrapper: about
+/// a hundred bytes a task).
+pub fn spawn_n<F>(future: F) -> io::Result<()>
+where
+    F: Future<Output = ()> + 'static,
+{
+    let (hub, _) = current_hub().ok_or_else(not_in_task)?;
+    hub.push_spawn(Box::pin(future));
+    Ok(())
+}
+
 /// Cancel task `id` from inside a task (itself included): done when the
 /// current poll returns, as [`Ctx::cancel_task`]. A stale id is a no-op.
 pub fn cancel(id: SourceId) -> io::Result<()> {
