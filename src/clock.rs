@@ -237,6 +237,18 @@ impl TurnTime {
         }
     }
 
+    /// The current reading in nanoseconds if there is one, else a fresh
+    /// one (not kept). A reading is current only if taken after the last
+    /// callback that ran (each phase that runs one ends the reading), so
+    /// before the poll it is as fresh as a new one, and costs no clock read.
+    #[inline]
+    pub(crate) fn current_or_read_ns(&self) -> u64 {
+        if let (Some(ns), true) = (self.now_ns.get(), self.in_turn.get()) {
+            return ns;
+        }
+        self.read_ns()
+    }
+
     /// The clock's time without touching the reading (`next_deadline`).
     pub(crate) fn clock_now(&self) -> Instant {
         self.clock.now()

@@ -761,12 +761,13 @@ impl<S> EventLoop<S> {
     }
 
     /// How long the poll may sleep for a timer due at `next` (wheel
-    /// nanoseconds), measured from a fresh reading of the clock: the turn's
-    /// reading may predate slow callbacks, and a sleep measured from it
-    /// would make the timer late by their time.
+    /// nanoseconds), measured from a reading taken after the last callback
+    /// that ran: one that predated slow callbacks would make the timer late
+    /// by their time. (The timer phase's reading, when no callback ran
+    /// since, is such a reading: no second clock read.)
     #[inline(never)]
     fn until(&self, next: u64) -> Option<Duration> {
-        let left = next.saturating_sub(self.ctx.time.read_ns());
+        let left = next.saturating_sub(self.ctx.time.current_or_read_ns());
         // A manual clock does not move while we sleep: only an already-due
         // timer bounds the sleep.
         if self.ctx.time.is_manual() && left > 0 {
