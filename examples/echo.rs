@@ -12,8 +12,8 @@
 //! percentiles at shutdown (see `evloop::LatencyHistogram`).
 //!
 //! `--lines` echoes whole lines, one `write` each, as eventlet's server
-//! and `echo_async` do (a partial line waits in the connection for its
-//! end): the callback yardstick for the task version, same work.
+//! and `echo_async` do (a partial line waits for its end, and goes back as
+//! it is at EOF): the callback yardstick for the task version, same work.
 //!
 //! Usage: `cargo run --release --example echo [ADDR] [--poll block|spin|spin-then-block[:US]] [--histograms] [--lines]`
 //! (default 127.0.0.1:6000, block). Stops cleanly on SIGINT/SIGTERM.
@@ -34,18 +34,43 @@ impl Handler<()> for Echo {
 
 /// Eventlet's `handle(fd)` as a callback: each complete line goes back
 /// with its own write (the connection sends a handler's small writes
-/// together when it returns); an unfinished line is left unconsumed, so
-/// the connection keeps it until the rest arrives.
-struct LineEcho;
+/// together when it returns). An unfinished line waits in `tail`, where
+/// its bytes are searched once (as `read_line` does), and goes back
+/// whole when its end comes, or as it is at EOF, as eventlet's `readline`
+/// returns it.
+#[derive(Default)]
+struct LineEcho {
+    tail: Vec<u8>,
+}
+
+/// Longest line `LineEcho` gathers, as `AsyncConn::read_line`'s limit.
+const LINE_MAX: usize = 1024 * 1024;
 
 impl Handler<()> for LineEcho {
     fn on_data(&mut self, conn: &mut Conn, data: &[u8], _: &mut Ctx<()>, _: &mut ()) -> usize {
         let mut used = 0;
         while let Some(i) = memchr::memchr(b'\n', &data[used..]) {
-            conn.write(&data[used..=used + i]);
+            let line = &data[used..=used + i];
+            if self.tail.is_empty() {
+                conn.write(line);
+            } else {
+                self.tail.extend_from_slice(line);
+                conn.write(&self.tail);
+                self.tail = Vec::new();
+            }
             used += i + 1;
         }
-        used
+        self.tail.extend_from_slice(&data[used..]);
+        if self.tail.len() > LINE_MAX {
+            log::warn!("connection {}: a line over {LINE_MAX} bytes; closing", conn.id());
+            conn.close();
+        }
+        data.len()
+    }
+
+    fn on_eof(&mut self, conn: &mut Conn, _: &mut Ctx<()>, _: &mut ()) {
+        conn.write(&std::mem::take(&mut self.tail));
+        conn.close();
     }
 }
 
@@ -56,7 +81,9 @@ pub fn start(ctx: &mut Ctx<()>, addr: &Addr) -> std::io::Result<Listening> {
 
 /// Listen on `addr` and echo every connection line by line.
 pub fn start_lines(ctx: &mut Ctx<()>, addr: &Addr) -> std::io::Result<Listening> {
-    net::listen(ctx, addr, ListenConfig::default(), |_, _, _, _| Some(LineEcho))
+    net::listen(ctx, addr, ListenConfig::default(), |_, _, _, _| {
+        Some(LineEcho::default())
+    })
 }
 
 fn main() -> std::io::Result<()> {

@@ -59,6 +59,24 @@ fn callback_line_echo_returns_every_line() {
     common_net::concurrent_round_trips(server.tcp(), 50, 20, lines);
 }
 
+/// The last line goes back at EOF even without its newline, as eventlet's
+/// `readline` returns it: from the task and from the callback alike.
+#[test]
+fn an_unfinished_last_line_comes_back_at_eof() {
+    let task = server();
+    let callback = Server::start((), |el| Ok(echo::start_lines(el, &"127.0.0.1:0".parse()?)?.addr));
+    for addr in [task.tcp(), callback.tcp()] {
+        let mut c = connect(addr);
+        c.write_all(b"first\nsec").unwrap();
+        thread::sleep(Duration::from_millis(20));
+        c.write_all(b"ond, no end").unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"first\nsecond, no end", "from {addr}");
+    }
+}
+
 #[test]
 fn three_hundred_clients_fifty_round_trips() {
     let server = server();

@@ -3,6 +3,7 @@
 //! on first use, and the case it exists for, a task that accepts a client
 //! and dials an upstream for it (a proxy written as a straight line).
 
+use std::future::Future;
 use std::io;
 use std::task::Poll;
 use std::time::Duration;
@@ -163,5 +164,57 @@ fn a_proxy_task_dials_upstream_for_each_client() {
         .expect("within the limit");
     for (i, got) in replies.iter().enumerate() {
         assert_eq!(got, format!("client {i} a\nclient {i} b\n").as_bytes());
+    }
+}
+
+/// A connect whose future is dropped in the poll that asked for it (a
+/// select that took another branch) dials nobody: the server never sees it.
+#[test]
+fn a_connect_dropped_before_it_started_dials_nobody() {
+    let mut el = EventLoop::<()>::new().unwrap();
+    let seen = std::rc::Rc::new(std::cell::Cell::new(0));
+    let count = seen.clone();
+    let server = evloop::net::listen(
+        &mut el,
+        &"127.0.0.1:0".parse().unwrap(),
+        ListenConfig::default(),
+        move |_, _, _, _| {
+            count.set(count.get() + 1);
+            None::<Never>
+        },
+    )
+    .unwrap();
+    let to = Target::from(server.addr.clone());
+    el.block_on(&mut (), async {
+        let mut dial = Box::pin(AsyncConn::connect(&to, ConnectConfig::default()));
+        std::future::poll_fn(|cx| {
+            assert!(dial.as_mut().poll(cx).is_pending());
+            Poll::Ready(())
+        })
+        .await;
+        drop(dial);
+        // A control connect that is kept: once it is accepted, the dropped
+        // one would have been too.
+        let _kept = AsyncConn::connect(&to, ConnectConfig::default()).await.unwrap();
+        for _ in 0..50 {
+            if seen.get() > 0 {
+                break;
+            }
+            task::sleep(Duration::from_millis(5)).await;
+        }
+        for _ in 0..5 {
+            task::yield_now().await;
+        }
+    })
+    .unwrap();
+    assert_eq!(seen.get(), 1, "only the kept connect reached the server");
+}
+
+/// A handler type for connections the test refuses at accept.
+struct Never;
+
+impl evloop::net::Handler<()> for Never {
+    fn on_data(&mut self, _: &mut evloop::net::Conn, data: &[u8], _: &mut Ctx<()>, _: &mut ()) -> usize {
+        data.len()
     }
 }

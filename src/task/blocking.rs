@@ -34,6 +34,10 @@ pub(crate) type Slot = Reply<io::Result<Output>>;
 /// Start `work` on `ctx`'s pool, its result (or the pool's refusal) to land
 /// in `slot`.
 pub(crate) fn start<S>(work: Work, slot: Rc<RefCell<Slot>>, ctx: &mut Ctx<S>) {
+    if Rc::strong_count(&slot) == 1 {
+        // Its future was dropped in the poll that asked: nobody waits.
+        return;
+    }
     let back = slot.clone();
     if let Err(e) = ctx.spawn_blocking(work, move |result, _, _| finish(&back, result)) {
         finish(&slot, Err(e));

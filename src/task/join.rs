@@ -16,8 +16,10 @@ type Shared<T> = Rc<RefCell<Reply<io::Result<T>>>>;
 ///
 /// Resolves to an [`Interrupted`](io::ErrorKind::Interrupted) error when
 /// the task ends without finishing: cancelled, dropped after a panic
-/// (under [`PanicPolicy::CloseSource`](crate::PanicPolicy::CloseSource)),
-/// or dropped with its loop.
+/// (under [`PanicPolicy::CloseSource`](crate::PanicPolicy::CloseSource);
+/// under `Propagate` the panic leaves the loop's `run` or `turn`, and the
+/// task is dropped), dropped with its loop, or never placed (the source
+/// table was full: logged as an error).
 pub struct JoinHandle<T> {
     reply: Shared<T>,
 }
@@ -47,7 +49,7 @@ impl<T> Drop for Finish<T> {
         if let Some(reply) = self.reply.take() {
             let gone = io::Error::new(
                 io::ErrorKind::Interrupted,
-                "evloop: the task ended before finishing (cancelled, panicked, or its loop stopped)",
+                "evloop: the task ended before finishing (cancelled, panicked, never placed, or its loop stopped)",
             );
             Reply::fill(&reply, Err(gone));
         }

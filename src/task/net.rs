@@ -196,7 +196,11 @@ impl std::fmt::Debug for AsyncConn {
 pub(crate) type Dialing = Reply<io::Result<AsyncConn>>;
 
 /// Make the connection a task asked for, now that there is a `Ctx`.
-pub(crate) fn dial<S>(ctx: &mut Ctx<S>, to: &Target, cfg: ConnectConfig, slot: &RefCell<Dialing>) {
+pub(crate) fn dial<S>(ctx: &mut Ctx<S>, to: &Target, cfg: ConnectConfig, slot: &Rc<RefCell<Dialing>>) {
+    if Rc::strong_count(slot) == 1 {
+        // Its future was dropped in the poll that asked: dial nobody.
+        return;
+    }
     Reply::fill(slot, connect(ctx, to, cfg));
 }
 
