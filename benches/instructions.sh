@@ -19,6 +19,7 @@ WHAT=${1:?usage: benches/instructions.sh echo|echo_lines|echo_async|kv|http}
 EX=${EX:-target/release/examples}
 LOADGEN=target/release/examples/loadgen
 DEPTH=${DEPTH:-1}
+SIZE=${SIZE:-64}
 case $WHAT in
     echo_lines) BIN=echo FLAGS=--lines LOAD=--lines ;;
     echo_async) BIN=echo_async FLAGS="" LOAD=--lines ;;
@@ -48,7 +49,7 @@ run() {
             got=$(wrk -t1 -c1 -d"${n}s" "http://127.0.0.1:$port/" | awk '/requests in/{print $1}') ;;
         *)
             # shellcheck disable=SC2086
-            got=$("$LOADGEN" --addr "127.0.0.1:$port" --conns 50 --size 64 --depth "$DEPTH" \
+            got=$("$LOADGEN" --addr "127.0.0.1:$port" --conns "${CONNS:-50}" --size "$SIZE" --depth "$DEPTH" \
                 --warmup 0 --duration 120 --max-msgs "$n" $LOAD 2>/dev/null |
                 tr ' ' '\n' | sed -n 's/^echoed_total=//p') ;;
     esac

@@ -702,3 +702,92 @@ fn a_task_woken_by_two_connections_in_one_turn_is_polled_once() {
         "the second connection's bytes were read in the next turn"
     );
 }
+
+#[test]
+fn what_a_task_leaves_unread_in_its_connections_place_is_kept_in_order() {
+    let _dog = Watchdog::new(
+        30,
+        "what_a_task_leaves_unread_in_its_connections_place_is_kept_in_order",
+    );
+    let mut el = EventLoop::<()>::new().unwrap();
+    let (mut conns, mut clients) = accepted(&mut el, 1);
+    let mut conn = conns.pop().unwrap();
+    let id = conn.id();
+    let gates = Gates::new(1);
+    let got: Rc<RefCell<Vec<u8>>> = Rc::default();
+    let (g, gate) = (got.clone(), gates.clone());
+    el.spawn(async move {
+        // Polled where the bytes arrive, it takes three and leaves the
+        // rest of that read for later, while it waits on something else.
+        let mut three = [0u8; 3];
+        conn.read_exact(&mut three).await.unwrap();
+        g.borrow_mut().extend_from_slice(&three);
+        gate.wait(0).await;
+        let mut rest = Vec::new();
+        while conn.read_line(&mut rest).await.unwrap() > 0 {}
+        g.borrow_mut().extend_from_slice(&rest);
+    })
+    .unwrap();
+    turns(&mut el, &mut (), 2);
+    send_and_await(&mut el, &mut clients[0], id, b"abcdefgh\nij");
+    turns(&mut el, &mut (), 1);
+    assert_eq!(*got.borrow(), b"abc");
+    // More arrives while the task is not reading: it follows the tail.
+    send_and_await(&mut el, &mut clients[0], id, b"kl\nmn");
+    turns(&mut el, &mut (), 1);
+    clients[0].shutdown(std::net::Shutdown::Write).unwrap();
+    gates.open(0);
+    turn_until(&mut el, &mut (), |_| got.borrow().len() > 3);
+    assert_eq!(*got.borrow(), b"abcdefgh\nijkl\nmn");
+}
+
+#[test]
+fn a_task_that_drops_its_connection_mid_read_leaves_nothing_behind() {
+    let _dog = Watchdog::new(
+        30,
+        "a_task_that_drops_its_connection_mid_read_leaves_nothing_behind",
+    );
+    let mut el = EventLoop::<()>::new().unwrap();
+    let (mut conns, mut clients) = accepted(&mut el, 1);
+    let mut conn = conns.pop().unwrap();
+    let id = conn.id();
+    let done = Rc::new(Cell::new(false));
+    let d = done.clone();
+    el.spawn(async move {
+        let mut line = Vec::new();
+        conn.read_line(&mut line).await.unwrap();
+        assert_eq!(line, b"first\n");
+        conn.write_all(b"bye\n").await.unwrap();
+        drop(conn); // with "second\nthird" unread, in the connection's place
+        d.set(true);
+    })
+    .unwrap();
+    turns(&mut el, &mut (), 2);
+    send_and_await(&mut el, &mut clients[0], id, b"first\nsecond\nthird");
+    turn_until(&mut el, &mut (), |_| done.get());
+    // The reply is sent before the close; then the peer sees the end.
+    let mut got = Vec::new();
+    clients[0]
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    loop {
+        turns(&mut el, &mut (), 1);
+        let mut buf = [0u8; 64];
+        match clients[0].read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(got, b"bye\n");
+    // Lingering ends at the client's FIN; then the connection is gone.
+    drop(clients);
+    for _ in 0..1000 {
+        if el.source_mut::<evloop::net::Conn>(id).is_none() {
+            return;
+        }
+        el.turn(&mut (), Some(Duration::from_millis(5))).unwrap();
+    }
+    panic!("the connection was not closed");
+}

@@ -213,6 +213,27 @@ pub trait Handler<S> {
     /// once reading resumes after [`Conn::pause_reading`].
     fn on_data(&mut self, conn: &mut Conn, data: &[u8], ctx: &mut Ctx<S>, state: &mut S) -> usize;
 
+    /// [`on_data`](Self::on_data) for new bytes that sit at the start of
+    /// the loop's read buffer, `buf[..len]`, with no earlier tail: a
+    /// handler that would copy them into its own buffer may instead take
+    /// `buf` for the length of this call, and must put back a buffer of at
+    /// least the same length before it returns (its contents need not be
+    /// kept). The task layer uses it so a task reads straight from the
+    /// loop's buffer; the default calls `on_data`, which is what every
+    /// other handler wants.
+    #[doc(hidden)]
+    #[inline]
+    fn on_read_buf(
+        &mut self,
+        conn: &mut Conn,
+        buf: &mut Box<[u8]>,
+        len: usize,
+        ctx: &mut Ctx<S>,
+        state: &mut S,
+    ) -> usize {
+        self.on_data(conn, &buf[..len], ctx, state)
+    }
+
     /// The write queue, after having been non-empty, was fully written.
     fn on_drained(&mut self, conn: &mut Conn, ctx: &mut Ctx<S>, state: &mut S) {
         let _ = (conn, ctx, state);

@@ -245,7 +245,7 @@ fn read<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ev: Event, ctx: &mut Ctx<S
             conn.last_active = ctx.now();
         }
         total += n;
-        deliver(conn, h, &scratch[..n], ctx, state);
+        deliver(conn, h, &mut scratch, n, ctx, state);
         // A short read drained the socket; the next edge will tell us about
         // more. Unless the peer already hung up: then read on to the EOF.
         if n < scratch.len() && !ev.ready.is_read_closed() {
@@ -269,16 +269,29 @@ fn peer_eof<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ctx: &mut Ctx<S>, stat
     h.on_eof(conn, ctx, state);
 }
 
-/// Hand new bytes (after any unconsumed tail) to the handler; keep what it
-/// did not consume.
-fn deliver<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, new: &[u8], ctx: &mut Ctx<S>, state: &mut S) {
+/// Hand the new bytes `buf[..n]` (after any unconsumed tail) to the
+/// handler; keep what it did not consume.
+fn deliver<S, H: Handler<S>>(
+    conn: &mut Conn,
+    h: &mut H,
+    buf: &mut Box<[u8]>,
+    n: usize,
+    ctx: &mut Ctx<S>,
+    state: &mut S,
+) {
     if conn.has(INPUT) {
-        deliver_after_tail(conn, h, new, ctx, state);
+        deliver_after_tail(conn, h, &buf[..n], ctx, state);
         return;
     }
-    let used = h.on_data(conn, new, ctx, state).min(new.len());
-    if used < new.len() {
-        keep_tail(conn, &new[used..]);
+    let len = buf.len();
+    let used = h.on_read_buf(conn, buf, n, ctx, state).min(n);
+    if buf.len() < len {
+        // The handler broke `on_read_buf`'s contract; what it did not
+        // consume went with the buffer it kept.
+        log::error!("evloop: connection {}'s handler kept the read buffer", conn.id);
+        *buf = vec![0; len].into_boxed_slice();
+    } else if used < n {
+        keep_tail(conn, &buf[used..n]);
     }
     // else the common case: every byte consumed, nothing kept
 }

@@ -261,6 +261,12 @@ impl Waiter {
         None
     }
 
+    /// Whether a task waits (one [`take_task`](Self::take_task) would give).
+    #[inline]
+    pub(crate) fn has_task(&self) -> bool {
+        self.waiting && self.task.is_some()
+    }
+
     /// Wake the kept waker, waiting or not.
     pub(crate) fn rouse(&mut self) {
         self.waiting = false;

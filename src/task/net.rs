@@ -38,9 +38,14 @@ const WRITE_CHUNK: usize = 256 * 1024;
 
 /// What a connection's handler and its task share.
 pub(crate) struct Io {
-    /// Received and not yet read: `input[pos..]`.
+    /// Received and not yet read: `input[pos..]`, or while `lent` is
+    /// (`input` is empty then), `lent[pos..lent_len]`.
     input: Vec<u8>,
     pos: usize,
+    /// The loop's read buffer, lent for a poll in the connection's place
+    /// (see `on_read_buf`); empty when not lent.
+    lent: Box<[u8]>,
+    lent_len: usize,
     eof: bool,
     closed: Option<CloseReason>,
     /// Reading was paused because the task fell behind.
@@ -60,6 +65,8 @@ impl Io {
         Rc::new(RefCell::new(Io {
             input: Vec::new(),
             pos: 0,
+            lent: Box::default(),
+            lent_len: 0,
             eof: false,
             closed: None,
             paused: false,
@@ -76,6 +83,16 @@ impl Io {
         self.full = !room;
         if room {
             wake(&mut self.writer);
+        }
+    }
+
+    /// Where the unread input ends.
+    #[inline]
+    fn end(&self) -> usize {
+        if self.lent.is_empty() {
+            self.input.len()
+        } else {
+            self.lent_len
         }
     }
 
@@ -125,14 +142,9 @@ impl TaskConn {
     }
 }
 
-impl<S> Handler<S> for TaskConn {
-    fn on_open(&mut self, _conn: &mut Conn, _ctx: &mut Ctx<S>, _state: &mut S) {
-        let mut io = self.io.borrow_mut();
-        io.connecting = false;
-        wake(&mut io.writer);
-    }
-
-    fn on_data(&mut self, conn: &mut Conn, data: &[u8], ctx: &mut Ctx<S>, state: &mut S) -> usize {
+impl TaskConn {
+    /// Keep `data`, which the task has not read, in the task's own buffer.
+    fn keep(&self, conn: &mut Conn, data: &[u8]) {
         let mut io = self.io.borrow_mut();
         if io.input.capacity() == 0 {
             io.input = self.hub.take_buf();
@@ -148,9 +160,53 @@ impl<S> Handler<S> for TaskConn {
             conn.pause_reading();
             io.paused = true;
         }
-        drop(io);
+    }
+}
+
+impl<S> Handler<S> for TaskConn {
+    fn on_open(&mut self, _conn: &mut Conn, _ctx: &mut Ctx<S>, _state: &mut S) {
+        let mut io = self.io.borrow_mut();
+        io.connecting = false;
+        wake(&mut io.writer);
+    }
+
+    fn on_data(&mut self, conn: &mut Conn, data: &[u8], ctx: &mut Ctx<S>, state: &mut S) -> usize {
+        self.keep(conn, data);
         self.wake_reader(conn, ctx, state);
         data.len()
+    }
+
+    /// The common case, a task waiting with nothing unread: it reads
+    /// straight from the loop's read buffer, lent to it for the poll in
+    /// the connection's place, and only what it leaves unread (part of a
+    /// line) is copied to its own buffer.
+    fn on_read_buf(
+        &mut self,
+        conn: &mut Conn,
+        buf: &mut Box<[u8]>,
+        len: usize,
+        ctx: &mut Ctx<S>,
+        state: &mut S,
+    ) -> usize {
+        {
+            let mut io = self.io.borrow_mut();
+            if !io.input.is_empty() || !io.reader.has_task() {
+                drop(io);
+                return self.on_data(conn, &buf[..len], ctx, state);
+            }
+            io.lent = std::mem::take(buf);
+            io.lent_len = len;
+            io.pos = 0;
+        }
+        self.wake_reader(conn, ctx, state);
+        let mut io = self.io.borrow_mut();
+        *buf = std::mem::take(&mut io.lent);
+        let pos = std::mem::take(&mut io.pos);
+        drop(io);
+        if pos < len {
+            self.keep(conn, &buf[pos..len]);
+        }
+        len
     }
 
     fn on_eof(&mut self, conn: &mut Conn, ctx: &mut Ctx<S>, state: &mut S) {
@@ -263,7 +319,7 @@ impl AsyncConn {
     #[inline]
     fn poll_input(&self, cx: &Context<'_>) -> Poll<Option<io::Result<()>>> {
         let mut io = self.io.borrow_mut();
-        if io.pos < io.input.len() {
+        if io.pos < io.end() {
             return Poll::Ready(None);
         }
         if let Some(end) = io.end_of_input() {
@@ -277,13 +333,20 @@ impl AsyncConn {
     #[inline]
     fn consume<R>(&self, f: impl FnOnce(&[u8]) -> (usize, R)) -> R {
         let mut io = self.io.borrow_mut();
-        let (used, out) = f(&io.input[io.pos..]);
+        let (used, out) = if io.lent.is_empty() {
+            f(&io.input[io.pos..])
+        } else {
+            f(&io.lent[io.pos..io.lent_len])
+        };
         io.pos += used;
-        if io.pos == io.input.len() {
-            // Read to the end: the buffer goes back to the loop's pool, and
-            // a connection paused for a slow reader reads again.
-            io.pos = 0;
-            self.hub.give_buf(std::mem::take(&mut io.input));
+        if io.pos == io.end() {
+            // Read to the end: the buffer goes back to the loop's pool (a
+            // lent one when the poll returns), and a connection paused for
+            // a slow reader reads again.
+            if io.lent.is_empty() {
+                io.pos = 0;
+                self.hub.give_buf(std::mem::take(&mut io.input));
+            }
             if std::mem::take(&mut io.paused) {
                 self.hub.push(Op::Resume(self.id));
             }
@@ -440,7 +503,9 @@ impl Drop for AsyncConn {
             self.hub.push(Op::Close(self.id));
         }
         let input = std::mem::take(&mut io.input);
-        io.pos = 0;
+        // Unread input is dropped, a lent buffer's too (dropped in its
+        // connection's place, this task leaves nothing to keep).
+        io.pos = if io.lent.is_empty() { 0 } else { io.lent_len };
         self.hub.give_buf(input);
     }
 }
