@@ -25,15 +25,18 @@ use std::task::{Context, Poll, Waker};
 
 use super::hub::{Hub, Op};
 use super::{wait_in, wake, Reply, Waiter};
-use crate::net::{self as n, Addr, CloseReason, Conn, ConnectConfig, Handler, ListenConfig, Target};
+use crate::net::{
+    self as n, Addr, CloseReason, Conn, ConnConfig, ConnectConfig, Handler, ListenConfig, Target,
+};
 use crate::{Ctx, SourceId};
 
 /// Unread input above which reading pauses until the task catches up: the
 /// connection's read budget, so a pipelining peer (four 16 KiB requests
 /// in one read) does not pause and resume the connection every time.
 const READ_AHEAD: usize = 256 * 1024;
-/// Most bytes one `write_all` notes per poll: a larger write goes out in
-/// pieces, one per turn, while the connection has room.
+/// Most bytes one poll stages for a connection (fewer when its high water
+/// is lower): a larger write goes out in pieces, one per turn, while the
+/// connection has room.
 const WRITE_CHUNK: usize = 256 * 1024;
 
 /// What a connection's handler and its task share.
@@ -56,12 +59,24 @@ pub(crate) struct Io {
     full: bool,
     /// `shutdown` or a drop asked to end the output.
     shut: bool,
+    /// Bytes staged since the loop last wrote this connection's, and how
+    /// many one poll may stage before `write_all` waits for them to be
+    /// written: a task writing in a loop yields, and finds the queue full
+    /// before it passes `max_queued`.
+    staged: usize,
+    stage_limit: usize,
     reader: Waiter,
     writer: Option<Waker>,
 }
 
 impl Io {
-    fn new(connecting: bool) -> Rc<RefCell<Io>> {
+    fn new(connecting: bool, cfg: &ConnConfig) -> Rc<RefCell<Io>> {
+        // The queue is at most high water when the task may stage, so one
+        // poll's worth more stays within `max_queued`.
+        let stage_limit = cfg
+            .high_water
+            .min(cfg.max_queued.saturating_sub(cfg.high_water))
+            .clamp(1, WRITE_CHUNK);
         Rc::new(RefCell::new(Io {
             input: Vec::new(),
             pos: 0,
@@ -73,6 +88,8 @@ impl Io {
             connecting,
             full: false,
             shut: false,
+            staged: 0,
+            stage_limit,
             reader: Waiter::default(),
             writer: None,
         }))
@@ -81,6 +98,7 @@ impl Io {
     /// The loop wrote what the task staged: is there room for more?
     pub(crate) fn room(&mut self, room: bool) {
         self.full = !room;
+        self.staged = 0;
         if room {
             wake(&mut self.writer);
         }
@@ -237,6 +255,8 @@ pub struct AsyncConn {
     io: Rc<RefCell<Io>>,
     hub: Rc<Hub>,
     peer: Option<SocketAddr>,
+    /// Longest line `read_line` gathers (the connection's `max_input`).
+    line_max: usize,
 }
 
 impl std::fmt::Debug for AsyncConn {
@@ -379,9 +399,11 @@ impl AsyncConn {
     /// end of input (0 once nothing is left), as `BufRead::read_line`.
     ///
     /// A line longer than the connection's input cap
-    /// ([`ConnConfig::max_input`](crate::net::ConnConfig::max_input)) is an
-    /// [`InvalidData`](io::ErrorKind::InvalidData) error.
+    /// ([`ConnConfig::max_input`](crate::net::ConnConfig::max_input), its
+    /// `\n` included) is an [`InvalidData`](io::ErrorKind::InvalidData)
+    /// error, once `max_input + 1` of its bytes are read (and appended).
     pub async fn read_line(&mut self, line: &mut Vec<u8>) -> io::Result<usize> {
+        let start = line.len();
         let mut got = 0;
         std::future::poll_fn(|cx| loop {
             match self.poll_input(cx) {
@@ -389,25 +411,26 @@ impl AsyncConn {
                 Poll::Ready(Some(end)) => return Poll::Ready(end.map(|()| got)),
                 Poll::Ready(None) => {}
             }
+            let max = self.line_max;
             let done = self.consume(|input| match find_newline(input) {
-                Some(i) => {
+                Some(i) if got + i < max => {
                     line.extend_from_slice(&input[..=i]);
                     (i + 1, Some(i + 1))
                 }
-                None => {
-                    line.extend_from_slice(input);
-                    (input.len(), None)
+                _ => {
+                    // Part of a line: take no more than fits the cap, so a
+                    // line too long is refused before it is all gathered.
+                    let n = input.len().min(max + 1 - got);
+                    line.extend_from_slice(&input[..n]);
+                    (n, None)
                 }
             });
             match done {
                 Some(n) => return Poll::Ready(Ok(got + n)),
-                None => got = line.len(),
+                None => got = line.len() - start,
             }
-            if got > LINE_MAX {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "evloop: line too long",
-                )));
+            if got > max {
+                return Poll::Ready(Err(line_too_long(max)));
             }
         })
         .await
@@ -449,11 +472,12 @@ impl AsyncConn {
                     "evloop: the connection's output is shut",
                 )));
             }
-            if io.full || io.connecting {
+            if io.full || io.connecting || io.staged >= io.stage_limit {
                 wait_in(&mut io.writer, cx);
                 return Poll::Pending;
             }
-            let n = rest.len().min(WRITE_CHUNK);
+            let n = rest.len().min(io.stage_limit - io.staged);
+            io.staged += n;
             self.hub.stage(self.id, &self.io, &rest[..n]);
             rest = &rest[n..];
             if rest.is_empty() {
@@ -482,6 +506,14 @@ impl AsyncConn {
     }
 }
 
+#[cold]
+fn line_too_long(max: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("evloop: a line longer than the connection's max_input ({max} bytes)"),
+    )
+}
+
 /// Where the first `\n` in `s` is. glibc's `memchr` reads a vector
 /// register a step; std's (behind `read_until`) reads two words, and on a
 /// short line spends most of its time getting aligned (166 instructions
@@ -492,9 +524,6 @@ fn find_newline(s: &[u8]) -> Option<usize> {
     let at = unsafe { libc::memchr(s.as_ptr().cast(), b'\n'.into(), s.len()) };
     (!at.is_null()).then(|| at as usize - s.as_ptr() as usize)
 }
-
-/// Longest line [`AsyncConn::read_line`] gathers.
-const LINE_MAX: usize = 1024 * 1024;
 
 impl Drop for AsyncConn {
     fn drop(&mut self) {
@@ -511,8 +540,8 @@ impl Drop for AsyncConn {
 }
 
 /// A new connection's handler, and the state it shares with the task.
-fn handler(hub: &Rc<Hub>, connecting: bool) -> (TaskConn, Rc<RefCell<Io>>) {
-    let io = Io::new(connecting);
+fn handler(hub: &Rc<Hub>, connecting: bool, cfg: &ConnConfig) -> (TaskConn, Rc<RefCell<Io>>) {
+    let io = Io::new(connecting, cfg);
     let handler = TaskConn {
         io: io.clone(),
         hub: hub.clone(),
@@ -525,19 +554,38 @@ fn handler(hub: &Rc<Hub>, connecting: bool) -> (TaskConn, Rc<RefCell<Io>>) {
 /// shows as an error on the first read or write.
 pub fn connect<S>(ctx: &mut Ctx<S>, to: &Target, cfg: ConnectConfig) -> io::Result<AsyncConn> {
     let hub = Hub::of(ctx)?;
-    let (handler, io) = handler(&hub, true);
+    let (handler, io) = handler(&hub, true, &cfg.conn);
     let peer = match to {
         Target::Addr(Addr::Tcp(a)) => Some(*a),
         _ => None,
     };
+    let line_max = cfg.conn.max_input;
     let id = n::connect(ctx, to, cfg, handler)?;
-    Ok(AsyncConn { id, io, hub, peer })
+    Ok(AsyncConn {
+        id,
+        io,
+        hub,
+        peer,
+        line_max,
+    })
 }
 
 /// Accepted connections waiting for a task to take them.
 struct Backlog {
     conns: VecDeque<AsyncConn>,
-    waiter: Option<Waker>,
+    /// The tasks waiting in `accept` (several may share a listener).
+    waiters: Vec<Waker>,
+}
+
+impl Backlog {
+    /// Wake every waiting `accept`: the first polled takes the connection,
+    /// the rest find none and wait again. (Waking one would lose the
+    /// connection when that one's future was dropped meanwhile.)
+    fn wake_all(&mut self) {
+        for w in self.waiters.drain(..) {
+            w.wake();
+        }
+    }
 }
 
 /// The listener's end of the backlog, owned by its accept callback: when
@@ -548,7 +596,7 @@ struct Feeder(Rc<RefCell<Backlog>>);
 impl Drop for Feeder {
     fn drop(&mut self) {
         if let Ok(mut backlog) = self.0.try_borrow_mut() {
-            wake(&mut backlog.waiter);
+            backlog.wake_all();
         }
     }
 }
@@ -601,24 +649,25 @@ pub fn listen<S: 'static>(ctx: &mut Ctx<S>, addr: &Addr, cfg: ListenConfig) -> i
     let hub = Hub::of(ctx)?;
     let backlog = Rc::new(RefCell::new(Backlog {
         conns: VecDeque::new(),
-        waiter: None,
+        waiters: Vec::new(),
     }));
-    let (feeder, conn_hub) = (Feeder(backlog.clone()), hub.clone());
+    let (feeder, conn_hub, conn_cfg) = (Feeder(backlog.clone()), hub.clone(), cfg.conn.clone());
     let listening = n::listen(ctx, addr, cfg, move |stream, id, _ctx, _state| {
         let peer = match stream {
             n::Stream::Tcp(s) => s.peer_addr().ok(),
             _ => None,
         };
-        let (handler, io) = handler(&conn_hub, false);
+        let (handler, io) = handler(&conn_hub, false, &conn_cfg);
         let conn = AsyncConn {
             id,
             io,
             hub: conn_hub.clone(),
             peer,
+            line_max: conn_cfg.max_input,
         };
         let mut backlog = feeder.0.borrow_mut();
         backlog.conns.push_back(conn);
-        wake(&mut backlog.waiter);
+        backlog.wake_all();
         Some(handler)
     })?;
     Ok(AsyncListener {
@@ -656,7 +705,9 @@ impl AsyncListener {
                     "evloop: the listener is closed",
                 )));
             }
-            wait_in(&mut backlog.waiter, cx);
+            if !backlog.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                backlog.waiters.push(cx.waker().clone());
+            }
             Poll::Pending
         })
         .await

@@ -1,0 +1,211 @@
+//! An `AsyncConn` as a new user drives it: a task writing in a loop is
+//! held to the connection's backpressure (nothing lost, nothing
+//! overflowing), `read_line` counts what it appends and keeps to the
+//! connection's `max_input`, and tasks sharing a listener are each handed
+//! connections.
+
+mod common;
+
+use std::cell::{Cell, RefCell};
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{turn_until, turns, Watchdog};
+use evloop::net::{Addr, Conn, ConnConfig, ListenConfig};
+use evloop::task::{self, AsyncConn, AsyncListener};
+use evloop::EventLoop;
+
+fn listener(el: &mut EventLoop<()>, conn: ConnConfig) -> (AsyncListener, std::net::SocketAddr) {
+    let cfg = ListenConfig {
+        conn,
+        ..Default::default()
+    };
+    let listener = task::listen(el, &"127.0.0.1:0".parse().unwrap(), cfg).unwrap();
+    let Addr::Tcp(addr) = listener.local_addr().clone() else {
+        unreachable!()
+    };
+    (listener, addr)
+}
+
+/// One connection accepted for a task, and its client.
+fn one_conn(el: &mut EventLoop<()>, cfg: ConnConfig) -> (AsyncConn, TcpStream) {
+    let (listener, addr) = listener(el, cfg);
+    let got: Rc<RefCell<Option<AsyncConn>>> = Rc::default();
+    let into = got.clone();
+    el.spawn(async move {
+        *into.borrow_mut() = listener.accept().await.ok();
+    })
+    .unwrap();
+    let client = TcpStream::connect(addr).unwrap();
+    turn_until(el, &mut (), |_| got.borrow().is_some());
+    let conn = got.borrow_mut().take().unwrap();
+    (conn, client)
+}
+
+/// The `i`th line a writer sends: its number, padded to 16 bytes.
+fn numbered(i: usize) -> String {
+    format!("{i:015}\n")
+}
+
+#[test]
+fn a_task_writing_in_a_loop_waits_for_a_slow_reader_and_loses_nothing() {
+    let _dog = Watchdog::new(
+        60,
+        "a_task_writing_in_a_loop_waits_for_a_slow_reader_and_loses_nothing",
+    );
+    const LINES: usize = 600_000; // 9.6 MB: over twice the default max_queued
+    let mut el = EventLoop::<()>::new().unwrap();
+    let cfg = ConnConfig::default();
+    let max_queued = cfg.max_queued;
+    let (mut conn, mut client) = one_conn(&mut el, cfg);
+    let id = conn.id();
+    let written = Rc::new(Cell::new(0));
+    let result: Rc<RefCell<Option<std::io::Result<()>>>> = Rc::default();
+    let (w, r) = (written.clone(), result.clone());
+    el.spawn(async move {
+        let outcome = async {
+            for i in 0..LINES {
+                conn.write_all(numbered(i).as_bytes()).await?;
+                w.set(i + 1);
+            }
+            conn.shutdown().await
+        }
+        .await;
+        *r.borrow_mut() = Some(outcome);
+    })
+    .unwrap();
+
+    // The client does not read yet: the task must be held back, and the
+    // connection neither overflow nor close.
+    let mut max_seen = 0;
+    for _ in 0..50 {
+        turns(&mut el, &mut (), 1);
+        let queued = el.source_mut::<Conn>(id).expect("still open").queued();
+        max_seen = max_seen.max(queued);
+    }
+    assert!(
+        result.borrow().is_none(),
+        "the writer finished with nobody reading"
+    );
+    assert!(written.get() < LINES);
+    assert!(max_seen <= max_queued, "{max_seen} queued, over {max_queued}");
+
+    // Now read everything: every line, in order, then the end.
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        client.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut all = Vec::new();
+        client.read_to_end(&mut all).unwrap();
+        tx.send(()).unwrap();
+        all
+    });
+    turn_until(&mut el, &mut (), |_| rx.try_recv().is_ok());
+    let all = reader.join().unwrap();
+    assert!(matches!(*result.borrow(), Some(Ok(()))), "{:?}", result.borrow());
+    assert_eq!(all.len(), LINES * 16);
+    for (i, line) in all.chunks(16).enumerate() {
+        assert_eq!(line, numbered(i).as_bytes(), "line {i}");
+    }
+}
+
+#[test]
+fn read_line_counts_only_what_it_appends() {
+    let _dog = Watchdog::new(30, "read_line_counts_only_what_it_appends");
+    let mut el = EventLoop::<()>::new().unwrap();
+    let (mut conn, mut client) = one_conn(&mut el, ConnConfig::default());
+    type Lines = Rc<RefCell<Vec<(usize, Vec<u8>)>>>;
+    let got: Lines = Rc::default();
+    let g = got.clone();
+    el.spawn(async move {
+        // A line arriving in two pieces, after a prefix the caller keeps.
+        let mut line = b"prefix:".to_vec();
+        let n = conn.read_line(&mut line).await.unwrap();
+        g.borrow_mut().push((n, line));
+        // The input ends inside a line.
+        let mut line = b"p:".to_vec();
+        let n = conn.read_line(&mut line).await.unwrap();
+        g.borrow_mut().push((n, line));
+        let mut line = b"q:".to_vec();
+        let n = conn.read_line(&mut line).await.unwrap();
+        g.borrow_mut().push((n, line));
+    })
+    .unwrap();
+    turns(&mut el, &mut (), 2);
+    client.write_all(b"abc").unwrap();
+    turns(&mut el, &mut (), 3);
+    client.write_all(b"def\nxyz").unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    turn_until(&mut el, &mut (), |_| got.borrow().len() == 3);
+    assert_eq!(
+        *got.borrow(),
+        [
+            (7, b"prefix:abcdef\n".to_vec()),
+            (3, b"p:xyz".to_vec()),
+            (0, b"q:".to_vec())
+        ]
+    );
+}
+
+#[test]
+fn read_line_keeps_to_the_connections_max_input() {
+    let _dog = Watchdog::new(30, "read_line_keeps_to_the_connections_max_input");
+    let mut el = EventLoop::<()>::new().unwrap();
+    let cfg = ConnConfig {
+        max_input: 1000,
+        ..Default::default()
+    };
+    let (mut conn, mut client) = one_conn(&mut el, cfg);
+    let got: Rc<RefCell<Vec<std::io::Result<usize>>>> = Rc::default();
+    let g = got.clone();
+    el.spawn(async move {
+        for _ in 0..2 {
+            let mut line = Vec::new();
+            let r = conn.read_line(&mut line).await;
+            g.borrow_mut().push(r);
+        }
+    })
+    .unwrap();
+    // 1,000 bytes with the newline: allowed. 1,001: refused.
+    let mut data = vec![b'a'; 999];
+    data.push(b'\n');
+    data.extend(std::iter::repeat_n(b'b', 1000));
+    data.push(b'\n');
+    client.write_all(&data).unwrap();
+    turn_until(&mut el, &mut (), |_| got.borrow().len() == 2);
+    let got = got.borrow();
+    assert_eq!(*got[0].as_ref().unwrap(), 1000);
+    let err = got[1].as_ref().unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
+}
+
+#[test]
+fn tasks_sharing_a_listener_are_each_handed_connections() {
+    let _dog = Watchdog::new(30, "tasks_sharing_a_listener_are_each_handed_connections");
+    let mut el = EventLoop::<()>::new().unwrap();
+    let (listener, addr) = listener(&mut el, ConnConfig::default());
+    let listener = Rc::new(listener);
+    let served: Rc<RefCell<Vec<usize>>> = Rc::default();
+    let held: Rc<RefCell<Vec<AsyncConn>>> = Rc::default();
+    for worker in 0..2 {
+        let (l, s, h) = (listener.clone(), served.clone(), held.clone());
+        el.spawn(async move {
+            // Each worker takes one connection and keeps it.
+            if let Ok(conn) = l.accept().await {
+                s.borrow_mut().push(worker);
+                h.borrow_mut().push(conn);
+            }
+        })
+        .unwrap();
+    }
+    turns(&mut el, &mut (), 2); // both wait in accept
+    let _first = TcpStream::connect(addr).unwrap();
+    turn_until(&mut el, &mut (), |_| served.borrow().len() == 1);
+    let _second = TcpStream::connect(addr).unwrap();
+    turn_until(&mut el, &mut (), |_| served.borrow().len() == 2);
+    let mut workers = served.borrow().clone();
+    workers.sort_unstable();
+    assert_eq!(workers, [0, 1]);
+}
