@@ -479,3 +479,39 @@ fn a_small_backlog_does_not_keep_the_shared_buffer() {
         );
     }
 }
+
+/// Answers the first message with 64 KiB writes until one is refused.
+struct Flood;
+
+impl Handler<()> for Flood {
+    fn on_data(&mut self, conn: &mut Conn, data: &[u8], _: &mut Ctx<()>, _: &mut ()) -> usize {
+        while conn.write(&[b'y'; 64 * 1024]) {}
+        data.len()
+    }
+}
+
+/// A connection closed because its queue overflowed ends with a reset, not
+/// a FIN: the peer that reads late must not take the cut stream for a
+/// complete one.
+#[test]
+fn an_overflow_resets_the_peer_instead_of_ending_cleanly() {
+    let server = Server::start((), move |el| {
+        let cfg = ListenConfig {
+            conn: ConnConfig {
+                max_queued: 1 << 20,
+                ..ConnConfig::default()
+            },
+            ..ListenConfig::default()
+        };
+        let l = net::listen(el, &"127.0.0.1:0".parse()?, cfg, |_, _, _, _| Some(Flood))?;
+        Ok(l.addr)
+    });
+    let mut c = connect(server.tcp());
+    c.write_all(b"go").unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    let mut got = Vec::new();
+    let end = c.read_to_end(&mut got);
+    let err = end.expect_err("a clean end after a cut stream");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+}

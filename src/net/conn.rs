@@ -42,6 +42,8 @@ pub struct ConnConfig {
     pub low_water: usize,
     /// Queued output above which the connection is closed with
     /// [`CloseReason::Overflow`] (default 4 MiB): the bound on a peer that never reads.
+    /// The queue is dropped and the socket reset, so the peer sees an error,
+    /// not a clean end, after what it had been sent.
     pub max_queued: usize,
     /// Unconsumed input above which the connection is closed with
     /// [`CloseReason::InputTooLarge`] (default 1 MiB).

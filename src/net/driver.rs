@@ -515,10 +515,38 @@ pub(super) fn finish<S, H: Handler<S>>(
     state: &mut S,
 ) {
     log::debug!("evloop: connection {} closed: {reason:?}", conn.id);
+    if conn.queued() > 0
+        && matches!(
+            reason,
+            CloseReason::Overflow | CloseReason::Idle | CloseReason::InputTooLarge
+        )
+    {
+        cut_short(conn, reason);
+    }
     h.on_close(conn, reason, ctx, state);
     release(conn, ctx);
     if conn.has(LINGERING) {
         arm_linger(conn, ctx);
+    }
+}
+
+/// Closed for a fault with output queued that will never be sent (the
+/// queue overflowed, a peer that stopped reading timed out): the socket is
+/// to reset, not end with a FIN, so the peer can tell its stream was cut
+/// short rather than complete. (An abort the handler asks for keeps its
+/// documented end: what the kernel took, then EOF.)
+#[cold]
+#[inline(never)]
+fn cut_short(conn: &mut Conn, reason: CloseReason) {
+    log::warn!(
+        "evloop: connection {} closed ({reason:?}) with {} bytes unsent; resetting it",
+        conn.id,
+        conn.queued()
+    );
+    if let Stream::Tcp(s) = &conn.stream {
+        // Linger off with a zero time: the close discards what the kernel
+        // still holds and sends a reset.
+        let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
     }
 }
 
