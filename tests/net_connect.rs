@@ -275,6 +275,9 @@ fn host_names_parse_without_resolving_and_malformed_ones_are_refused() {
     }
     let e = "localhost:80".parse::<net::Addr>().unwrap_err();
     assert!(e.to_string().contains("localhost:80"), "{e}");
+    // An empty Unix path is named as such, not taken for a host name.
+    let e = "unix:".parse::<Target>().unwrap_err();
+    assert!(e.to_string().contains("empty socket path"), "{e}");
 }
 
 #[test]

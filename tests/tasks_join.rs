@@ -144,3 +144,99 @@ fn spawn_n_runs_a_task_with_no_handle() {
     let err = task::spawn_n(async {}).unwrap_err();
     assert!(err.to_string().contains("outside a task"), "{err}");
 }
+
+/// Drops its flag when its future is dropped: shows an aborted task's
+/// future went (and with it what it owned).
+struct DropFlag(Rc<Cell<bool>>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.set(true);
+    }
+}
+
+#[test]
+fn an_aborted_task_is_dropped_and_its_handle_interrupted() {
+    let mut el = EventLoop::<()>::new().unwrap();
+    let dropped = Rc::new(Cell::new(false));
+    let d = dropped.clone();
+    let (err, was_dropped_before_await) = el
+        .block_on(&mut (), async move {
+            let flag = DropFlag(d.clone());
+            let h: JoinHandle<u8> = task::spawn(async move {
+                let _flag = flag;
+                std::future::pending::<u8>().await
+            })
+            .unwrap();
+            task::yield_now().await; // it is parked now
+            h.abort();
+            task::yield_now().await;
+            let gone = d.get();
+            (h.await.unwrap_err(), gone)
+        })
+        .unwrap();
+    assert_eq!(err.kind(), io::ErrorKind::Interrupted);
+    assert!(
+        was_dropped_before_await,
+        "the future was dropped at its next poll"
+    );
+    assert!(dropped.get());
+}
+
+#[test]
+fn an_abort_before_the_first_poll_or_after_the_end() {
+    let mut el = EventLoop::<()>::new().unwrap();
+    let polled = Rc::new(Cell::new(false));
+    let p = polled.clone();
+    let (early, late) = el
+        .block_on(&mut (), async move {
+            // Aborted before it ever ran: it never runs.
+            let early: JoinHandle<u8> = task::spawn(async move {
+                p.set(true);
+                1
+            })
+            .unwrap();
+            early.abort();
+            // Finished before the abort: the abort changes nothing.
+            let late = task::spawn(async { 2u8 }).unwrap();
+            for _ in 0..3 {
+                task::yield_now().await;
+            }
+            late.abort();
+            (early.await, late.await)
+        })
+        .unwrap();
+    assert_eq!(early.unwrap_err().kind(), io::ErrorKind::Interrupted);
+    assert!(!polled.get());
+    assert_eq!(late.unwrap(), 2);
+}
+
+#[test]
+fn abort_from_a_handler_outside_any_task() {
+    let mut el = EventLoop::<()>::new().unwrap();
+    let handle: Rc<Cell<Option<JoinHandle<u8>>>> = Rc::default();
+    let h = handle.clone();
+    el.block_on(&mut (), async move {
+        h.set(Some(task::spawn(std::future::pending::<u8>()).unwrap()));
+        task::yield_now().await;
+    })
+    .unwrap();
+    let h = handle.take().unwrap();
+    // From a timer callback (no task is polled there).
+    let slot = Rc::new(Cell::new(Some(h)));
+    let in_timer = slot.clone();
+    let got: Rc<Cell<Option<io::ErrorKind>>> = Rc::default();
+    el.timer_after(std::time::Duration::ZERO, move |_, _, _| {
+        if let Some(h) = in_timer.take() {
+            h.abort();
+            in_timer.set(Some(h));
+        }
+    });
+    el.turn(&mut (), Some(std::time::Duration::from_millis(10)))
+        .unwrap();
+    let h = slot.take().unwrap();
+    let g = got.clone();
+    el.block_on(&mut (), async move { g.set(h.await.err().map(|e| e.kind())) })
+        .unwrap();
+    assert_eq!(got.get(), Some(io::ErrorKind::Interrupted));
+}

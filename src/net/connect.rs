@@ -107,8 +107,11 @@ impl FromStr for Target {
     type Err = io::Error;
 
     fn from_str(s: &str) -> io::Result<Target> {
-        if let Ok(addr) = s.parse::<Addr>() {
-            return Ok(Target::Addr(addr));
+        match s.parse::<Addr>() {
+            Ok(addr) => return Ok(Target::Addr(addr)),
+            // A Unix path is never a host name: its own error says more.
+            Err(e) if s.starts_with("unix:") => return Err(e),
+            Err(_) => {}
         }
         let (host, port) = super::resolve::split_host_port(s)?;
         Ok(Target::Name {

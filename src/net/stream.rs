@@ -30,7 +30,7 @@ impl FromStr for Addr {
             if path.is_empty() {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
-                    "empty unix socket path",
+                    "evloop: \"unix:\" with an empty socket path",
                 ));
             }
             return Ok(Addr::Unix(PathBuf::from(path)));

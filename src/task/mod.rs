@@ -120,7 +120,9 @@ pub(crate) fn current_hub() -> Option<(Rc<Hub>, SourceId)> {
 }
 
 /// The id of the task being polled on this thread (`None` outside a
-/// task's poll).
+/// task's poll). [`EventLoop::block_on`]'s future counts as a task here,
+/// with the id of the source that stands for it while it runs (so the
+/// task API works inside it); cancelling that id does nothing.
 pub fn current() -> Option<SourceId> {
     CURRENT.with(Cell::get)
 }
@@ -542,7 +544,15 @@ impl<S> EventLoop<S> {
     ///
     /// Fails if a turn fails, or with [`Interrupted`](io::ErrorKind::Interrupted)
     /// if the loop is stopped ([`Ctx::stop`], [`Remote::stop`](crate::Remote::stop))
-    /// before the future is done (the future is then dropped).
+    /// before the future is done (the future is then dropped). A stop asked
+    /// for earlier and not yet honoured by a turn stops the first turn this
+    /// takes.
+    ///
+    /// Under a [`ManualClock`](crate::ManualClock) time moves only when the
+    /// clock is advanced, and advancing it wakes no sleeping poll: a future
+    /// waiting on a sleep alone waits for good unless a handler or task
+    /// advances the clock. Tests drive a manual clock with
+    /// [`turn`](crate::EventLoop::turn) instead.
     ///
     /// ```
     /// use std::time::Duration;

@@ -105,6 +105,8 @@ impl Drop for Sleep {
 /// Run `future` for at most `duration`: its output, or a
 /// [`TimedOut`](io::ErrorKind::TimedOut) error once the time is up (the
 /// future is then dropped). A future that is ready at once never times out.
+/// Its clock is the loop's, as for [`sleep`]: outside a task (or
+/// `block_on`) the time is never up.
 ///
 /// ```
 /// use std::time::Duration;
