@@ -59,11 +59,11 @@ pub(crate) struct Io {
     full: bool,
     /// `shutdown` or a drop asked to end the output.
     shut: bool,
-    /// Bytes staged since the loop last wrote this connection's, and how
-    /// many one poll may stage before `write_all` waits for them to be
-    /// written: a task writing in a loop yields, and finds the queue full
-    /// before it passes `max_queued`.
-    staged: usize,
+    /// How many more bytes may be staged before `write_all` waits for the
+    /// loop to write them, of the `stage_limit` one poll may stage: a task
+    /// writing in a loop yields, and finds the queue full before it passes
+    /// `max_queued`.
+    stage_room: usize,
     stage_limit: usize,
     reader: Waiter,
     writer: Option<Waker>,
@@ -88,7 +88,7 @@ impl Io {
             connecting,
             full: false,
             shut: false,
-            staged: 0,
+            stage_room: stage_limit,
             stage_limit,
             reader: Waiter::default(),
             writer: None,
@@ -98,7 +98,7 @@ impl Io {
     /// The loop wrote what the task staged: is there room for more?
     pub(crate) fn room(&mut self, room: bool) {
         self.full = !room;
-        self.staged = 0;
+        self.stage_room = self.stage_limit;
         if room {
             wake(&mut self.writer);
         }
@@ -472,12 +472,12 @@ impl AsyncConn {
                     "evloop: the connection's output is shut",
                 )));
             }
-            if io.full || io.connecting || io.staged >= io.stage_limit {
+            if io.full || io.connecting || io.stage_room == 0 {
                 wait_in(&mut io.writer, cx);
                 return Poll::Pending;
             }
-            let n = rest.len().min(io.stage_limit - io.staged);
-            io.staged += n;
+            let n = rest.len().min(io.stage_room);
+            io.stage_room -= n;
             self.hub.stage(self.id, &self.io, &rest[..n]);
             rest = &rest[n..];
             if rest.is_empty() {
