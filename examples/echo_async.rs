@@ -17,13 +17,19 @@ use evloop::net::{Addr, ListenConfig};
 use evloop::task::{self, AsyncConn};
 use evloop::{Ctx, EventLoop};
 
+/// Line buffer capacity kept from one line to the next: an idle client
+/// does not keep its largest line's memory.
+const LINE_KEEP: usize = 4096;
+
 /// One client: eventlet's `handle(fd)`.
 async fn handle(mut conn: AsyncConn) {
     log::info!("client connected");
     let mut line = Vec::new();
     loop {
-        // pass through every non-eof line
+        // pass through every non-eof line (after a huge one, a new buffer,
+        // as eventlet's readline makes a new string)
         line.clear();
+        line.shrink_to(LINE_KEEP);
         match conn.read_line(&mut line).await {
             Ok(0) | Err(_) => break,
             Ok(_) => {}

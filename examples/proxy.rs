@@ -15,9 +15,10 @@
 //!   upstream applies the same rule. So the proxy holds at most about
 //!   high water plus one read per direction, whatever the peers do.
 //! - **Half-close is passed on** (`on_eof` shuts the other side's write half
-//!   once what it owes is written), and so is a close: when one side goes,
-//!   the other is closed after what it is owed is written. An upstream that
-//!   refuses or does not answer closes the client, with a warning.
+//!   once what it owes is written), and so is a close: when one side
+//!   closes cleanly, the other is closed after what it is owed is written;
+//!   when one fails (a reset, a timeout), the other is aborted. An upstream
+//!   that refuses or does not answer closes the client, with a warning.
 //!
 //! Usage: `cargo run --release --example proxy [LISTEN] [UPSTREAM]`
 //! (defaults 127.0.0.1:6000 and 127.0.0.1:6001; UPSTREAM may be a host
@@ -83,8 +84,21 @@ impl<S> Handler<S> for Side {
         } else {
             log::debug!("connection {} closed: {reason:?}", conn.id());
         }
-        // Whatever ended this side, the other gets what it is owed, then a close.
-        net::close(ctx, self.peer);
+        match reason {
+            // This side ended cleanly: the other gets what it is owed,
+            // then a close.
+            CloseReason::Local | CloseReason::PeerClosed | CloseReason::ConnectFailed(_) => {
+                net::close(ctx, self.peer);
+            }
+            // It failed (reset, timed out, overflowed): pass the abort on,
+            // as a reset. A graceful close could wait for good: what this
+            // side owed the other is only written once the other reads, and
+            // the other may itself be waiting for the reads this side, now
+            // gone, stopped doing.
+            _ => {
+                net::abort(ctx, self.peer);
+            }
+        }
     }
 }
 
