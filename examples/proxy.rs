@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use evloop::net::{
     self, Addr, CloseReason, Conn, ConnConfig, ConnectConfig, Connector, Handler, ListenConfig, Listening,
-    Target,
+    Stream, Target,
 };
 use evloop::{Ctx, EventLoop, SourceId};
 
@@ -90,12 +90,17 @@ impl<S> Handler<S> for Side {
             CloseReason::Local | CloseReason::PeerClosed | CloseReason::ConnectFailed(_) => {
                 net::close(ctx, self.peer);
             }
-            // It failed (reset, timed out, overflowed): pass the abort on,
-            // as a reset. A graceful close could wait for good: what this
-            // side owed the other is only written once the other reads, and
-            // the other may itself be waiting for the reads this side, now
-            // gone, stopped doing.
+            // It failed (reset, timed out, overflowed): pass it on as a
+            // reset, so the other end can tell its stream was cut short. A
+            // graceful close could wait for good: what this side owed the
+            // other is only written once the other reads, and the other
+            // may itself be waiting for the reads this side, now gone,
+            // stopped doing.
             _ => {
+                if let Some(Stream::Tcp(s)) = ctx.source_mut::<Conn>(self.peer).map(|c| c.stream()) {
+                    // Linger off with a zero time: the close sends a reset.
+                    let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
+                }
                 net::abort(ctx, self.peer);
             }
         }

@@ -481,6 +481,7 @@ fn a_small_backlog_does_not_keep_the_shared_buffer() {
 }
 
 /// Answers the first message with 64 KiB writes until one is refused.
+#[derive(Clone)]
 struct Flood;
 
 impl Handler<()> for Flood {
@@ -490,11 +491,11 @@ impl Handler<()> for Flood {
     }
 }
 
-/// A connection closed because its queue overflowed ends with a reset, not
-/// a FIN: the peer that reads late must not take the cut stream for a
-/// complete one.
-#[test]
-fn an_overflow_resets_the_peer_instead_of_ending_cleanly() {
+/// What a client that says "go" to a server answering with `handler`
+/// (1 MiB `max_queued`) reads, and how its read ends.
+fn overflowed_reply<H: Handler<()> + Clone + Send + 'static>(
+    handler: H,
+) -> (Vec<u8>, std::io::Result<usize>) {
     let server = Server::start((), move |el| {
         let cfg = ListenConfig {
             conn: ConnConfig {
@@ -503,7 +504,9 @@ fn an_overflow_resets_the_peer_instead_of_ending_cleanly() {
             },
             ..ListenConfig::default()
         };
-        let l = net::listen(el, &"127.0.0.1:0".parse()?, cfg, |_, _, _, _| Some(Flood))?;
+        let l = net::listen(el, &"127.0.0.1:0".parse()?, cfg, move |_, _, _, _| {
+            Some(handler.clone())
+        })?;
         Ok(l.addr)
     });
     let mut c = connect(server.tcp());
@@ -512,6 +515,36 @@ fn an_overflow_resets_the_peer_instead_of_ending_cleanly() {
         .unwrap();
     let mut got = Vec::new();
     let end = c.read_to_end(&mut got);
+    (got, end)
+}
+
+/// A connection closed because its queue overflowed ends with a reset, not
+/// a FIN: the peer that reads late must not take the cut stream for a
+/// complete one.
+#[test]
+fn an_overflow_resets_the_peer_instead_of_ending_cleanly() {
+    let (_, end) = overflowed_reply(Flood);
     let err = end.expect_err("a clean end after a cut stream");
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+}
+
+/// Answers the first message with one write larger than `max_queued`.
+#[derive(Clone)]
+struct OneHugeWrite;
+
+impl Handler<()> for OneHugeWrite {
+    fn on_data(&mut self, conn: &mut Conn, data: &[u8], _: &mut Ctx<()>, _: &mut ()) -> usize {
+        conn.write(&vec![b'z'; 8 << 20]);
+        data.len()
+    }
+}
+
+/// The same when the write that overflowed found the queue empty: what the
+/// kernel took arrives, then a reset, not a clean end.
+#[test]
+fn one_write_over_the_cap_resets_the_peer_too() {
+    let (got, end) = overflowed_reply(OneHugeWrite);
+    let err = end.expect_err("a clean end after a cut stream");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+    assert!(got.len() < 8 << 20);
 }

@@ -209,3 +209,56 @@ fn tasks_sharing_a_listener_are_each_handed_connections() {
     workers.sort_unstable();
     assert_eq!(workers, [0, 1]);
 }
+
+#[test]
+fn read_line_with_no_line_cap_gathers_a_line_in_pieces() {
+    let _dog = Watchdog::new(30, "read_line_with_no_line_cap_gathers_a_line_in_pieces");
+    let mut el = EventLoop::<()>::new().unwrap();
+    let cfg = ConnConfig {
+        max_input: usize::MAX,
+        ..Default::default()
+    };
+    let (mut conn, mut client) = one_conn(&mut el, cfg);
+    let got: Rc<RefCell<Option<Vec<u8>>>> = Rc::default();
+    let g = got.clone();
+    el.spawn(async move {
+        let mut line = Vec::new();
+        conn.read_line(&mut line).await.unwrap();
+        *g.borrow_mut() = Some(line);
+    })
+    .unwrap();
+    turns(&mut el, &mut (), 2);
+    client.write_all(b"abc").unwrap();
+    turns(&mut el, &mut (), 3);
+    client.write_all(b"def\n").unwrap();
+    turn_until(&mut el, &mut (), |_| got.borrow().is_some());
+    assert_eq!(got.borrow().as_deref(), Some(&b"abcdef\n"[..]));
+}
+
+#[test]
+fn a_low_high_water_mark_still_writes_in_large_pieces() {
+    let _dog = Watchdog::new(60, "a_low_high_water_mark_still_writes_in_large_pieces");
+    let mut el = EventLoop::<()>::new().unwrap();
+    let cfg = ConnConfig {
+        high_water: 0,
+        low_water: 0,
+        ..Default::default()
+    };
+    let (mut conn, mut client) = one_conn(&mut el, cfg);
+    let done = Rc::new(Cell::new(false));
+    let d = done.clone();
+    el.spawn(async move {
+        conn.write_all(&vec![b'w'; 1 << 20]).await.unwrap();
+        d.set(true);
+    })
+    .unwrap();
+    let reader = std::thread::spawn(move || {
+        client.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut buf = vec![0u8; 1 << 20];
+        client.read_exact(&mut buf).unwrap();
+        buf
+    });
+    let turns_taken = turn_until(&mut el, &mut (), |_| done.get());
+    assert!(turns_taken < 200, "1 MiB took {turns_taken} turns");
+    assert!(reader.join().unwrap().iter().all(|&b| b == b'w'));
+}

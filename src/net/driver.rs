@@ -515,11 +515,10 @@ pub(super) fn finish<S, H: Handler<S>>(
     state: &mut S,
 ) {
     log::debug!("evloop: connection {} closed: {reason:?}", conn.id);
-    if conn.queued() > 0
-        && matches!(
-            reason,
-            CloseReason::Overflow | CloseReason::Idle | CloseReason::InputTooLarge
-        )
+    // An overflow always lost the write it refused; the others lose what
+    // is still queued, if anything is.
+    if reason == CloseReason::Overflow
+        || (conn.queued() > 0 && matches!(reason, CloseReason::Idle | CloseReason::InputTooLarge))
     {
         cut_short(conn, reason);
     }
@@ -539,7 +538,7 @@ pub(super) fn finish<S, H: Handler<S>>(
 #[inline(never)]
 fn cut_short(conn: &mut Conn, reason: CloseReason) {
     log::warn!(
-        "evloop: connection {} closed ({reason:?}) with {} bytes unsent; resetting it",
+        "evloop: connection {} closed ({reason:?}) with output lost ({} bytes queued); resetting it",
         conn.id,
         conn.queued()
     );

@@ -34,9 +34,9 @@ pub struct JoinHandle<T> {
 }
 
 impl<T> JoinHandle<T> {
-    /// Stop the task: at its next poll (this wakes it; within this turn's
-    /// dispatch phase when called from inside it, else the next turn's) its
-    /// future is dropped unfinished, which closes what it owned, and the
+    /// Stop the task: at its next poll (this wakes it; a task is polled at
+    /// most once a turn, so a task already polled this turn goes in the
+    /// next) its future is dropped unfinished, which closes what it owned, and the
     /// handle resolves to an `Interrupted` error, unless the task finished
     /// first. A task that already ended is left as it is.
     pub fn abort(&self) {

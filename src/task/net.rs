@@ -74,8 +74,8 @@ impl Io {
         // The queue is at most high water when the task may stage, so one
         // poll's worth more stays within `max_queued`.
         let stage_limit = cfg
-            .high_water
-            .min(cfg.max_queued.saturating_sub(cfg.high_water))
+            .max_queued
+            .saturating_sub(cfg.high_water)
             .clamp(1, WRITE_CHUNK);
         Rc::new(RefCell::new(Io {
             input: Vec::new(),
@@ -420,7 +420,7 @@ impl AsyncConn {
                 _ => {
                     // Part of a line: take no more than fits the cap, so a
                     // line too long is refused before it is all gathered.
-                    let n = input.len().min(max + 1 - got);
+                    let n = input.len().min((max - got).saturating_add(1));
                     line.extend_from_slice(&input[..n]);
                     (n, None)
                 }
