@@ -742,10 +742,10 @@ fn what_a_task_leaves_unread_in_its_connections_place_is_kept_in_order() {
 }
 
 #[test]
-fn a_task_that_drops_its_connection_mid_read_leaves_nothing_behind() {
+fn a_task_that_drops_its_connection_mid_read_sends_what_it_wrote_then_closes() {
     let _dog = Watchdog::new(
         30,
-        "a_task_that_drops_its_connection_mid_read_leaves_nothing_behind",
+        "a_task_that_drops_its_connection_mid_read_sends_what_it_wrote_then_closes",
     );
     let mut el = EventLoop::<()>::new().unwrap();
     let (mut conns, mut clients) = accepted(&mut el, 1);
