@@ -43,7 +43,8 @@ struct LineEcho {
     tail: Vec<u8>,
 }
 
-/// Longest line `LineEcho` gathers, as `AsyncConn::read_line`'s limit.
+/// Longest line `LineEcho` gathers: the default `max_input`, which is
+/// `AsyncConn::read_line`'s limit.
 const LINE_MAX: usize = 1024 * 1024;
 
 impl Handler<()> for LineEcho {

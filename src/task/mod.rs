@@ -256,7 +256,7 @@ impl Waiter {
     /// The task that waits, if one does and is known: it is no longer
     /// waiting (the caller polls it or, failing that, calls [`rouse`](Self::rouse)).
     pub(crate) fn take_task(&mut self) -> Option<SourceId> {
-        if self.waiting && self.task.is_some() {
+        if self.has_task() {
             self.waiting = false;
             return self.task;
         }
