@@ -573,6 +573,47 @@ fn stop_drops_every_task_and_closes_what_they_held() {
     turn_until(&mut el, &mut (), |_| again.get());
 }
 
+/// A task cancelled in the turn that stops the loop is dropped at that
+/// turn's reclaim, after the stop's sweep would have found it: what it
+/// held is still closed before `run` returns (its connection and its
+/// channel stayed open until the loop turned again).
+#[test]
+fn a_task_cancelled_in_the_stopping_turn_closes_what_it_held_before_run_returns() {
+    let _watchdog = Watchdog::new(20, "a_task_cancelled_in_the_stopping_turn");
+    let mut el = EventLoop::<()>::new().unwrap();
+    let listener = task::listen(&mut el, &"127.0.0.1:0".parse().unwrap(), Default::default()).unwrap();
+    let Addr::Tcp(addr) = listener.local_addr().clone() else {
+        unreachable!()
+    };
+    let (tx, rx) = evloop::channel::<u32>();
+    let mut rx = AsyncReceiver::register(&mut el, rx).unwrap();
+    let accepted = Rc::new(Cell::new(false));
+    let a = accepted.clone();
+    let id = el
+        .spawn(async move {
+            let mut conn = listener.accept().await.unwrap();
+            a.set(true);
+            let mut buf = [0u8; 8];
+            // Parked on the connection; the channel is held meanwhile.
+            while conn.read(&mut buf).await.unwrap_or(0) > 0 {}
+            let _ = rx.recv().await;
+        })
+        .unwrap();
+    let mut client = std::net::TcpStream::connect(addr).unwrap();
+    turn_until(&mut el, &mut (), |_| accepted.get());
+    el.defer(move |ctx, _| {
+        assert!(ctx.cancel_task(id));
+        ctx.stop();
+    });
+    el.run(&mut ()).unwrap();
+
+    assert!(tx.send(1).is_err(), "the task's channel receiver is gone");
+    client.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = Vec::new();
+    client.read_to_end(&mut got).unwrap();
+    assert!(got.is_empty(), "the peer saw the close, with no turn after `run`");
+}
+
 /// `n` connections accepted by the loop for tasks, with their clients.
 fn accepted(el: &mut EventLoop<()>, n: usize) -> (Vec<task::AsyncConn>, Vec<std::net::TcpStream>) {
     let listener = task::listen(el, &"127.0.0.1:0".parse().unwrap(), Default::default()).unwrap();

@@ -215,6 +215,16 @@ impl Hub {
         }
     }
 
+    /// Whether futures noted anything the loop has not done yet.
+    pub(super) fn has_pending(&self) -> bool {
+        !self.writes.borrow().is_empty() || !self.ops.borrow().is_empty() || !self.spawned.borrow().is_empty()
+    }
+
+    /// Tasks spawned and not yet placed in the table.
+    pub(super) fn take_spawned(&self) -> Vec<Task> {
+        self.spawned.take()
+    }
+
     pub(super) fn push_spawn(&self, task: Task) {
         self.spawned.borrow_mut().push(task);
         if !self.polling.get() {

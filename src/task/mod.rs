@@ -617,7 +617,12 @@ impl<S> EventLoop<S> {
                 task.then_some(id)
             })
             .collect();
-        if tasks.is_empty() {
+        // Tasks spawned in the stopping turn and not yet placed end too.
+        drop(hub.take_spawned());
+        // A task cancelled (or one that finished) in the stopping turn was
+        // dropped at its reclaim: what it held noted its closing in the hub,
+        // and that must be done before `run` returns, as for the others.
+        if tasks.is_empty() && !hub.has_pending() {
             return Ok(());
         }
         log::debug!("evloop: stopping: ending {} tasks", tasks.len());
