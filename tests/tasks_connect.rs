@@ -94,6 +94,28 @@ fn a_refused_connect_is_an_error_on_first_use() {
     assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused, "{err}");
 }
 
+/// A name that does not resolve is `NotFound`, a kind stable Rust can
+/// match (the resolver's own kind is not one), on first use as from
+/// `task::resolve`.
+#[test]
+fn a_name_that_does_not_resolve_is_not_found() {
+    let mut el = EventLoop::<()>::new().unwrap();
+    let err = el
+        .block_on(&mut (), task::timeout(LIMIT, task::resolve("no-such-host.invalid:80")))
+        .unwrap()
+        .expect("within the limit")
+        .unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+    assert!(err.to_string().contains("no-such-host.invalid"), "{err}");
+    let to: Target = "no-such-host.invalid:80".parse().unwrap();
+    let err = el
+        .block_on(&mut (), task::timeout(LIMIT, round_trip(to, &["x\n"])))
+        .unwrap()
+        .expect("within the limit")
+        .unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
+}
+
 #[test]
 fn outside_a_task_it_is_an_error_not_a_hang() {
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());

@@ -145,8 +145,8 @@ pub enum CloseReason {
     Error(io::ErrorKind),
     /// An outbound connection was never established: refused, unreachable,
     /// timed out (`TimedOut`: [`ConnectConfig::timeout`](super::ConnectConfig::timeout)),
-    /// reset during the handshake, or its name did not resolve. The kind is
-    /// the last attempt's OS error.
+    /// reset during the handshake, or its name did not resolve
+    /// (`NotFound`). The kind is the last attempt's OS error.
     ConnectFailed(io::ErrorKind),
 }
 

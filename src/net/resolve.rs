@@ -24,9 +24,10 @@ use crate::Ctx;
 ///
 /// * [`InvalidInput`](io::ErrorKind::InvalidInput) for a name that is not
 ///   `host:port` (see [`split_host_port`]), naming the input;
-/// * [`NotFound`](io::ErrorKind::NotFound) when the lookup succeeds with no
-///   address;
-/// * the resolver's own error (its kind kept, the name added to the message);
+/// * [`NotFound`](io::ErrorKind::NotFound) when the name did not resolve:
+///   no such host, no address, or no answer from the resolver (its reason,
+///   and the name, in the message);
+/// * an OS error the resolver met (its kind kept, the name added);
 /// * the pool's refusal (a full queue: see
 ///   [`Builder::blocking_queue`](crate::Builder::blocking_queue)).
 ///
@@ -72,7 +73,16 @@ where
 pub(crate) fn lookup(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
     let addrs: Vec<SocketAddr> = (host, port)
         .to_socket_addrs()
-        .map_err(|e| io::Error::new(e.kind(), format!("evloop: resolving {host:?}: {e}")))?
+        .map_err(|e| {
+            // getaddrinfo's own failures (no such name, no answer) come with
+            // no OS error and a kind stable Rust cannot match: NotFound says
+            // what the caller needs to know, the message keeps the detail.
+            let kind = match e.raw_os_error() {
+                Some(_) => e.kind(),
+                None => io::ErrorKind::NotFound,
+            };
+            io::Error::new(kind, format!("evloop: resolving {host:?}: {e}"))
+        })?
         .collect();
     if addrs.is_empty() {
         return Err(io::Error::new(
