@@ -137,7 +137,8 @@ pub fn channel<T>() -> (Sender<T>, Receiver<T>) {
 }
 
 /// A channel holding at most `capacity` messages not yet handed to the
-/// handler. [`Sender::try_send`] on a full channel returns the message;
+/// handler (for a task's [`AsyncReceiver`](crate::task::AsyncReceiver),
+/// not yet returned by `recv`). [`Sender::try_send`] on a full channel returns the message;
 /// [`Sender::send`] waits for room. A capacity of 0 is raised to 1.
 pub fn bounded<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     make(Some(capacity.max(1)))
@@ -276,6 +277,11 @@ impl<T> Receiver<T> {
         let mut q = self.chan.lock();
         std::mem::swap(&mut q.items, batch);
         q.signaled = false;
+    }
+
+    /// Whether the channel has a capacity (room comes with [`delivered`](Self::delivered)).
+    pub(crate) fn is_bounded(&self) -> bool {
+        self.chan.capacity.is_some()
     }
 
     /// `n` messages of the batch taken by [`take`](Self::take) have been

@@ -303,7 +303,7 @@ impl<S> Ctx<S> {
         self.insert(entry, interest, Priority::Normal)
     }
 
-    fn insert(
+    pub(crate) fn insert(
         &mut self,
         entry: Box<dyn Entry<S>>,
         interest: Interest,

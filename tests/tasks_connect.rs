@@ -101,7 +101,10 @@ fn a_refused_connect_is_an_error_on_first_use() {
 fn a_name_that_does_not_resolve_is_not_found() {
     let mut el = EventLoop::<()>::new().unwrap();
     let err = el
-        .block_on(&mut (), task::timeout(LIMIT, task::resolve("no-such-host.invalid:80")))
+        .block_on(
+            &mut (),
+            task::timeout(LIMIT, task::resolve("no-such-host.invalid:80")),
+        )
         .unwrap()
         .expect("within the limit")
         .unwrap_err();

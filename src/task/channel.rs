@@ -1,37 +1,90 @@
 //! `recv().await` on the loop's channels: the receiving end is an ordinary
 //! channel source whose handler hands each message to the task.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 
-use super::hub::{Hub, Op};
-use crate::{Ctx, Receiver, SourceId};
+use mio::Interest;
 
-/// Messages handed over and not yet received, above which the channel
-/// source is paused until the task receives again: what it has not taken
-/// stays in the channel, where a bounded channel's senders wait for room.
-const INBOX_MAX: usize = 64;
+use super::hub::{Hub, Op};
+use crate::source::{Attach, Entry};
+use crate::{Action, Ctx, Event, Priority, Receiver, SourceId};
 
 struct Inbox<T> {
+    /// The channel; gone once its source is closed.
+    rx: Option<Receiver<T>>,
+    /// Messages taken from the channel and not yet received. They still
+    /// count against a bounded channel's capacity: a sender gets room when
+    /// the task receives, not when the loop looks.
     items: VecDeque<T>,
+    /// Taken from `items` by `recv` and not yet reported to the channel
+    /// (an unbounded channel's report waits for the next take).
+    owed: usize,
     waiter: Option<Waker>,
-    /// Every sender is gone and the source closed itself.
-    closed: bool,
-    paused: bool,
-    id: Cell<Option<SourceId>>,
 }
 
-/// The channel source's end of the inbox: dropped with the source, which
-/// tells a waiting `recv` that no message will come.
+impl<T> Inbox<T> {
+    /// Move what the channel holds into `items`; true when every sender is
+    /// gone and nothing is left.
+    fn refill(&mut self) -> bool {
+        let Some(rx) = &self.rx else {
+            return self.items.is_empty();
+        };
+        let owed = std::mem::take(&mut self.owed);
+        if self.items.is_empty() {
+            rx.take(&mut self.items);
+        } else {
+            let mut more = VecDeque::new();
+            rx.take(&mut more);
+            self.items.append(&mut more);
+        }
+        rx.delivered(owed) && self.items.is_empty()
+    }
+}
+
+/// The channel source: it wakes the task; the task takes the messages.
 struct Feed<T>(Rc<RefCell<Inbox<T>>>);
 
+impl<S, T: 'static> Entry<S> for Feed<T> {
+    fn attach(&mut self, how: Attach<'_>, link: &crate::remote::Link) -> io::Result<()> {
+        let inbox = self.0.borrow();
+        if let Some(rx) = &inbox.rx {
+            match how {
+                Attach::Register { token, .. } => rx.attach(Some(link.notifier(SourceId::from_token(token)))),
+                Attach::Deregister { .. } => rx.attach(None),
+            }
+        }
+        Ok(())
+    }
+
+    fn dispatch(&mut self, event: Event, _ctx: &mut Ctx<S>, _state: &mut S) -> Action {
+        let mut inbox = self.0.borrow_mut();
+        // Taken now, so the channel signals again on the next send.
+        if inbox.refill() {
+            log::debug!("evloop: channel {} has no senders left; closing", event.id);
+            super::wake(&mut inbox.waiter);
+            return Action::Close;
+        }
+        if !inbox.items.is_empty() {
+            super::wake(&mut inbox.waiter);
+        }
+        Action::Keep
+    }
+
+    fn source_any(&mut self) -> Option<&mut dyn std::any::Any> {
+        None
+    }
+}
+
+/// Closing the source drops the channel (senders see it gone) and tells a
+/// waiting `recv` that no message will come.
 impl<T> Drop for Feed<T> {
     fn drop(&mut self) {
         if let Ok(mut inbox) = self.0.try_borrow_mut() {
-            inbox.closed = true;
+            inbox.rx = None;
             super::wake(&mut inbox.waiter);
         }
     }
@@ -59,41 +112,45 @@ impl<T: 'static> AsyncReceiver<T> {
     pub fn register<S>(ctx: &mut Ctx<S>, rx: Receiver<T>) -> io::Result<AsyncReceiver<T>> {
         let hub = Hub::of(ctx)?;
         let inbox = Rc::new(RefCell::new(Inbox {
+            rx: Some(rx),
             items: VecDeque::new(),
+            owed: 0,
             waiter: None,
-            closed: false,
-            paused: false,
-            id: Cell::new(None),
         }));
-        let feed = Feed(inbox.clone());
-        let id = ctx.add_channel(rx, move |msg, ctx, _state| {
-            let mut inbox = feed.0.borrow_mut();
-            inbox.items.push_back(msg);
-            if inbox.waiter.is_some() {
-                super::wake(&mut inbox.waiter);
-            } else if inbox.items.len() >= INBOX_MAX && !inbox.paused {
-                if let Some(id) = inbox.id.get() {
-                    inbox.paused = ctx.pause(id).is_ok();
-                }
-            }
-        })?;
-        inbox.borrow().id.set(Some(id));
+        let id = ctx.insert(
+            Box::new(Feed(inbox.clone())),
+            Interest::READABLE,
+            Priority::Normal,
+        )?;
         Ok(AsyncReceiver { id, inbox, hub })
     }
 
     /// The next message; `None` once every sender is gone and every
-    /// message has been received.
+    /// message has been received (or the source was closed).
+    ///
+    /// A message counts against a [`bounded`](crate::bounded) channel's
+    /// capacity until `recv` returns it, so a task that does not receive
+    /// holds its senders back. Cancel-safe: a `recv` dropped before it
+    /// returns (under [`timeout`](super::timeout), say) takes no message.
     pub async fn recv(&mut self) -> Option<T> {
         std::future::poll_fn(|cx| {
             let mut inbox = self.inbox.borrow_mut();
-            if let Some(msg) = inbox.items.pop_front() {
-                return Poll::Ready(Some(msg));
-            }
-            if inbox.closed {
+            if inbox.items.is_empty() && inbox.refill() {
                 return Poll::Ready(None);
             }
-            if std::mem::take(&mut inbox.paused) {
-                self.hub.push(Op::ResumeSource(self.id));
+            if let Some(msg) = inbox.items.pop_front() {
+                inbox.owed += 1;
+                if inbox.rx.as_ref().is_some_and(Receiver::is_bounded) {
+                    // Room for a waiting sender now, not at the next take.
+                    let owed = std::mem::take(&mut inbox.owed);
+                    if let Some(rx) = &inbox.rx {
+                        rx.delivered(owed);
+                    }
+                }
+                return Poll::Ready(Some(msg));
+            }
+            if inbox.rx.is_none() {
+                return Poll::Ready(None);
             }
             super::wait_in(&mut inbox.waiter, cx);
             Poll::Pending
@@ -109,7 +166,7 @@ impl<T: 'static> AsyncReceiver<T> {
 
 impl<T> Drop for AsyncReceiver<T> {
     fn drop(&mut self) {
-        if !self.inbox.borrow().closed {
+        if self.inbox.borrow().rx.is_some() {
             self.hub.push(Op::CloseSource(self.id));
         }
     }

@@ -58,8 +58,6 @@ pub(crate) enum Op {
     Shutdown(SourceId),
     /// Close connection `conn` once its queue is written.
     Close(SourceId),
-    /// Resume a paused source (a channel whose receiver waits again).
-    ResumeSource(SourceId),
     /// Close a source (a listener whose handle was dropped).
     CloseSource(SourceId),
     /// Arm the timer of sleep slot `slot`.
@@ -401,9 +399,6 @@ impl Hub {
             }
             Op::Close(conn) => {
                 crate::net::close(ctx, conn);
-            }
-            Op::ResumeSource(id) => {
-                let _ = ctx.resume(id);
             }
             Op::CloseSource(id) => {
                 ctx.close(id);
