@@ -65,23 +65,30 @@ fn blocked_senders_move_on_as_the_task_receives() {
     let _watchdog = Watchdog::new(30, "blocked_senders_move_on_as_the_task_receives");
     let mut el = EventLoop::<()>::new().unwrap();
     let (tx, rx) = evloop::bounded::<u32>(1);
-    let mut rx = AsyncReceiver::register(&mut el, rx).unwrap();
+    let rx = AsyncReceiver::register(&mut el, rx).unwrap();
     let sender = std::thread::spawn(move || {
         for n in 0..N {
             tx.send(n).unwrap();
         }
     });
-    let got = el
-        .block_on(&mut (), async move {
-            let mut got = Vec::new();
-            while let Some(n) = rx.recv().await {
-                got.push(n);
-            }
-            got
-        })
-        .unwrap();
+    let got = receive_all(&mut el, rx, u32::MAX);
     sender.join().unwrap();
     assert_eq!(got, (0..N).collect::<Vec<_>>());
+}
+
+/// Receive until `None` in a task, yielding after every `pause`th message.
+fn receive_all(el: &mut EventLoop<()>, mut rx: AsyncReceiver<u32>, pause: u32) -> Vec<u32> {
+    el.block_on(&mut (), async move {
+        let mut got = Vec::new();
+        while let Some(n) = rx.recv().await {
+            got.push(n);
+            if n % pause == 0 {
+                task::yield_now().await;
+            }
+        }
+        got
+    })
+    .unwrap()
 }
 
 /// An unbounded channel fed faster than the task receives loses nothing
@@ -96,24 +103,13 @@ fn an_unbounded_channel_delivers_everything_in_order() {
         tx.send(n).unwrap();
     }
     // Sent before it was registered, then from another thread meanwhile.
-    let mut rx = AsyncReceiver::register(&mut el, rx).unwrap();
+    let rx = AsyncReceiver::register(&mut el, rx).unwrap();
     let sender = std::thread::spawn(move || {
         for n in 10..N {
             tx.send(n).unwrap();
         }
     });
-    let got = el
-        .block_on(&mut (), async move {
-            let mut got = Vec::new();
-            while let Some(n) = rx.recv().await {
-                got.push(n);
-                if n % 97 == 0 {
-                    task::yield_now().await;
-                }
-            }
-            got
-        })
-        .unwrap();
+    let got = receive_all(&mut el, rx, 97);
     sender.join().unwrap();
     assert_eq!(got, (0..N).collect::<Vec<_>>());
 }
