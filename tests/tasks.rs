@@ -466,6 +466,36 @@ fn a_panicking_task_under_propagate_escapes_turn_and_its_connection_closes() {
     turn_until_closed_for(&mut el, &mut client);
 }
 
+/// A child spawned by a poll that then panics under `Propagate` is left
+/// with the hub, not yet placed; the owner drops the loop after catching
+/// the panic. The child goes with the loop (it held the hub through its
+/// listener: a cycle that leaked it, and any fd it owned).
+#[test]
+fn a_child_of_a_poll_that_panicked_is_dropped_with_the_loop() {
+    let _watchdog = Watchdog::new(20, "a_child_of_a_poll_that_panicked");
+    let dropped = Rc::new(Cell::new(false));
+    let flag = DropFlag(dropped.clone());
+    let mut el = EventLoop::<()>::builder()
+        .panic_policy(PanicPolicy::Propagate)
+        .build()
+        .unwrap();
+    let listener = task::listen(&mut el, &"127.0.0.1:0".parse().unwrap(), Default::default()).unwrap();
+    el.spawn(async move {
+        task::spawn_n(async move {
+            let _flag = flag;
+            let _holds_the_hub = listener;
+            std::future::pending::<()>().await;
+        })
+        .unwrap();
+        panic!("after spawning");
+    })
+    .unwrap();
+    let escaped = catch_unwind(AssertUnwindSafe(|| turns(&mut el, &mut (), 3)));
+    assert!(escaped.is_err(), "the panic left turn");
+    drop(el);
+    assert!(dropped.get(), "the child was dropped with the loop");
+}
+
 #[test]
 fn block_on_runs_tasks_and_handlers_meanwhile() {
     let mut el = EventLoop::<()>::new().unwrap();

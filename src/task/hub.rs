@@ -218,6 +218,20 @@ impl Hub {
         !self.writes.borrow().is_empty() || !self.ops.borrow().is_empty() || !self.spawned.borrow().is_empty()
     }
 
+    /// Drop what futures noted and the loop will not do (it is being
+    /// dropped); dropping a spawned future can note more.
+    pub(crate) fn clear(&self) {
+        loop {
+            let spawned = self.spawned.take();
+            let ops = self.ops.take();
+            let writes = self.writes.take();
+            if spawned.is_empty() && ops.is_empty() && writes.is_empty() {
+                return;
+            }
+            drop((spawned, ops, writes));
+        }
+    }
+
     /// Tasks spawned and not yet placed in the table.
     pub(super) fn take_spawned(&self) -> Vec<Task> {
         self.spawned.take()

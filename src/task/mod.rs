@@ -537,6 +537,21 @@ impl<S> Entry<S> for Woken {
     }
 }
 
+/// Dropping the loop drops every task with the source table, then what
+/// the hub still holds: tasks spawned and not yet placed (a poll that
+/// panicked under [`PanicPolicy::Propagate`](crate::PanicPolicy) left its
+/// children there) and notes not yet applied. Those can hold the hub
+/// itself (a child's connection does), a cycle nothing else would break.
+impl<S> Drop for Ctx<S> {
+    fn drop(&mut self) {
+        let Some(hub) = self.tasks.take() else {
+            return;
+        };
+        drop(std::mem::take(&mut self.sources));
+        hub.clear();
+    }
+}
+
 impl<S> EventLoop<S> {
     /// Turn the loop until `future` is done, and return its output. The
     /// future need not be `'static`; it is polled between turns whenever it
