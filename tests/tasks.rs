@@ -496,6 +496,26 @@ fn a_child_of_a_poll_that_panicked_is_dropped_with_the_loop() {
     assert!(dropped.get(), "the child was dropped with the loop");
 }
 
+/// `block_on` leaves no source behind when it returns (the one standing
+/// for its future counted in `source_count` until the next turn).
+#[test]
+fn block_on_leaves_no_source_behind() {
+    let mut el = EventLoop::<()>::new().unwrap();
+    // The hub's own source comes with the first task; a turn then reclaims
+    // whatever that first `block_on` left.
+    el.block_on(&mut (), async {}).unwrap();
+    el.turn(&mut (), Some(Duration::ZERO)).unwrap();
+    let before = el.source_count();
+    let n = el
+        .block_on(&mut (), async {
+            task::yield_now().await;
+            task::current().is_some()
+        })
+        .unwrap();
+    assert!(n);
+    assert_eq!(el.source_count(), before);
+}
+
 #[test]
 fn block_on_runs_tasks_and_handlers_meanwhile() {
     let mut el = EventLoop::<()>::new().unwrap();
@@ -642,6 +662,38 @@ fn a_task_cancelled_in_the_stopping_turn_closes_what_it_held_before_run_returns(
     let mut got = Vec::new();
     client.read_to_end(&mut got).unwrap();
     assert!(got.is_empty(), "the peer saw the close, with no turn after `run`");
+}
+
+/// A task stops the loop itself (a "quit" command): its reply is sent,
+/// `run` returns, every task is gone; outside a task it is an error.
+#[test]
+fn a_task_stops_the_loop() {
+    let _watchdog = Watchdog::new(20, "a_task_stops_the_loop");
+    assert!(task::stop().is_err(), "outside a task");
+    let mut el = EventLoop::<()>::new().unwrap();
+    let (mut conns, mut clients) = accepted(&mut el, 1);
+    let mut conn = conns.pop().unwrap();
+    let parked = el.spawn(std::future::pending()).unwrap();
+    el.spawn(async move {
+        let mut line = Vec::new();
+        while conn.read_line(&mut line).await.unwrap() > 0 {
+            if line == b"quit\n" {
+                conn.write_all(b"bye\n").await.unwrap();
+                task::stop().unwrap();
+            }
+            line.clear();
+        }
+    })
+    .unwrap();
+    clients[0].write_all(b"quit\n").unwrap();
+    el.run(&mut ()).unwrap();
+    assert!(!el.is_open(parked), "every task ended with the stop");
+    clients[0]
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut got = Vec::new();
+    clients[0].read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"bye\n");
 }
 
 /// `n` connections accepted by the loop for tasks, with their clients.

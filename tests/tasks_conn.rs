@@ -262,3 +262,70 @@ fn a_low_high_water_mark_still_writes_in_large_pieces() {
     assert!(turns_taken < 200, "1 MiB took {turns_taken} turns");
     assert!(reader.join().unwrap().iter().all(|&b| b == b'w'));
 }
+
+/// Read `conn` to its end in a task: what the read returned, and the
+/// close reason the connection gave.
+fn read_to_end(
+    el: &mut EventLoop<()>,
+    mut conn: AsyncConn,
+    step: impl Fn(&mut EventLoop<()>),
+) -> (std::io::Result<usize>, Option<evloop::net::CloseReason>) {
+    let out = Rc::new(RefCell::new(None));
+    let into = out.clone();
+    el.spawn(async move {
+        let mut buf = [0u8; 64];
+        let r = loop {
+            match conn.read(&mut buf).await {
+                Ok(0) => break Ok(0),
+                Ok(_) => continue,
+                Err(e) => break Err(e),
+            }
+        };
+        *into.borrow_mut() = Some((r, conn.close_reason()));
+    })
+    .unwrap();
+    for _ in 0..common::MAX_IDLE_TURNS {
+        if out.borrow().is_some() {
+            break;
+        }
+        step(el);
+        el.turn(&mut (), Some(common::TICK)).unwrap();
+    }
+    let got = out.borrow_mut().take().expect("the read returned");
+    got
+}
+
+/// How the connection ended reaches the task: a peer's reset is a
+/// `ConnectionReset` error, the idle timeout a `TimedOut` one, and
+/// `close_reason` names each; a peer's clean close is the end of input.
+#[test]
+fn a_task_learns_how_its_connection_ended() {
+    use evloop::net::CloseReason;
+    let _watchdog = Watchdog::new(30, "a_task_learns_how_its_connection_ended");
+
+    let mut el = EventLoop::<()>::new().unwrap();
+    let (conn, client) = one_conn(&mut el, ConnConfig::default());
+    socket2::SockRef::from(&client)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(client);
+    let (r, reason) = read_to_end(&mut el, conn, |_| {});
+    assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::ConnectionReset);
+    assert_eq!(reason, Some(CloseReason::Reset));
+
+    let (conn, client) = one_conn(&mut el, ConnConfig::default());
+    client.shutdown(Shutdown::Write).unwrap();
+    let (r, reason) = read_to_end(&mut el, conn, |_| {});
+    assert_eq!(r.unwrap(), 0);
+    assert_eq!(reason, None, "a half-close leaves the connection open");
+
+    let (mut el, clock) = common::manual_loop::<()>();
+    let cfg = ConnConfig {
+        idle_timeout: Some(Duration::from_secs(30)),
+        ..Default::default()
+    };
+    let (conn, _client) = one_conn(&mut el, cfg);
+    let (r, reason) = read_to_end(&mut el, conn, |_| clock.advance(Duration::from_secs(10)));
+    assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+    assert_eq!(reason, Some(CloseReason::Idle));
+}

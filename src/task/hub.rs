@@ -68,6 +68,8 @@ pub(crate) enum Op {
     /// Cancel the timer of sleep slot `slot` and free the slot.
     Disarm(usize),
     CancelTask(SourceId),
+    /// Stop the loop.
+    Stop,
     /// Start a job on the worker pool; its result goes to `slot`.
     Blocking {
         work: super::blocking::Work,
@@ -428,6 +430,7 @@ impl Hub {
             Op::CancelTask(id) => {
                 ctx.cancel_task(id);
             }
+            Op::Stop => ctx.stop(),
             Op::Blocking { work, slot } => super::blocking::start(work, slot, ctx),
             Op::Connect { to, cfg, slot } => super::net::dial(ctx, &to, cfg, &slot),
         }

@@ -42,6 +42,16 @@
 //! done by the loop the moment the poll returns, so writes made in one poll
 //! leave in one system call, as a handler's corked writes do.
 //!
+//! The leaf futures need nothing but the `Context` they are polled with,
+//! so any executor-agnostic combinator works on them: this layer has no
+//! `select` or `join` of its own (`futures-util`'s, or a `poll_fn` over two
+//! futures, wait on a line and a channel at once). What each leaf does
+//! when dropped before it returns is in its docs ([`AsyncConn`]'s
+//! "Cancellation"). A task reaches the loop's [`Ctx`] only through what
+//! the leaves offer (and [`stop`], [`cancel`], [`spawn`]): a source it
+//! needs (a channel to receive from, a listener) is registered by the
+//! code that spawns it and moved in.
+//!
 //! ```
 //! use std::time::Duration;
 //! use evloop::{task, EventLoop};
@@ -170,6 +180,26 @@ where
 {
     let (hub, _) = current_hub().ok_or_else(not_in_task)?;
     hub.push_spawn(Box::pin(future));
+    Ok(())
+}
+
+/// Stop the loop from inside a task, as [`Ctx::stop`]: the turn under way
+/// ends, then every task is dropped and `run` returns.
+///
+/// ```
+/// use evloop::{task, EventLoop};
+///
+/// let mut el = EventLoop::<()>::new()?;
+/// el.spawn(async {
+///     task::yield_now().await;
+///     task::stop().unwrap();
+/// })?;
+/// el.run(&mut ())?; // returns: the task stopped it
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub fn stop() -> io::Result<()> {
+    let (hub, _) = current_hub().ok_or_else(not_in_task)?;
+    hub.push(hub::Op::Stop);
     Ok(())
 }
 
@@ -596,7 +626,10 @@ impl<S> EventLoop<S> {
                 break Err(e);
             }
         };
+        // Gone when this returns, as a source closed in a turn is at its
+        // end (it counted in `source_count` until the next turn).
         self.close(id);
+        self.reclaim();
         result
     }
 

@@ -250,6 +250,37 @@ impl<S> Handler<S> for TaskConn {
 ///
 /// Made by [`AsyncListener::accept`] or [`connect`]. Dropping it closes the
 /// connection once what was written has been sent.
+///
+/// # When the connection ends
+///
+/// Reads return what arrived before the end, then:
+///
+/// | how it ended ([`close_reason`](Self::close_reason)) | reads | `write_all`, `shutdown` |
+/// |---|---|---|
+/// | the peer shut its side (FIN), connection still open | `Ok(0)` (`read_exact`: `UnexpectedEof`) | work: half-close |
+/// | `PeerClosed`, `Local` | `Ok(0)` | `NotConnected` |
+/// | `Reset` | `ConnectionReset` | `ConnectionReset` |
+/// | `Idle` (the idle timeout) | `TimedOut` | `TimedOut` |
+/// | `Overflow`, `InputTooLarge` | `OutOfMemory` | `OutOfMemory` |
+/// | `ConnectFailed(kind)`, `Error(kind)` | `kind` | `kind` |
+/// | after this task's own `shutdown` | as above | `BrokenPipe` |
+///
+/// An `Idle` close and a [`timeout`](super::timeout) around a read are told
+/// apart by where the error is (inside or outside the timeout's `Ok`), or
+/// by [`close_reason`](Self::close_reason).
+///
+/// # Cancellation
+///
+/// A read or write dropped before it returns (by [`timeout`](super::timeout),
+/// say) leaves the connection usable, and:
+///
+/// - `read` and `read_line` lose nothing: `read` takes bytes only when it
+///   returns them, and `read_line` appends what it took to the caller's
+///   `line` as it goes, so calling it again finishes the line;
+/// - `read_exact` may have taken part of `buf`'s bytes, and the caller
+///   cannot tell how many: do not retry it after a timeout (read with
+///   `read`, or close);
+/// - `write_all` may have sent part of `data`: the stream is cut mid-message.
 pub struct AsyncConn {
     id: SourceId,
     io: Rc<RefCell<Io>>,
@@ -334,6 +365,12 @@ impl AsyncConn {
         self.peer
     }
 
+    /// Why the connection closed, once it has (`None` while it is open,
+    /// a peer's half-close included).
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.io.borrow().closed
+    }
+
     /// Wait for input: `Ready(Some(Ok))` at the end of it (EOF or close),
     /// `Ready(None)` when there are unread bytes.
     #[inline]
@@ -402,6 +439,9 @@ impl AsyncConn {
     /// ([`ConnConfig::max_input`](crate::net::ConnConfig::max_input), its
     /// `\n` included) is an [`InvalidData`](io::ErrorKind::InvalidData)
     /// error, once `max_input + 1` of its bytes are read (and appended).
+    /// The rest of that line stays unread: the next `read_line` returns it
+    /// as if it were a line of its own, so close the connection, or read
+    /// on to the `\n` to skip it.
     pub async fn read_line(&mut self, line: &mut Vec<u8>) -> io::Result<usize> {
         let start = line.len();
         let mut got = 0;
