@@ -696,6 +696,37 @@ fn a_task_stops_the_loop() {
     assert_eq!(got, b"bye\n");
 }
 
+/// An `AsyncConn` that outlives its loop (moved out of it) is closed:
+/// reading it on another loop is an error at once, not a wait for input
+/// that cannot come.
+#[test]
+fn a_connection_that_outlives_its_loop_is_closed() {
+    let _watchdog = Watchdog::new(20, "a_connection_that_outlives_its_loop_is_closed");
+    let mut el = EventLoop::<()>::new().unwrap();
+    let (mut conns, mut clients) = accepted(&mut el, 1);
+    let mut conn = conns.pop().unwrap();
+    drop(el);
+    let mut other = EventLoop::<()>::new().unwrap();
+    let got = other
+        .block_on(&mut (), async move {
+            let mut buf = [0u8; 8];
+            let read = task::timeout(Duration::from_secs(10), conn.read(&mut buf)).await;
+            let read = read.map(|r| r.map_err(|e| e.kind())).map_err(|e| e.kind());
+            (read, conn.write_all(b"x").await.is_err())
+        })
+        .unwrap();
+    assert_eq!(got, (Ok(Err(std::io::ErrorKind::NotConnected)), true));
+    clients[0]
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut rest = Vec::new();
+    assert_eq!(
+        clients[0].read_to_end(&mut rest).unwrap(),
+        0,
+        "the peer saw the close"
+    );
+}
+
 /// `n` connections accepted by the loop for tasks, with their clients.
 fn accepted(el: &mut EventLoop<()>, n: usize) -> (Vec<task::AsyncConn>, Vec<std::net::TcpStream>) {
     let listener = task::listen(el, &"127.0.0.1:0".parse().unwrap(), Default::default()).unwrap();

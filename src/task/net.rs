@@ -144,6 +144,22 @@ struct TaskConn {
     hub: Rc<Hub>,
 }
 
+/// A handler dropped without its `on_close` (its registration failed, or
+/// the loop was dropped): the connection is gone all the same, and a task
+/// still holding it must not wait for input that cannot come.
+impl Drop for TaskConn {
+    fn drop(&mut self) {
+        if let Ok(mut io) = self.io.try_borrow_mut() {
+            if io.closed.is_none() {
+                io.closed = Some(CloseReason::Error(io::ErrorKind::NotConnected));
+                io.connecting = false;
+                io.reader.wake();
+                wake(&mut io.writer);
+            }
+        }
+    }
+}
+
 impl TaskConn {
     /// The input grew or ended: a task waiting to read is polled right here,
     /// in the connection's place in the turn (eventlet's hub switches to
@@ -263,6 +279,7 @@ impl<S> Handler<S> for TaskConn {
 /// | `Idle` (the idle timeout) | `TimedOut` | `TimedOut` |
 /// | `Overflow`, `InputTooLarge` | `OutOfMemory` | `OutOfMemory` |
 /// | `ConnectFailed(kind)`, `Error(kind)` | `kind` | `kind` |
+/// | its loop was dropped: `Error(NotConnected)` | `NotConnected` | `NotConnected` |
 /// | after this task's own `shutdown` | as above | `BrokenPipe` |
 ///
 /// An `Idle` close and a [`timeout`](super::timeout) around a read are told
