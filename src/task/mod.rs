@@ -572,7 +572,7 @@ impl<S> Entry<S> for Woken {
 /// panicked under [`PanicPolicy::Propagate`](crate::PanicPolicy) left its
 /// children there) and notes not yet applied. Those can hold the hub
 /// itself (a child's connection does), a cycle nothing else would break.
-impl<S> Drop for Ctx<S> {
+impl<S> Drop for EventLoop<S> {
     fn drop(&mut self) {
         let Some(hub) = self.tasks.take() else {
             return;
