@@ -38,7 +38,8 @@
 //!   them collide.
 //! - **One client cannot hold up the others.** A pipeline of thousands of
 //!   commands is served a slice at a time (`fair::Slice`: commands plus the
-//!   messages they queue), and the other clients get their turn in between.
+//!   messages they queue, a message counted once per KiB it copies), and
+//!   the other clients get their turn in between.
 //!
 //! Usage: `cargo run --release --example pubsub [ADDR]` (default 127.0.0.1:6000).
 //! Stops cleanly on SIGINT/SIGTERM.
@@ -145,8 +146,11 @@ impl Handler<Broker> for Peer {
 }
 
 impl Peer {
-    /// Run one command; returns the work it cost (one, plus one per message
-    /// queued for a subscriber).
+    /// Run one command; returns the work it cost (one, plus, per message
+    /// queued for a subscriber, one and one more per KiB copied: fanning a
+    /// 60 KB message out to 1,000 subscribers that do not read copies 60 MB,
+    /// and counted as 1,000 it let one slice copy 240 MB, seconds of CPU
+    /// during which nobody else was served).
     fn command(&mut self, conn: &mut Conn, line: &[u8], ctx: &mut Ctx<Broker>, broker: &mut Broker) -> usize {
         let (verb, rest) = split_word(line);
         match verb {
@@ -191,7 +195,7 @@ impl Peer {
                     delivered += usize::from(queued);
                 }
                 conn.write(format!("OK {delivered}\n").as_bytes());
-                return 1 + subs.len();
+                return 1 + subs.len() * (1 + self.msg.len() / 1024);
             }
             _ => {
                 conn.write(b"ERR unknown command (SUB, UNSUB, PUB)\n");
