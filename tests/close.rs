@@ -335,3 +335,73 @@ fn source_mut_downcasts_to_the_registered_type() {
     b_peer.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"from A");
 }
+
+/// A UDP socket's handler that closes the socket gets no further datagram
+/// in the same dispatch (the receive loop went on, up to its budget).
+#[test]
+fn a_udp_socket_closed_by_its_handler_receives_nothing_more() {
+    let _watchdog = common::Watchdog::new(20, "a_udp_socket_closed_by_its_handler");
+    let mut el = EventLoop::<usize>::new().unwrap();
+    let me: std::rc::Rc<std::cell::Cell<Option<SourceId>>> = Default::default();
+    let id_for_handler = me.clone();
+    let (id, addr) = evloop::net::bind_udp(
+        &mut el,
+        "127.0.0.1:0".parse().unwrap(),
+        move |_, _, _, ctx, calls| {
+            *calls += 1;
+            ctx.close(id_for_handler.get().unwrap());
+        },
+    )
+    .unwrap();
+    me.set(Some(id));
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..3u8 {
+        client.send_to(&[i], addr).unwrap();
+    }
+    let mut calls = 0;
+    common::turn_until(&mut el, &mut calls, |calls| *calls > 0);
+    turns(&mut el, &mut calls, 2);
+    assert_eq!(calls, 1);
+    assert!(!el.is_open(id));
+}
+
+/// An accept callback that closes its listener is called for no other
+/// connection waiting in the backlog (the accept loop went on, up to its
+/// budget, and served them).
+#[test]
+fn a_listener_closed_by_its_accept_callback_accepts_nobody_more() {
+    use evloop::net::{self, Conn, Handler, ListenConfig};
+    struct Sink;
+    impl Handler<usize> for Sink {
+        fn on_data(&mut self, _: &mut Conn, data: &[u8], _: &mut Ctx<usize>, _: &mut usize) -> usize {
+            data.len()
+        }
+    }
+    let _watchdog = common::Watchdog::new(20, "a_listener_closed_by_its_accept_callback");
+    let mut el = EventLoop::<usize>::new().unwrap();
+    let me: std::rc::Rc<std::cell::Cell<Option<SourceId>>> = Default::default();
+    let id_for_callback = me.clone();
+    let listening = net::listen(
+        &mut el,
+        &"127.0.0.1:0".parse().unwrap(),
+        ListenConfig::default(),
+        move |_, _, ctx, n| {
+            *n += 1;
+            ctx.close(id_for_callback.get().unwrap());
+            Some(Sink)
+        },
+    )
+    .unwrap();
+    me.set(Some(listening.id));
+    let net::Addr::Tcp(addr) = listening.addr else {
+        unreachable!()
+    };
+    // Each connect returns once the kernel has queued the connection.
+    let _clients: Vec<_> = (0..3)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    let mut accepted = 0;
+    common::turn_until(&mut el, &mut accepted, |n| *n > 0);
+    turns(&mut el, &mut accepted, 2);
+    assert_eq!(accepted, 1);
+}

@@ -465,9 +465,13 @@ impl Conn {
 
     /// Send `data`: straight to the socket when the kernel takes it (or, while
     /// the handler runs, in one write when it returns), queued otherwise.
-    /// Returns false, sending nothing, when the connection is closing, its
-    /// write half is shut, or the queue would pass [`ConnConfig::max_queued`]
-    /// (which also closes the connection with [`CloseReason::Overflow`]).
+    /// Returns false, sending nothing, when the connection is closing or its
+    /// write half is shut. Also false when what is left to queue would pass
+    /// [`ConnConfig::max_queued`]: the connection is then closed with
+    /// [`CloseReason::Overflow`], by a reset. A large write (8 KiB or more)
+    /// into an empty queue goes to the socket first, so the peer may have
+    /// had its first part: the reset tells it the rest is not coming. Use
+    /// [`try_write`](Self::try_write) to be refused with nothing sent.
     #[inline]
     pub fn write(&mut self, data: &[u8]) -> bool {
         // Inlined into the handler for what nearly every reply is: a small

@@ -360,6 +360,10 @@ where
             let shared = &state_shared;
             let mut taken = 0;
             loop {
+                // Closed by the accept callback: accept nobody more.
+                if !ctx.is_open(ev.id) {
+                    return Action::Keep;
+                }
                 // A budget of 0 would reschedule for ever without accepting.
                 if taken >= cfg.accept_budget.max(1) {
                     return Action::Reschedule;

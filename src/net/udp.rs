@@ -131,7 +131,13 @@ where
                 break;
             }
             match udp.socket.recv_from(&mut buf[..MAX_DATAGRAM]) {
-                Ok((n, from)) => handler(udp, &buf[..n], from, ctx, state),
+                Ok((n, from)) => {
+                    handler(udp, &buf[..n], from, ctx, state);
+                    // Closed by its handler: nothing more for it.
+                    if !ctx.is_open(ev.id) {
+                        break;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
