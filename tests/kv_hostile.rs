@@ -275,3 +275,27 @@ fn a_ping_is_answered_while_another_client_floods() {
     }
     writer.join().unwrap();
 }
+
+/// An array that never finishes, of millions of empty strings, is held to
+/// the connection's 16 MiB input cap with the parser's notes on it counted
+/// in (they took 16 bytes per 6-byte element: 59 MiB a connection): the
+/// client is closed, as Redis closes one past its query buffer limit, and
+/// others are served.
+#[test]
+fn an_endless_array_of_empty_strings_is_held_to_the_input_cap() {
+    let server = Server::start(None);
+    let mut hostile = server.connect();
+    // 1.5 million elements: 9 MB of input, 24 MB and more of notes.
+    let mut flood = b"*2147483647\r\n".to_vec();
+    flood.extend(b"$0\r\n\r\n".repeat(1_500_000));
+    // The server may close before it has all: a failed write is the answer.
+    let _ = hostile.w.write_all(&flood);
+    let mut rest = Vec::new();
+    match hostile.r.read_to_end(&mut rest) {
+        Ok(_) => assert!(rest.is_empty(), "no reply, only the close"),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+    }
+    let mut other = server.connect();
+    other.send(&[b"PING"]);
+    other.expect_line("+PONG");
+}
