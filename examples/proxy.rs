@@ -19,6 +19,13 @@
 //!   closes cleanly, the other is closed after what it is owed is written;
 //!   when one fails (a reset, a timeout), the other is aborted. An upstream
 //!   that refuses or does not answer closes the client, with a warning.
+//! - **A stuck pair ends; a quiet one does not.** A side whose output has
+//!   not moved for the stall timeout (its peer takes nothing: an upstream
+//!   that accepts and never reads) ends the pair, both ways by a reset;
+//!   otherwise the pair, its other side paused, would hold two fds for
+//!   good. A pair that owes nothing stays open however long it is quiet.
+//!   (The connections' idle timer is that check: `on_idle` keeps a
+//!   connection that owes nothing.)
 //!
 //! Usage: `cargo run --release --example proxy [LISTEN] [UPSTREAM]`
 //! (defaults 127.0.0.1:6000 and 127.0.0.1:6001; UPSTREAM may be a host
@@ -35,8 +42,22 @@ use evloop::net::{
 };
 use evloop::{Ctx, EventLoop, SourceId};
 
-/// How long an upstream may take to accept a connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the proxy waits on its peers.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// How long an upstream may take to accept a connection.
+    pub connect: Duration,
+    /// How long a side may hold output its peer takes none of before the
+    /// pair is given up.
+    pub stall: Duration,
+}
+
+/// The defaults: 10 s to connect (as haproxy's `timeout connect`), a
+/// minute stalled.
+pub const TIMEOUTS: Timeouts = Timeouts {
+    connect: Duration::from_secs(10),
+    stall: Duration::from_secs(60),
+};
 /// How long a peer may be silent before the kernel checks it is there.
 const KEEPALIVE: Duration = Duration::from_secs(60);
 
@@ -69,6 +90,23 @@ impl<S> Handler<S> for Side {
         net::resume_reading(ctx, self.peer);
     }
 
+    fn on_idle(&mut self, conn: &mut Conn, ctx: &mut Ctx<S>, _: &mut S) {
+        // Nothing moved either way for the stall timeout. Owing nothing, it
+        // is a quiet pair (a pooled connection): keep it. Owing bytes that
+        // were not taken, it is stuck behind a peer that does not read.
+        if conn.queued() == 0 {
+            return;
+        }
+        log::warn!(
+            "connection {}: {} bytes owed and none taken for the stall timeout; ending its pair",
+            conn.id(),
+            conn.queued()
+        );
+        linger_off(conn.stream());
+        conn.abort();
+        reset(ctx, self.peer);
+    }
+
     fn on_eof(&mut self, _: &mut Conn, ctx: &mut Ctx<S>, _: &mut S) {
         // Keep this side open for what the peer still sends back; the
         // connection closes itself once both halves are shut.
@@ -96,28 +134,40 @@ impl<S> Handler<S> for Side {
             // other is only written once the other reads, and the other
             // may itself be waiting for the reads this side, now gone,
             // stopped doing.
-            _ => {
-                if let Some(Stream::Tcp(s)) = ctx.source_mut::<Conn>(self.peer).map(|c| c.stream()) {
-                    // Linger off with a zero time: the close sends a reset.
-                    let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
-                }
-                net::abort(ctx, self.peer);
-            }
+            _ => reset(ctx, self.peer),
         }
     }
 }
 
-/// Forward every connection accepted on `listen` to `upstream`, giving up
-/// on an upstream that has not answered within `connect_timeout`.
+/// Close connection `id` (another than the one being dispatched) by a
+/// reset, dropping what it owes.
+fn reset<S>(ctx: &mut Ctx<S>, id: SourceId) {
+    if let Some(conn) = ctx.source_mut::<Conn>(id) {
+        linger_off(conn.stream());
+    }
+    net::abort(ctx, id);
+}
+
+/// Linger off with a zero time: the close sends a reset.
+fn linger_off(stream: &Stream) {
+    if let Stream::Tcp(s) = stream {
+        let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
+    }
+}
+
+/// Forward every connection accepted on `listen` to `upstream`, waiting
+/// on peers as `timeouts` says.
 pub fn start<S: 'static>(
     ctx: &mut Ctx<S>,
     listen: &Addr,
     upstream: Target,
-    connect_timeout: Duration,
+    timeouts: Timeouts,
 ) -> io::Result<Listening> {
     // Both sides relay: each throttles the other, never itself (see above).
+    // The idle timer checks for a stall (see `on_idle`).
     let conn = ConnConfig {
         read_backpressure: false,
+        idle_timeout: Some(timeouts.stall),
         ..ConnConfig::default()
     };
     // A peer that vanishes without a FIN or a reset is found by the
@@ -126,7 +176,7 @@ pub fn start<S: 'static>(
     // it would without the proxy.
     let connector = Connector::new(ConnectConfig {
         conn: conn.clone(),
-        timeout: Some(connect_timeout),
+        timeout: Some(timeouts.connect),
         keepalive: Some(KEEPALIVE),
         ..ConnectConfig::default()
     });
@@ -164,7 +214,7 @@ fn main() -> io::Result<()> {
     let upstream = args.next().unwrap_or_else(|| "127.0.0.1:6001".into());
     let target = upstream_target(&upstream)?;
     let mut el = EventLoop::new()?;
-    let server = start(&mut el, &listen.parse()?, target, CONNECT_TIMEOUT)?;
+    let server = start(&mut el, &listen.parse()?, target, TIMEOUTS)?;
     el.add_signals(&[libc::SIGINT, libc::SIGTERM], |sig, ctx, _| {
         log::info!("signal {sig}: shutting down");
         ctx.stop();

@@ -415,7 +415,7 @@ fn proxy_serves_others_during_a_flood() {
     // The proxy and its upstream (the echo server) on the one loop.
     let mut server = Turned::on(EventLoop::<()>::new().unwrap(), |ctx| {
         let upstream = echo::start(ctx, &local())?.addr;
-        let listening = proxy::start(ctx, &local(), Target::Addr(upstream), Duration::from_secs(10))?;
+        let listening = proxy::start(ctx, &local(), Target::Addr(upstream), proxy::TIMEOUTS)?;
         Ok(listening.addr)
     });
     // Client to proxy, proxy to echo, echo back, proxy back: four hops.

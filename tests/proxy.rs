@@ -20,15 +20,15 @@ use common_net::{
 };
 use evloop::net::Target;
 
-/// A proxy to `upstream` on its own thread.
-fn proxy_to(upstream: SocketAddr, connect_timeout: Duration) -> Server<()> {
+/// A proxy to `upstream` on its own thread (stalled pairs end after the
+/// tests' longest wait).
+fn proxy_to(upstream: SocketAddr, connect: Duration) -> Server<()> {
+    proxy_with(upstream, proxy::Timeouts { connect, stall: WAIT })
+}
+
+fn proxy_with(upstream: SocketAddr, timeouts: proxy::Timeouts) -> Server<()> {
     Server::start((), move |el| {
-        let l = proxy::start(
-            el,
-            &"127.0.0.1:0".parse()?,
-            Target::from(upstream),
-            connect_timeout,
-        )?;
+        let l = proxy::start(el, &"127.0.0.1:0".parse()?, Target::from(upstream), timeouts)?;
         Ok(l.addr)
     })
 }
@@ -230,4 +230,49 @@ fn a_client_reset_reaches_the_upstream_as_a_reset() {
     drop(c);
     let end = upstream.join().unwrap();
     assert_eq!(end, Err(std::io::ErrorKind::ConnectionReset));
+}
+
+/// An upstream that accepts and never reads: the client's upload fills
+/// the pair and stops. After the stall timeout the proxy ends the pair,
+/// both sides by a reset, and gives back both fds (the pair was held for
+/// good, its client side paused and never seeing the client's close).
+#[test]
+fn a_pair_stuck_behind_an_upstream_that_never_reads_is_ended() {
+    let (up_addr, upstream) = one_peer(|s| {
+        // Never reads: watches for the proxy's reset without taking a byte.
+        let gave_up = wait_until(|| matches!(s.take_error(), Ok(Some(_))));
+        drop(s);
+        gave_up
+    });
+    let stall = Duration::from_millis(300);
+    let proxy = proxy_with(up_addr, proxy::Timeouts { connect: WAIT, stall });
+    let before = proxy.call(|ctx, _| ctx.source_count());
+    let mut c = connect(proxy.tcp());
+    c.set_write_timeout(Some(WAIT)).unwrap();
+    let chunk = vec![b'u'; 64 * 1024];
+    // Pushes until the proxy stops taking it, then until it resets us.
+    let pushed = (0..4096).try_for_each(|_| c.write_all(&chunk).map(drop));
+    assert!(
+        pushed.is_err(),
+        "the proxy took 256 MiB for an upstream that reads nothing"
+    );
+    match read_to_eof(&mut c) {
+        Ok(got) => assert!(got.is_empty(), "{got:?}"),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset),
+    }
+    assert!(upstream.join().unwrap(), "the upstream was reset");
+    assert!(wait_until(|| proxy.call(|ctx, _| ctx.source_count()) <= before));
+}
+
+/// A pair that owes nothing either way stays open however long it is
+/// quiet: only a stall ends a pair.
+#[test]
+fn a_quiet_pair_outlives_the_stall_timeout() {
+    let upstream = echo_server();
+    let stall = Duration::from_millis(100);
+    let proxy = proxy_with(upstream.tcp(), proxy::Timeouts { connect: WAIT, stall });
+    let mut c = connect(proxy.tcp());
+    assert_eq!(round_trip(&mut c, b"before").unwrap(), b"before");
+    std::thread::sleep(stall * 5);
+    assert_eq!(round_trip(&mut c, b"after").unwrap(), b"after");
 }

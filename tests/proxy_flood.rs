@@ -19,7 +19,11 @@ fn proxied_echo() -> (Server<()>, Server<()>) {
     let upstream = echo_server();
     let to = Target::from(upstream.tcp());
     let proxy = Server::start((), move |el| {
-        let l = proxy::start(el, &"127.0.0.1:0".parse()?, to, WAIT)?;
+        let timeouts = proxy::Timeouts {
+            connect: WAIT,
+            stall: WAIT,
+        };
+        let l = proxy::start(el, &"127.0.0.1:0".parse()?, to, timeouts)?;
         Ok(l.addr)
     });
     (upstream, proxy)
