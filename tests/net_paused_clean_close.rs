@@ -114,3 +114,52 @@ fn a_shut_and_paused_tcp_connection_keeps_what_the_peer_sent_before_its_fin() {
     assert_eq!(seen.got, b"Plast");
     assert_eq!(seen.closed, Some(CloseReason::PeerClosed));
 }
+
+/// Keeps the connection open after the peer's EOF (to write later).
+struct KeepAfterEof;
+
+impl Handler<Seen> for KeepAfterEof {
+    fn on_data(&mut self, _: &mut Conn, data: &[u8], _: &mut Ctx<Seen>, seen: &mut Seen) -> usize {
+        seen.got.extend_from_slice(data);
+        data.len()
+    }
+
+    fn on_eof(&mut self, conn: &mut Conn, _: &mut Ctx<Seen>, seen: &mut Seen) {
+        seen.paused = Some(conn.id());
+    }
+
+    fn on_close(&mut self, _: &mut Conn, reason: CloseReason, _: &mut Ctx<Seen>, seen: &mut Seen) {
+        seen.closed = Some(reason);
+    }
+}
+
+/// A connection kept open after the peer's EOF, owing nothing, whose Unix
+/// peer then closes for good, is done: closed at once, as `PeerClosed`
+/// (nothing is unread, nothing owed; no write will come to find out).
+#[test]
+fn a_connection_kept_after_eof_closes_cleanly_when_its_unix_peer_goes() {
+    let _watchdog = Watchdog::new(20, "a_connection_kept_after_eof_closes_cleanly");
+    let dir = std::env::temp_dir().join(format!("evloop-kept-after-eof-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("s.sock");
+    let _ = std::fs::remove_file(&path);
+    let mut el = EventLoop::<Seen>::new().unwrap();
+    net::listen(
+        &mut el,
+        &Addr::Unix(path.clone()),
+        ListenConfig::default(),
+        |_, _, _, _| Some(KeepAfterEof),
+    )
+    .unwrap();
+    let mut seen = Seen::default();
+    let client = UnixStream::connect(&path).unwrap();
+    (&client).write_all(b"x").unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    turn_until(&mut el, &mut seen, |s| s.paused.is_some());
+    assert_eq!(seen.closed, None, "kept open after the EOF");
+    drop(client);
+    turn_until(&mut el, &mut seen, |s| s.closed.is_some());
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(seen.got, b"x");
+    assert_eq!(seen.closed, Some(CloseReason::PeerClosed));
+}

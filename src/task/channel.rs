@@ -1,5 +1,5 @@
-//! `recv().await` on the loop's channels: the receiving end is an ordinary
-//! channel source whose handler hands each message to the task.
+//! `recv().await` on the loop's channels: the receiving end is a source
+//! that wakes the task, and `recv` takes the messages from the channel.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -23,6 +23,9 @@ struct Inbox<T> {
     /// Taken from `items` by `recv` and not yet reported to the channel
     /// (an unbounded channel's report waits for the next take).
     owed: usize,
+    /// An empty queue whose capacity goes to the channel at the next take
+    /// when `items` is not empty (so steady state does not allocate).
+    spare: VecDeque<T>,
     waiter: Option<Waker>,
 }
 
@@ -37,9 +40,8 @@ impl<T> Inbox<T> {
         if self.items.is_empty() {
             rx.take(&mut self.items);
         } else {
-            let mut more = VecDeque::new();
-            rx.take(&mut more);
-            self.items.append(&mut more);
+            rx.take(&mut self.spare);
+            self.items.append(&mut self.spare);
         }
         rx.delivered(owed) && self.items.is_empty()
     }
@@ -115,6 +117,7 @@ impl<T: 'static> AsyncReceiver<T> {
             rx: Some(rx),
             items: VecDeque::new(),
             owed: 0,
+            spare: VecDeque::new(),
             waiter: None,
         }));
         let id = ctx.insert(
