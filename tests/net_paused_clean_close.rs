@@ -163,3 +163,33 @@ fn a_connection_kept_after_eof_closes_cleanly_when_its_unix_peer_goes() {
     assert_eq!(seen.got, b"x");
     assert_eq!(seen.closed, Some(CloseReason::PeerClosed));
 }
+
+/// A paused Unix connection whose peer goes, leaving nothing unread, is
+/// closed at once as `PeerClosed`: nothing waits for the handler, which
+/// may never read again (the clean-hang-up fix had kept it, and its fd,
+/// until then).
+#[test]
+fn a_paused_unix_connection_whose_peer_goes_with_nothing_unread_closes() {
+    let _watchdog = Watchdog::new(20, "a_paused_unix_connection_whose_peer_goes");
+    let dir = std::env::temp_dir().join(format!("evloop-paused-gone-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("s.sock");
+    let _ = std::fs::remove_file(&path);
+    let mut el = EventLoop::<Seen>::new().unwrap();
+    net::listen(
+        &mut el,
+        &Addr::Unix(path.clone()),
+        ListenConfig::default(),
+        |_, _, _, _| Some(PauseAtFirst { shut: false }),
+    )
+    .unwrap();
+    let mut seen = Seen::default();
+    let mut client = UnixStream::connect(&path).unwrap();
+    client.write_all(b"x").unwrap();
+    turn_until(&mut el, &mut seen, |s| s.paused.is_some());
+    drop(client);
+    turn_until(&mut el, &mut seen, |s| s.closed.is_some());
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(seen.got, b"x");
+    assert_eq!(seen.closed, Some(CloseReason::PeerClosed));
+}

@@ -110,6 +110,12 @@ fn a_name_that_does_not_resolve_is_not_found() {
         .unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::NotFound, "{err}");
     assert!(err.to_string().contains("no-such-host.invalid"), "{err}");
+    // A name no resolver is asked about is bad input, not an unknown host.
+    let err = el
+        .block_on(&mut (), task::resolve("nul\0host:80"))
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{err}");
     let to: Target = "no-such-host.invalid:80".parse().unwrap();
     let err = el
         .block_on(&mut (), task::timeout(LIMIT, round_trip(to, &["x\n"])))

@@ -213,9 +213,9 @@ fn open_or_expire<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ctx: &mut Ctx<S>
 /// A hang-up with no error is a clean end, not a reset: both directions
 /// are shut (a Unix peer closed; a TCP peer sent its FIN after our
 /// `shutdown_write`). Output still queued is lost (nobody will read it):
-/// that is a reset. Read to the EOF already, the connection is done.
-/// Paused, what the peer sent before its close may still be unread: it,
-/// then the EOF, reach the handler when it reads again.
+/// that is a reset. With nothing left unread the connection is done, at
+/// once. Paused with bytes the peer sent before its close still unread,
+/// it waits: they, then the EOF, reach the handler when it reads again.
 #[cold]
 #[inline(never)]
 fn hung_up(conn: &mut Conn, ev: Event) {
@@ -223,7 +223,9 @@ fn hung_up(conn: &mut Conn, ev: Event) {
         Ok(Some(e)) | Err(e) => conn.fail(reason_of(&e)),
         Ok(None) if !ev.ready.is_write_closed() => {}
         Ok(None) if conn.queued() > 0 => conn.fail(CloseReason::Reset),
-        Ok(None) if conn.peer_eof() => conn.fail(CloseReason::PeerClosed),
+        Ok(None) if conn.peer_eof() || !matches!(conn.stream.unread(), Ok(n) if n > 0) => {
+            conn.fail(CloseReason::PeerClosed)
+        }
         Ok(None) => {}
     }
 }

@@ -79,6 +79,8 @@ pub(crate) fn lookup(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
             // what the caller needs to know, the message keeps the detail.
             let kind = match e.raw_os_error() {
                 Some(_) => e.kind(),
+                // A name std refuses before asking (a NUL in it).
+                None if e.kind() == io::ErrorKind::InvalidInput => e.kind(),
                 None => io::ErrorKind::NotFound,
             };
             io::Error::new(kind, format!("evloop: resolving {host:?}: {e}"))

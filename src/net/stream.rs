@@ -119,6 +119,19 @@ impl Read for Stream {
     }
 }
 
+impl Stream {
+    /// Bytes received and not yet read (FIONREAD).
+    pub(crate) fn unread(&self) -> io::Result<usize> {
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one c_int through the pointer, which is
+        // valid for the call; `fd` is an open socket owned by `self`.
+        if unsafe { libc::ioctl(self.as_raw_fd(), libc::FIONREAD, &mut n) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n.max(0) as usize)
+    }
+}
+
 impl Write for Stream {
     #[inline]
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
