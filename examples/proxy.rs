@@ -20,8 +20,9 @@
 //!   when one fails (a reset, a timeout), the other is aborted. An upstream
 //!   that refuses or does not answer closes the client, with a warning.
 //! - **A stuck pair ends; a quiet one does not.** A side whose output has
-//!   not moved for the stall timeout (its peer takes nothing: an upstream
-//!   that accepts and never reads) ends the pair, both ways by a reset;
+//!   not moved, in its queue or in the kernel's, for two stall checks in a
+//!   row (its peer takes nothing: an upstream that accepts and never
+//!   reads) ends the pair, both ways by a reset;
 //!   otherwise the pair, its other side paused, would hold two fds for
 //!   good. A pair that owes nothing stays open however long it is quiet.
 //!   (The connections' idle timer is that check: `on_idle` keeps a
@@ -34,6 +35,7 @@
 
 use std::io;
 use std::net::ToSocketAddrs;
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use evloop::net::{
@@ -61,11 +63,36 @@ pub const TIMEOUTS: Timeouts = Timeouts {
 /// How long a peer may be silent before the kernel checks it is there.
 const KEEPALIVE: Duration = Duration::from_secs(60);
 
-/// One side of a proxied pair: the other side's id is all it needs (and
-/// all it holds: a pair costs two connections and two table rows, under
-/// 512 bytes).
+/// One side of a proxied pair: the other side's id, and what it owed at
+/// the last stall check (a pair costs two connections and two table rows,
+/// under 512 bytes).
 pub struct Side {
     peer: SourceId,
+    /// Bytes queued here and unsent in the kernel at the last stall check.
+    owed_at_check: Option<(usize, usize)>,
+}
+
+impl Side {
+    fn new(peer: SourceId) -> Side {
+        Side {
+            peer,
+            owed_at_check: None,
+        }
+    }
+}
+
+/// Bytes the kernel holds for the socket that the peer has not taken yet
+/// (SIOCOUTQ: unsent, or sent and not acknowledged).
+fn kernel_unsent(stream: &Stream) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ (TIOCOUTQ on Linux) writes one c_int through the
+    // pointer, valid for the call; the fd is the connection's open socket.
+    let r = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+    if r < 0 {
+        0
+    } else {
+        n.max(0) as usize
+    }
 }
 
 impl<S> Handler<S> for Side {
@@ -91,10 +118,18 @@ impl<S> Handler<S> for Side {
     }
 
     fn on_idle(&mut self, conn: &mut Conn, ctx: &mut Ctx<S>, _: &mut S) {
-        // Nothing moved either way for the stall timeout. Owing nothing, it
-        // is a quiet pair (a pooled connection): keep it. Owing bytes that
-        // were not taken, it is stuck behind a peer that does not read.
+        // Nothing read or flushed for the stall timeout. Owing nothing, it
+        // is a quiet pair (a pooled connection): keep it. Owing bytes, it
+        // may be a slow reader, which frees the kernel's send buffer a
+        // little at a time without waking us (the kernel tells us of room
+        // only once about a third is free): stuck only if neither our
+        // queue nor the kernel's moved since the last check.
         if conn.queued() == 0 {
+            self.owed_at_check = None;
+            return;
+        }
+        let owed = (conn.queued(), kernel_unsent(conn.stream()));
+        if self.owed_at_check.replace(owed) != Some(owed) {
             return;
         }
         log::warn!(
@@ -186,8 +221,8 @@ pub fn start<S: 'static>(
         ..ListenConfig::default()
     };
     net::listen(ctx, listen, cfg, move |_, client, ctx, _| {
-        match connector.connect(ctx, &upstream, Side { peer: client }) {
-            Ok(up) => Some(Side { peer: up }),
+        match connector.connect(ctx, &upstream, Side::new(client)) {
+            Ok(up) => Some(Side::new(up)),
             Err(e) => {
                 log::warn!("cannot connect to the upstream {upstream}: {e}; refusing the client");
                 None

@@ -276,3 +276,49 @@ fn a_quiet_pair_outlives_the_stall_timeout() {
     std::thread::sleep(stall * 5);
     assert_eq!(round_trip(&mut c, b"after").unwrap(), b"after");
 }
+
+/// An upstream that reads slowly but steadily (4 KiB every 5 ms, far
+/// below what loopback carries) is not a stall: the kernel frees its send
+/// buffer a little at a time, which wakes nobody (it says there is room
+/// only once about a third of the buffer is free), and the proxy looks at
+/// the kernel's queue too before it gives up (it reset such a pair after
+/// about one stall timeout). The kernel's queue moves a window at a time
+/// (64 KiB on loopback): the stall timeout here spans a few.
+#[test]
+fn a_slow_but_reading_upstream_is_not_taken_for_a_stall() {
+    let stall = Duration::from_millis(500);
+    let (up_addr, upstream) = one_peer(move |mut s| {
+        let mut buf = [0u8; 4096];
+        let mut total = 0;
+        let start = std::time::Instant::now();
+        while start.elapsed() < stall * 5 {
+            match s.read(&mut buf) {
+                Ok(0) => return Err(format!("EOF after {total} bytes")),
+                Ok(n) => total += n,
+                Err(e) => return Err(format!("{e} after {total} bytes")),
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(total)
+    });
+    let proxy = proxy_with(up_addr, proxy::Timeouts { connect: WAIT, stall });
+    let mut c = connect(proxy.tcp());
+    c.set_write_timeout(Some(Duration::from_millis(100))).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    let writer = std::thread::spawn(move || {
+        let chunk = vec![7u8; 64 * 1024];
+        while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            if let Err(e) = c.write(&chunk) {
+                if e.kind() != std::io::ErrorKind::WouldBlock && e.kind() != std::io::ErrorKind::TimedOut {
+                    return;
+                }
+            }
+        }
+    });
+    let read = upstream.join().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    let read = read.unwrap_or_else(|e| panic!("the pair was ended while the upstream read: {e}"));
+    assert!(read > 0);
+}
