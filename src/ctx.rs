@@ -380,7 +380,10 @@ impl<S> Ctx<S> {
         self.sources.get_mut(id.index()).filter(|slot| slot.is_open(id))
     }
 
-    /// True while `id` names a source that has not been closed.
+    /// True while `id` names a source that has not been closed. A
+    /// connection being closed (inside its own `on_close`) still counts: it
+    /// leaves the table when its dispatch returns, though it takes no more
+    /// writes.
     pub fn is_open(&self, id: SourceId) -> bool {
         self.sources.get(id.index()).is_some_and(|slot| slot.is_open(id))
     }

@@ -145,6 +145,10 @@ pub(crate) type Posted<S> = Box<dyn FnOnce(&mut Ctx<S>, &mut S) + Send>;
 /// A handle that lets other threads wake the loop, stop it, and run closures
 /// on it. `Send + Sync + Clone`; get one from [`Ctx::remote`].
 ///
+/// Once the loop is dropped, every call is harmless (`post` returns
+/// [`LoopGone`]), but the loop's waker, one eventfd, stays open until the
+/// last `Remote` is dropped too.
+///
 /// ```
 /// let mut el = evloop::EventLoop::<u32>::new().unwrap();
 /// let remote = el.remote().unwrap();

@@ -129,9 +129,12 @@ impl std::error::Error for WriteError {}
 /// Why a connection closed, as reported to [`Handler::on_close`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CloseReason {
-    /// The server side closed it ([`Conn::close`] or [`Conn::abort`]).
+    /// The server side closed it ([`Conn::close`] or [`Conn::abort`])
+    /// before the peer had ended its side.
     Local,
-    /// The peer closed its side and everything owed to it was written.
+    /// The peer ended its side (EOF) and the connection then closed
+    /// cleanly: once everything owed was written, also when the handler
+    /// called [`Conn::close`] after the EOF (in `on_eof`, say).
     PeerClosed,
     /// The peer reset the connection (ECONNRESET, EPIPE).
     Reset,

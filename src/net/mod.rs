@@ -72,7 +72,9 @@ pub(crate) fn write_then_room<S>(ctx: &mut Ctx<S>, id: SourceId, data: &[u8]) ->
 
 /// Close connection `id` gracefully from anywhere in the loop: queued output
 /// is written first and its handler's `on_close` runs. Returns false for an
-/// id that is not an open connection.
+/// id that is not an open connection. An outbound connection still
+/// connecting finishes connecting first (what was written before it opened
+/// is owed too); [`abort`] gives it up at once.
 ///
 /// Prefer this (or [`abort`]) to [`Ctx::close`]: that drops the source as it
 /// is, so queued output is lost and its handler's `on_close` never runs (its

@@ -22,6 +22,23 @@ pub enum Addr {
     Unix(PathBuf),
 }
 
+impl Addr {
+    /// The TCP address, if it is one (a listener bound to port 0 tells its
+    /// port this way).
+    ///
+    /// ```
+    /// let addr: evloop::net::Addr = "127.0.0.1:6000".parse()?;
+    /// assert_eq!(addr.tcp().map(|a| a.port()), Some(6000));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn tcp(&self) -> Option<SocketAddr> {
+        match self {
+            Addr::Tcp(a) => Some(*a),
+            Addr::Unix(_) => None,
+        }
+    }
+}
+
 impl FromStr for Addr {
     type Err = io::Error;
 
