@@ -49,8 +49,10 @@ use evloop::{Ctx, EventLoop, SourceId};
 pub struct Timeouts {
     /// How long an upstream may take to accept a connection.
     pub connect: Duration,
-    /// How long a side may hold output its peer takes none of before the
-    /// pair is given up.
+    /// How often a side that owes output and sees no progress is checked:
+    /// two checks in a row with nothing taken (neither its queue nor the
+    /// kernel's moved) give the pair up, so a stuck pair ends within two
+    /// to three of these.
     pub stall: Duration,
 }
 
@@ -133,7 +135,7 @@ impl<S> Handler<S> for Side {
             return;
         }
         log::warn!(
-            "connection {}: {} bytes owed and none taken for the stall timeout; ending its pair",
+            "connection {}: {} bytes owed and none taken over two stall checks; ending its pair",
             conn.id(),
             conn.queued()
         );

@@ -59,27 +59,47 @@ fn resume_and_finish(el: &mut EventLoop<Seen>, seen: &mut Seen) {
     turn_until(el, seen, |s| s.closed.is_some());
 }
 
-#[test]
-fn a_paused_unix_connection_keeps_what_the_peer_sent_before_closing() {
-    let _watchdog = Watchdog::new(20, "a_paused_unix_connection_keeps_what_the_peer_sent");
-    let dir = std::env::temp_dir().join(format!("evloop-paused-clean-{}", std::process::id()));
+/// A directory for a test's socket, removed when dropped.
+struct SocketDir(std::path::PathBuf);
+
+impl Drop for SocketDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A loop serving a fresh Unix path with `handler` for each connection,
+/// a client connected to it, and the path's directory.
+fn unix_server<H>(name: &str, handler: fn() -> H) -> (EventLoop<Seen>, UnixStream, SocketDir)
+where
+    H: Handler<Seen> + 'static,
+{
+    let dir = std::env::temp_dir().join(format!("evloop-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("s.sock");
     let _ = std::fs::remove_file(&path);
     let mut el = EventLoop::<Seen>::new().unwrap();
-    let listening = Addr::Unix(path.clone());
-    net::listen(&mut el, &listening, ListenConfig::default(), |_, _, _, _| {
-        Some(PauseAtFirst { shut: false })
-    })
+    net::listen(
+        &mut el,
+        &Addr::Unix(path.clone()),
+        ListenConfig::default(),
+        move |_, _, _, _| Some(handler()),
+    )
     .unwrap();
+    let client = UnixStream::connect(&path).unwrap();
+    (el, client, SocketDir(dir))
+}
+
+#[test]
+fn a_paused_unix_connection_keeps_what_the_peer_sent_before_closing() {
+    let _watchdog = Watchdog::new(20, "a_paused_unix_connection_keeps_what_the_peer_sent");
+    let (mut el, mut client, _dir) = unix_server("paused-clean", || PauseAtFirst { shut: false });
     let mut seen = Seen::default();
-    let mut client = UnixStream::connect(&path).unwrap();
     client.write_all(b"P").unwrap();
     turn_until(&mut el, &mut seen, |s| s.paused.is_some());
     client.write_all(b"hello").unwrap();
     drop(client);
     resume_and_finish(&mut el, &mut seen);
-    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(seen.got, b"Phello");
     assert_eq!(seen.closed, Some(CloseReason::PeerClosed));
 }
@@ -139,27 +159,14 @@ impl Handler<Seen> for KeepAfterEof {
 #[test]
 fn a_connection_kept_after_eof_closes_cleanly_when_its_unix_peer_goes() {
     let _watchdog = Watchdog::new(20, "a_connection_kept_after_eof_closes_cleanly");
-    let dir = std::env::temp_dir().join(format!("evloop-kept-after-eof-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("s.sock");
-    let _ = std::fs::remove_file(&path);
-    let mut el = EventLoop::<Seen>::new().unwrap();
-    net::listen(
-        &mut el,
-        &Addr::Unix(path.clone()),
-        ListenConfig::default(),
-        |_, _, _, _| Some(KeepAfterEof),
-    )
-    .unwrap();
+    let (mut el, client, _dir) = unix_server("kept-after-eof", || KeepAfterEof);
     let mut seen = Seen::default();
-    let client = UnixStream::connect(&path).unwrap();
     (&client).write_all(b"x").unwrap();
     client.shutdown(Shutdown::Write).unwrap();
     turn_until(&mut el, &mut seen, |s| s.paused.is_some());
     assert_eq!(seen.closed, None, "kept open after the EOF");
     drop(client);
     turn_until(&mut el, &mut seen, |s| s.closed.is_some());
-    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(seen.got, b"x");
     assert_eq!(seen.closed, Some(CloseReason::PeerClosed));
 }
@@ -171,25 +178,12 @@ fn a_connection_kept_after_eof_closes_cleanly_when_its_unix_peer_goes() {
 #[test]
 fn a_paused_unix_connection_whose_peer_goes_with_nothing_unread_closes() {
     let _watchdog = Watchdog::new(20, "a_paused_unix_connection_whose_peer_goes");
-    let dir = std::env::temp_dir().join(format!("evloop-paused-gone-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("s.sock");
-    let _ = std::fs::remove_file(&path);
-    let mut el = EventLoop::<Seen>::new().unwrap();
-    net::listen(
-        &mut el,
-        &Addr::Unix(path.clone()),
-        ListenConfig::default(),
-        |_, _, _, _| Some(PauseAtFirst { shut: false }),
-    )
-    .unwrap();
+    let (mut el, mut client, _dir) = unix_server("paused-gone", || PauseAtFirst { shut: false });
     let mut seen = Seen::default();
-    let mut client = UnixStream::connect(&path).unwrap();
     client.write_all(b"x").unwrap();
     turn_until(&mut el, &mut seen, |s| s.paused.is_some());
     drop(client);
     turn_until(&mut el, &mut seen, |s| s.closed.is_some());
-    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(seen.got, b"x");
     assert_eq!(seen.closed, Some(CloseReason::PeerClosed));
 }
