@@ -31,7 +31,7 @@ use super::stream::Stream;
 use crate::{Ctx, SourceId, TimerId};
 
 /// A write at least this big into an empty queue bypasses the cork.
-const DIRECT_WRITE_MIN: usize = 8 * 1024;
+pub(crate) const DIRECT_WRITE_MIN: usize = 8 * 1024;
 
 /// Limits and timeouts of a connection.
 #[derive(Clone, Debug)]
@@ -591,6 +591,17 @@ impl Conn {
         } else {
             true
         }
+    }
+
+    /// The socket's fd while a write may go straight to it: open for
+    /// writing, connected, and nothing queued ahead. For the task layer,
+    /// whose future, polled while this connection's dispatch is up the
+    /// stack (so with no `&mut Conn` to reach), sends a large reply from
+    /// the task's own buffer instead of copying it here first. Valid only
+    /// until the connection's dispatch returns.
+    pub(crate) fn direct_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        (self.flags & (NOT_WRITING | CONNECTING) == 0 && self.queued() == 0).then(|| self.stream.as_raw_fd())
     }
 
     /// True while an outbound connection is still connecting: what is

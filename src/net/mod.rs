@@ -11,11 +11,13 @@ mod resolve;
 mod stream;
 mod udp;
 
+pub(crate) use conn::DIRECT_WRITE_MIN;
 pub use conn::{CloseReason, Conn, ConnConfig, Handler, IdleMode, WriteError};
 pub use connect::{connect, ConnectConfig, Connector, Target};
 pub use listener::{listen, ListenConfig, Listener, Listening};
 pub(crate) use resolve::lookup as lookup_host;
 pub use resolve::{resolve, split_host_port};
+pub(crate) use stream::send_fd;
 pub use stream::{Addr, Stream};
 pub use udp::{bind_udp, send_to, Udp};
 

@@ -149,17 +149,24 @@ impl Stream {
     }
 }
 
+/// `send` on a socket's fd (see [`Conn::direct_fd`](super::Conn::direct_fd)
+/// for the one caller that does not own a `Stream`).
+#[inline]
+pub(crate) fn send_fd(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the call's
+    // duration; the kernel touches no other memory of ours (an fd that is
+    // not an open socket is an error, EBADF or ENOTSOCK).
+    let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
 impl Write for Stream {
     #[inline]
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let fd = self.as_raw_fd();
-        // SAFETY: `buf` is valid for reads of `buf.len()` bytes for the
-        // call's duration, and `fd` is an open socket owned by `self`.
-        let n = unsafe { libc::send(fd, buf.as_ptr().cast(), buf.len(), libc::MSG_NOSIGNAL) };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(n as usize)
+        send_fd(self.as_raw_fd(), buf)
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {

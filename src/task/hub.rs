@@ -112,6 +112,9 @@ pub(crate) struct Hub {
     /// [`Hub::poll_in_place`]): what the task asks is applied afterwards,
     /// with that connection at hand.
     pub(super) in_place: Cell<Option<SourceId>>,
+    /// The socket of the connection `in_place` names, while a large write
+    /// may go straight to it (see [`Hub::send_direct`]).
+    direct: Cell<Option<std::os::fd::RawFd>>,
     /// Set when a task's poll begins: tells `poll_in_place` whether the
     /// task it handed the dispatch to was polled.
     pub(super) handed: Cell<bool>,
@@ -180,6 +183,7 @@ impl Hub {
             polling: Cell::new(false),
             running: Cell::new(None),
             in_place: Cell::new(None),
+            direct: Cell::new(None),
             handed: Cell::new(false),
             writes: RefCell::new(Vec::new()),
             ops: RefCell::new(Vec::new()),
@@ -275,6 +279,40 @@ impl Hub {
         }
     }
 
+    /// Send `data` for connection `conn` straight to its socket, when it
+    /// is the one being dispatched, nothing written before waits (in its
+    /// queue or in `here`), and `data` is as large as the connection would
+    /// itself send at once rather than queue (the kernel copies it from
+    /// the task's own buffer, with no copy into `here` on the way). How many
+    /// bytes the kernel took; the caller stages the rest (a full socket, or
+    /// an error, which the connection's own write then meets and reports).
+    #[inline]
+    pub(crate) fn send_direct(&self, conn: SourceId, data: &[u8]) -> usize {
+        if data.len() < crate::net::DIRECT_WRITE_MIN || self.in_place.get() != Some(conn) {
+            return 0;
+        }
+        let Some(fd) = self.direct.get() else {
+            return 0;
+        };
+        if !self.here.borrow().is_empty() || !self.writes.borrow().is_empty() {
+            return 0;
+        }
+        match crate::net::send_fd(fd, data) {
+            Ok(n) => {
+                hot_trace!("evloop: {conn} wrote {n} bytes from its task");
+                if n < data.len() {
+                    // The socket is full: the rest queues behind.
+                    self.direct.set(None);
+                }
+                n
+            }
+            Err(_) => {
+                self.direct.set(None);
+                0
+            }
+        }
+    }
+
     /// An input buffer for a connection that has none.
     #[inline]
     pub(crate) fn take_buf(&self) -> Vec<u8> {
@@ -327,8 +365,12 @@ impl Hub {
     ) -> bool {
         self.handed.set(false);
         self.in_place.set(Some(conn.id()));
+        // The socket stays open while its dispatch is up the stack: what
+        // the task asks of the connection (a close) is applied afterwards.
+        self.direct.set(conn.direct_fd());
         ctx.dispatch_now(task, conn.id(), state);
         self.in_place.set(None);
+        self.direct.set(None);
         {
             let mut here = self.here.borrow_mut();
             if !here.is_empty() {

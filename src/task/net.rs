@@ -12,7 +12,9 @@
 //!
 //! Writing: `write_all` notes its bytes in the hub, and the loop writes
 //! them when the task's poll returns: all the writes of one poll to one
-//! connection leave in one system call. It waits while the connection's
+//! connection leave in one system call (a large one made once the task
+//! has read all its input goes straight to the socket from the task's
+//! buffer: see [`Hub::send_direct`]). It waits while the connection's
 //! queue is above [`ConnConfig::high_water`](crate::net::ConnConfig::high_water),
 //! until `on_room`.
 
@@ -594,6 +596,17 @@ impl Future for WriteAll<'_> {
         if io.full || io.connecting || io.stage_room == 0 {
             wait_in(&mut io.writer, cx);
             return Poll::Pending;
+        }
+        // Straight to the socket, when the task has read all there is (it
+        // is about to wait, so this would leave alone in the poll's one
+        // write): with more input unread, more replies may follow in this
+        // poll, and copying them together costs less than a call each.
+        if io.pos >= io.end() {
+            let sent = conn.hub.send_direct(conn.id, self.rest);
+            self.rest = &self.rest[sent..];
+            if self.rest.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
         }
         let n = self.rest.len().min(io.stage_room);
         io.stage_room -= n;
