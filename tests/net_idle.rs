@@ -253,3 +253,85 @@ fn a_goodbye_nobody_reads_does_not_keep_the_connection() {
     assert!(closed(), "still open ten timeouts after its goodbye stalled");
     assert_eq!(log.lock().unwrap().closed[0].1, CloseReason::Idle);
 }
+
+/// With writes timed, a reply the kernel takes at once counts as activity
+/// whatever its size: a small one is corked and flushed, a large one (8 KiB
+/// or more) goes straight to the socket with nothing queued, and both keep
+/// the connection from being idle for a whole timeout after it. Written
+/// from `on_eof`, where no read marks the dispatch as active. Returns how
+/// the connection ended (`None`: still open) 3 s after the reply, 11 s
+/// after the last bytes read, with a 10 s timeout.
+fn reason_after_a_reply_at_eof(size: usize) -> Option<CloseReason> {
+    use std::cell::Cell;
+    use std::io::Write;
+    use std::net::Shutdown;
+    use std::rc::Rc;
+
+    struct ReplyAtEof(usize, Rc<Cell<Option<CloseReason>>>, Rc<Cell<bool>>);
+    impl Handler<()> for ReplyAtEof {
+        fn on_data(&mut self, _: &mut Conn, data: &[u8], _: &mut Ctx<()>, _: &mut ()) -> usize {
+            self.2.set(true);
+            data.len()
+        }
+        fn on_eof(&mut self, conn: &mut Conn, _: &mut Ctx<()>, _: &mut ()) {
+            conn.write(&vec![b'r'; self.0]);
+            self.2.set(false);
+        }
+        fn on_close(&mut self, _: &mut Conn, reason: CloseReason, _: &mut Ctx<()>, _: &mut ()) {
+            self.1.set(Some(reason));
+        }
+    }
+    let clock = ManualClock::new();
+    let mut el = EventLoop::<()>::builder()
+        .clock(Clock::Manual(clock.clone()))
+        .build()
+        .unwrap();
+    // `heard`: set by the first bytes, cleared by the reply at the EOF.
+    let (reason, heard) = (Rc::new(Cell::new(None)), Rc::new(Cell::new(false)));
+    let (r, h) = (reason.clone(), heard.clone());
+    let mut cfg = idle_cfg(IdleMode::ReadOrWrite);
+    cfg.conn.linger = None;
+    let server = net::listen(
+        &mut el,
+        &"127.0.0.1:0".parse().unwrap(),
+        cfg,
+        move |_, _, _, _| Some(ReplyAtEof(size, r.clone(), h.clone())),
+    )
+    .unwrap();
+    let evloop::net::Addr::Tcp(addr) = server.addr else {
+        unreachable!()
+    };
+    let mut client = std::net::TcpStream::connect(addr).unwrap();
+    client.write_all(b"hello").unwrap();
+    let turn = |el: &mut EventLoop<()>| el.turn(&mut (), Some(Duration::from_millis(20))).unwrap();
+    let turn_while = |el: &mut EventLoop<()>, heard_is: bool| {
+        for _ in 0..500 {
+            if heard.get() != heard_is {
+                return;
+            }
+            turn(el);
+        }
+        panic!("the handler never heard the client");
+    };
+    turn_while(&mut el, false);
+    clock.advance(Duration::from_secs(8));
+    client.shutdown(Shutdown::Write).unwrap();
+    turn_while(&mut el, true);
+    let mut reply = vec![0; size];
+    client.read_exact(&mut reply).unwrap();
+    clock.advance(Duration::from_secs(3));
+    for _ in 0..5 {
+        turn(&mut el);
+    }
+    reason.get()
+}
+
+#[test]
+fn a_reply_at_eof_counts_as_activity_small_or_large() {
+    assert_eq!(reason_after_a_reply_at_eof(100), None);
+    assert_eq!(
+        reason_after_a_reply_at_eof(16 * 1024),
+        None,
+        "a 16 KiB reply the kernel took at once was not counted as activity"
+    );
+}

@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::{turn_until, turns, Watchdog};
-use evloop::net::{Addr, Conn, ConnConfig, ListenConfig};
+use evloop::net::{Addr, CloseReason, Conn, ConnConfig, ListenConfig};
 use evloop::task::{self, AsyncConn, AsyncListener};
 use evloop::EventLoop;
 
@@ -410,4 +410,151 @@ fn replies_mixing_large_and_small_writes_keep_their_order() {
     if let Some(k) = (0..total).find(|&k| got[k] != pattern(k)) {
         panic!("byte {k} of {total} is out of place");
     }
+}
+
+/// With writes timed, a large reply a task makes when the peer's EOF
+/// arrives (polled in the connection's place, so sent straight to the
+/// socket) counts as activity, as a small one does: 3 s after it, 11 s
+/// after the last bytes read, a 10 s idle timeout has not closed the
+/// connection.
+fn task_reason_after_a_reply_at_eof(size: usize) -> Option<CloseReason> {
+    let (mut el, clock) = common::manual_loop::<()>();
+    let cfg = ConnConfig {
+        idle_timeout: Some(Duration::from_secs(10)),
+        linger: None,
+        ..Default::default()
+    };
+    let (mut conn, mut client) = one_conn(&mut el, cfg);
+    let kept: Rc<RefCell<Option<AsyncConn>>> = Rc::default();
+    let k = kept.clone();
+    el.spawn(async move {
+        let mut buf = [0u8; 64];
+        while conn.read(&mut buf).await.unwrap() > 0 {}
+        conn.write_all(&vec![b'r'; size]).await.unwrap();
+        *k.borrow_mut() = Some(conn);
+    })
+    .unwrap();
+    turns(&mut el, &mut (), 2);
+    clock.advance(Duration::from_secs(8));
+    client.shutdown(Shutdown::Write).unwrap();
+    turn_until(&mut el, &mut (), |_| kept.borrow().is_some());
+    let mut reply = vec![0u8; size];
+    client.read_exact(&mut reply).unwrap();
+    clock.advance(Duration::from_secs(3));
+    turns(&mut el, &mut (), 3);
+    let reason = kept.borrow().as_ref().unwrap().close_reason();
+    reason
+}
+
+#[test]
+fn a_tasks_reply_at_eof_counts_as_activity_small_or_large() {
+    let _dog = Watchdog::new(30, "a_tasks_reply_at_eof_counts_as_activity_small_or_large");
+    assert_eq!(task_reason_after_a_reply_at_eof(100), None);
+    assert_eq!(task_reason_after_a_reply_at_eof(16 * 1024), None);
+}
+
+#[test]
+fn pipelined_mixed_replies_to_a_late_reader_keep_their_order() {
+    // A client that sends every request before reading a byte: the direct
+    // sends meet a full socket (partial sends, EAGAIN) mid-poll, and what
+    // is left queues behind them.
+    let _dog = Watchdog::new(60, "pipelined_mixed_replies_to_a_late_reader_keep_their_order");
+    let mut el = EventLoop::<()>::new().unwrap();
+    let (mut conn, client) = one_conn(&mut el, ConnConfig::default());
+    let done = Rc::new(Cell::new(false));
+    let finished = done.clone();
+    const SHAPES: [&[usize]; 6] = [
+        &[40_000, 3],
+        &[3, 40_000],
+        &[9_000, 9_000, 9_000],
+        &[100_000],
+        &[8_192, 1, 8_192],
+        &[70_000, 10, 70_000, 10],
+    ];
+    el.spawn(async move {
+        let (mut line, mut sent, mut buf) = (Vec::new(), 0usize, Vec::new());
+        let mut i = 0;
+        while conn.read_line(&mut line).await.unwrap() > 0 {
+            for &n in SHAPES[i % SHAPES.len()] {
+                buf.clear();
+                buf.extend((sent..sent + n).map(pattern));
+                conn.write_all(&buf).await.unwrap();
+                sent += n;
+            }
+            i += 1;
+            line.clear();
+        }
+        conn.shutdown().await.unwrap();
+        finished.set(true);
+    })
+    .unwrap();
+    const REQUESTS: usize = 120;
+    let total: usize = (0..REQUESTS)
+        .map(|i| SHAPES[i % SHAPES.len()].iter().sum::<usize>())
+        .sum();
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut client = client;
+        client.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        client.write_all(&b"x\n".repeat(REQUESTS)).unwrap();
+        // Let the server fill the socket before anything is read.
+        rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        client.shutdown(Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).unwrap();
+        got
+    });
+    // Until the server stops making progress with nobody reading.
+    turns(&mut el, &mut (), 20);
+    tx.send(()).unwrap();
+    turn_until(&mut el, &mut (), |_| done.get() && reader.is_finished());
+    let got = reader.join().unwrap();
+    assert_eq!(got.len(), total);
+    if let Some(k) = (0..total).find(|&k| got[k] != pattern(k)) {
+        panic!("byte {k} of {total} is out of place");
+    }
+}
+
+#[test]
+fn a_large_reply_to_a_reset_peer_ends_in_a_reset() {
+    // The reply goes straight to the socket, which reports the reset once:
+    // the task and the connection still learn it was a reset.
+    let _dog = Watchdog::new(30, "a_large_reply_to_a_reset_peer_ends_in_a_reset");
+    let mut el = EventLoop::<()>::new().unwrap();
+    let (mut conn, mut client) = one_conn(&mut el, ConnConfig::default());
+    type Ending = Option<(std::io::Result<()>, Option<CloseReason>)>;
+    let out: Rc<RefCell<Ending>> = Rc::default();
+    let o = out.clone();
+    el.spawn(async move {
+        let mut line = Vec::new();
+        let result = async {
+            loop {
+                line.clear();
+                if conn.read_line(&mut line).await? == 0 {
+                    return Ok(());
+                }
+                conn.write_all(&vec![b'z'; 64 * 1024]).await?;
+            }
+        }
+        .await;
+        *o.borrow_mut() = Some((result, conn.close_reason()));
+    })
+    .unwrap();
+    turns(&mut el, &mut (), 2);
+    client.write_all(b"a\n").unwrap();
+    // Closing with the reply unread, and linger 0, resets.
+    socket2::SockRef::from(&client)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    // Until the reply has reached the client's socket.
+    client.set_nonblocking(true).unwrap();
+    turn_until(&mut el, &mut (), |_| client.peek(&mut [0u8]).is_ok());
+    client.set_nonblocking(false).unwrap();
+    client.write_all(b"b\n").unwrap();
+    drop(client);
+    turn_until(&mut el, &mut (), |_| out.borrow().is_some());
+    let (result, reason) = out.borrow_mut().take().unwrap();
+    let err = result.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+    assert_eq!(reason, Some(CloseReason::Reset));
 }

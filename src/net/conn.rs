@@ -377,6 +377,10 @@ pub(super) const LINGERING: Flags = 1 << 18;
 /// Reading resumed with unconsumed input: offer it to the handler again
 /// before reading (no new byte, or only the EOF, may ever come to bring it).
 pub(super) const REOFFER: Flags = 1 << 19;
+/// Output went straight to the kernel in this dispatch, with nothing
+/// queued (so no flush to notice it): activity for the idle timeout, noted
+/// when the dispatch settles. Set only while writes are timed.
+pub(super) const WROTE: Flags = 1 << 20;
 
 /// Any of these and the connection does not read.
 pub(super) const NOT_READING: Flags = THROTTLED | PAUSED | PEER_EOF | CLOSING | CLOSED | CONNECTING;
@@ -513,6 +517,9 @@ impl Conn {
             match write_some(&mut self.stream, data) {
                 Ok(n) => {
                     hot_trace!("evloop: {} wrote {n} bytes", self.id);
+                    if n > 0 {
+                        self.wrote_directly();
+                    }
                     data = &data[n..];
                 }
                 Err(reason) => {
@@ -602,6 +609,22 @@ impl Conn {
     pub(crate) fn direct_fd(&self) -> Option<std::os::fd::RawFd> {
         use std::os::fd::AsRawFd;
         (self.flags & (NOT_WRITING | CONNECTING) == 0 && self.queued() == 0).then(|| self.stream.as_raw_fd())
+    }
+
+    /// Note output the kernel took at once, for the idle timeout (see
+    /// [`WROTE`]); the task layer's direct sends (see [`direct_fd`](Self::direct_fd))
+    /// are noted here too.
+    pub(crate) fn wrote_directly(&mut self) {
+        if self.has(TIME_WRITES) {
+            self.set(WROTE);
+        }
+    }
+
+    /// Fail the connection for an error a write met outside it (the task
+    /// layer's direct send): the reason the connection's own write would
+    /// have found, which the socket reports only once.
+    pub(crate) fn fail_write(&mut self, e: &io::Error) {
+        self.fail(reason_of(e));
     }
 
     /// True while an outbound connection is still connecting: what is

@@ -362,7 +362,8 @@ const UNSETTLED: Flags =
 /// requests, and make the poller watch what the connection now needs.
 fn settle<S, H: Handler<S>>(conn: &mut Conn, h: &mut H, ctx: &mut Ctx<S>, state: &mut S) {
     let had_backlog = conn.take(BACKLOGGED);
-    if conn.queued() > 0 {
+    if conn.queued() > 0 || conn.has(WROTE) {
+        conn.clear(WROTE);
         conn.flush();
         if conn.has(TIME_WRITES) {
             conn.last_active = ctx.now();

@@ -52,7 +52,9 @@ fn write_with<S>(
         // once and the connection's driver never runs to notice.
         let now = ctx.now();
         if let Some(conn) = ctx.source_mut::<Conn>(id) {
+            // Noted now: its own dispatch may be far off.
             conn.mark_active(now);
+            conn.clear(conn::WROTE);
         }
     }
     if wake {

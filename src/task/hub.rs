@@ -115,6 +115,11 @@ pub(crate) struct Hub {
     /// The socket of the connection `in_place` names, while a large write
     /// may go straight to it (see [`Hub::send_direct`]).
     direct: Cell<Option<std::os::fd::RawFd>>,
+    /// What the direct sends of the poll in place came to, for the
+    /// connection once its task's poll returns: bytes went out (activity
+    /// for its idle timeout), or the error one met.
+    direct_sent: Cell<bool>,
+    direct_failed: RefCell<Option<io::Error>>,
     /// Set when a task's poll begins: tells `poll_in_place` whether the
     /// task it handed the dispatch to was polled.
     pub(super) handed: Cell<bool>,
@@ -184,6 +189,8 @@ impl Hub {
             running: Cell::new(None),
             in_place: Cell::new(None),
             direct: Cell::new(None),
+            direct_sent: Cell::new(false),
+            direct_failed: RefCell::new(None),
             handed: Cell::new(false),
             writes: RefCell::new(Vec::new()),
             ops: RefCell::new(Vec::new()),
@@ -284,8 +291,10 @@ impl Hub {
     /// queue or in `here`), and `data` is as large as the connection would
     /// itself send at once rather than queue (the kernel copies it from
     /// the task's own buffer, with no copy into `here` on the way). How many
-    /// bytes the kernel took; the caller stages the rest (a full socket, or
-    /// an error, which the connection's own write then meets and reports).
+    /// bytes the kernel took; the caller stages the rest. An error (other
+    /// than a full socket) fails the connection when the poll returns, with
+    /// the reason its own write would have found: the socket reports an
+    /// error once, and a second send would only see EPIPE.
     #[inline]
     pub(crate) fn send_direct(&self, conn: SourceId, data: &[u8]) -> usize {
         if data.len() < crate::net::DIRECT_WRITE_MIN || self.in_place.get() != Some(conn) {
@@ -300,14 +309,18 @@ impl Hub {
         match crate::net::send_fd(fd, data) {
             Ok(n) => {
                 hot_trace!("evloop: {conn} wrote {n} bytes from its task");
+                self.direct_sent.set(self.direct_sent.get() | (n > 0));
                 if n < data.len() {
                     // The socket is full: the rest queues behind.
                     self.direct.set(None);
                 }
                 n
             }
-            Err(_) => {
+            Err(e) => {
                 self.direct.set(None);
+                if !matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) {
+                    *self.direct_failed.borrow_mut() = Some(e);
+                }
                 0
             }
         }
@@ -371,6 +384,13 @@ impl Hub {
         ctx.dispatch_now(task, conn.id(), state);
         self.in_place.set(None);
         self.direct.set(None);
+        if self.direct_sent.take() {
+            conn.wrote_directly();
+        }
+        if let Some(e) = self.direct_failed.take() {
+            log::debug!("evloop: {} failed: {e}", conn.id());
+            conn.fail_write(&e);
+        }
         {
             let mut here = self.here.borrow_mut();
             if !here.is_empty() {
