@@ -11,8 +11,9 @@
 //! | anything else          | `ERR ...`       | (a line over 64 KiB also closes)              |
 //!
 //! `n` is how many subscribers the message was queued for. Topics are single
-//! words; the message is the rest of the line, spaces and all. Try it with
-//! two `telnet 127.0.0.1 6000` windows.
+//! words of at most 256 bytes; the message is the rest of the line, spaces
+//! and all. A connection may hold 10,000 subscriptions. Try it with two
+//! `telnet 127.0.0.1 6000` windows.
 //!
 //! What to notice:
 //! - **Writing to another connection**: the publisher's `on_data` calls
@@ -27,6 +28,11 @@
 //!   refused and that subscriber is closed with `CloseReason::Overflow`;
 //!   the publisher and the other subscribers never notice. Without the cap,
 //!   one stuck reader would grow the broker's memory without bound.
+//! - **What a client can make the broker hold is bounded**: its queue (as
+//!   above), its command line (64 KiB), and its subscriptions (10,000 topic
+//!   names of at most 256 bytes: without the caps, one client subscribing
+//!   to 60 KB names grew the broker by 700 MB in 3 s, and every growth of
+//!   the topic table rehashed all those bytes while nobody else was served).
 //! - **Cleanup in `on_close`**, whatever the reason (quit, reset, overflow):
 //!   each connection remembers its topics, and removes itself from them.
 //! - **Nothing scans.** A connection's topics are a set, a topic's
@@ -56,6 +62,10 @@ use evloop::{Ctx, EventLoop, SourceId};
 
 /// The longest command line accepted.
 const MAX_LINE: usize = 64 * 1024;
+/// The longest topic name.
+const MAX_TOPIC: usize = 256;
+/// The most topics one connection may subscribe to.
+const MAX_SUBSCRIPTIONS: usize = 10_000;
 
 /// The application state: who is subscribed to what.
 #[derive(Default)]
@@ -161,7 +171,17 @@ impl Peer {
                     conn.write(b"ERR usage: SUB topic | UNSUB topic\n");
                     return 1;
                 }
+                if topic.len() > MAX_TOPIC {
+                    conn.write(format!("ERR topic longer than {MAX_TOPIC} bytes\n").as_bytes());
+                    return 1;
+                }
                 if verb == b"SUB" && !self.topics.contains(topic) {
+                    if self.topics.len() >= MAX_SUBSCRIPTIONS {
+                        conn.write(
+                            format!("ERR too many subscriptions (at most {MAX_SUBSCRIPTIONS})\n").as_bytes(),
+                        );
+                        return 1;
+                    }
                     let name = broker.subscribe(topic, conn.id());
                     self.topics.insert(name);
                 } else if verb == b"UNSUB" && self.topics.remove(topic) {
@@ -173,6 +193,10 @@ impl Peer {
                 let (topic, message) = split_word(rest);
                 if topic.is_empty() {
                     conn.write(b"ERR usage: PUB topic message\n");
+                    return 1;
+                }
+                if topic.len() > MAX_TOPIC {
+                    conn.write(format!("ERR topic longer than {MAX_TOPIC} bytes\n").as_bytes());
                     return 1;
                 }
                 self.msg.clear();

@@ -703,16 +703,17 @@ fn pubsub_subscribers_leave_from_anywhere_in_a_topic() {
     for i in [0, 2, 3] {
         assert_eq!(subs[i].line(), "MSG t two");
     }
-    // One connection holds 20,000 topics, then goes: every one is freed.
+    // One connection holds 10,000 topics (its most), then goes: every one
+    // is freed.
     let mut many = Line::connect(server.connect());
-    let batch: String = (0..20_000).map(|i| format!("SUB k{i}\n")).collect();
+    let batch: String = (0..10_000).map(|i| format!("SUB k{i}\n")).collect();
     many.w.write_all(batch.as_bytes()).unwrap();
-    for _ in 0..20_000 {
+    for _ in 0..10_000 {
         assert_eq!(many.line(), "OK");
     }
-    publisher.send("PUB k19999 x");
+    publisher.send("PUB k9999 x");
     assert_eq!(publisher.line(), "OK 1");
-    assert_eq!(many.line(), "MSG k19999 x");
+    assert_eq!(many.line(), "MSG k9999 x");
     drop(many);
     let start = Instant::now();
     loop {
@@ -725,6 +726,49 @@ fn pubsub_subscribers_leave_from_anywhere_in_a_topic() {
         assert!(start.elapsed() < TIMEOUT);
         thread::sleep(Duration::from_millis(5));
     }
-    publisher.send("PUB k12345 x");
+    publisher.send("PUB k1234 x");
+    assert_eq!(publisher.line(), "OK 0");
+}
+
+#[test]
+fn pubsub_bounds_what_a_client_subscribes_to() {
+    let server = serve(pubsub::start);
+    let mut client = Line::connect(server.connect());
+    // A topic name of 256 bytes is taken, one of 257 refused (SUB, UNSUB
+    // and PUB alike), and the connection stays.
+    let longest = "t".repeat(256);
+    client.subscribe(&longest);
+    let too_long = "t".repeat(257);
+    let commands = [
+        format!("SUB {too_long}"),
+        format!("UNSUB {too_long}"),
+        format!("PUB {too_long} x"),
+    ];
+    for command in &commands {
+        client.send(command);
+        assert_eq!(client.line(), "ERR topic longer than 256 bytes", "{command:.6}");
+    }
+    // 10,000 subscriptions, then no more, until one is given up.
+    let batch: String = (1..10_000).map(|i| format!("SUB k{i}\n")).collect();
+    client.w.write_all(batch.as_bytes()).unwrap();
+    for _ in 1..10_000 {
+        assert_eq!(client.line(), "OK");
+    }
+    client.send("SUB one-too-many");
+    assert_eq!(client.line(), "ERR too many subscriptions (at most 10000)");
+    client.send("SUB k1");
+    assert_eq!(
+        client.line(),
+        "OK",
+        "subscribing again to a topic it has is a no-op"
+    );
+    client.send("UNSUB k1");
+    assert_eq!(client.line(), "OK");
+    client.subscribe("one-more");
+    let mut publisher = Line::connect(server.connect());
+    publisher.send(&format!("PUB {longest} hello"));
+    assert_eq!(publisher.line(), "OK 1");
+    assert_eq!(client.line(), format!("MSG {longest} hello"));
+    publisher.send("PUB one-too-many x");
     assert_eq!(publisher.line(), "OK 0");
 }
