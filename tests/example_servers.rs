@@ -547,6 +547,15 @@ impl Line {
         self.send(&format!("SUB {topic}"));
         assert_eq!(self.line(), "OK");
     }
+
+    /// Subscribe to `k{i}` for each `i` in `range`, in one pipeline.
+    fn subscribe_numbered(&mut self, range: std::ops::Range<usize>) {
+        let batch: String = range.clone().map(|i| format!("SUB k{i}\n")).collect();
+        self.w.write_all(batch.as_bytes()).unwrap();
+        for i in range {
+            assert_eq!(self.line(), "OK", "SUB k{i}");
+        }
+    }
 }
 
 #[test]
@@ -706,11 +715,7 @@ fn pubsub_subscribers_leave_from_anywhere_in_a_topic() {
     // One connection holds 10,000 topics (its most), then goes: every one
     // is freed.
     let mut many = Line::connect(server.connect());
-    let batch: String = (0..10_000).map(|i| format!("SUB k{i}\n")).collect();
-    many.w.write_all(batch.as_bytes()).unwrap();
-    for _ in 0..10_000 {
-        assert_eq!(many.line(), "OK");
-    }
+    many.subscribe_numbered(0..10_000);
     publisher.send("PUB k9999 x");
     assert_eq!(publisher.line(), "OK 1");
     assert_eq!(many.line(), "MSG k9999 x");
@@ -749,11 +754,7 @@ fn pubsub_bounds_what_a_client_subscribes_to() {
         assert_eq!(client.line(), "ERR topic longer than 256 bytes", "{command:.6}");
     }
     // 10,000 subscriptions, then no more, until one is given up.
-    let batch: String = (1..10_000).map(|i| format!("SUB k{i}\n")).collect();
-    client.w.write_all(batch.as_bytes()).unwrap();
-    for _ in 1..10_000 {
-        assert_eq!(client.line(), "OK");
-    }
+    client.subscribe_numbered(1..10_000);
     client.send("SUB one-too-many");
     assert_eq!(client.line(), "ERR too many subscriptions (at most 10000)");
     client.send("SUB k1");
