@@ -558,3 +558,57 @@ fn a_large_reply_to_a_reset_peer_ends_in_a_reset() {
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
     assert_eq!(reason, Some(CloseReason::Reset));
 }
+
+#[test]
+fn a_task_fed_a_long_pipeline_lets_others_run_between_slices() {
+    // A client pipelines 2,000 lines at once; a task serving it reads at
+    // most 128 of them a poll (a poll a turn), so another connection's task
+    // is served long before the pipeline is through, and nothing is lost.
+    let _dog = Watchdog::new(60, "a_task_fed_a_long_pipeline_lets_others_run_between_slices");
+    const LINES: usize = 2_000;
+    let mut el = EventLoop::<()>::new().unwrap();
+    let (listener, addr) = listener(&mut el, ConnConfig::default());
+    // Lines answered on the first connection accepted, and whether the
+    // second one was answered, and when (in lines of the first).
+    let answered = Rc::new(Cell::new(0usize));
+    let other_at: Rc<Cell<Option<usize>>> = Rc::default();
+    let (a, o) = (answered.clone(), other_at.clone());
+    el.spawn(async move {
+        let mut first = true;
+        while let Ok(mut conn) = listener.accept().await {
+            let (a, o, pipelined) = (a.clone(), o.clone(), first);
+            first = false;
+            task::spawn_n(async move {
+                let mut line = Vec::new();
+                while conn.read_line(&mut line).await.unwrap_or(0) > 0 {
+                    conn.write_all(&line).await.unwrap();
+                    line.clear();
+                    if pipelined {
+                        a.set(a.get() + 1);
+                    } else {
+                        o.set(Some(a.get()));
+                    }
+                }
+            })
+            .unwrap();
+        }
+    })
+    .unwrap();
+    let mut pipeline = TcpStream::connect(addr).unwrap();
+    let mut other = TcpStream::connect(addr).unwrap();
+    let all: String = (0..LINES).map(numbered).collect();
+    pipeline.write_all(all.as_bytes()).unwrap();
+    other.write_all(b"me too\n").unwrap();
+    let mut most_in_a_turn = 0;
+    while answered.get() < LINES {
+        let before = answered.get();
+        turns(&mut el, &mut (), 1);
+        most_in_a_turn = most_in_a_turn.max(answered.get() - before);
+    }
+    assert!(most_in_a_turn <= 128, "{most_in_a_turn} lines in one turn");
+    let at = other_at.get().expect("the other connection was never answered");
+    assert!(at < LINES, "the other connection waited for the whole pipeline");
+    let mut echoed = vec![0; all.len()];
+    pipeline.read_exact(&mut echoed).unwrap();
+    assert_eq!(echoed, all.as_bytes());
+}

@@ -34,6 +34,10 @@ const SPARE_KEEP: usize = POOL_BYTES / 4;
 /// A larger staging buffer is not kept once its bytes are sent.
 const STAGING_KEEP: usize = 256 * 1024;
 
+/// Reads a task may complete in one poll before it must let the others
+/// run (see [`Hub::may_read`]).
+pub(crate) const POLL_BUDGET: u32 = 128;
+
 /// When a sleep ends.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum When {
@@ -120,6 +124,8 @@ pub(crate) struct Hub {
     /// for its idle timeout), or the error one met.
     direct_sent: Cell<bool>,
     direct_failed: RefCell<Option<io::Error>>,
+    /// Reads the task being polled may still complete in this poll.
+    pub(super) budget: Cell<u32>,
     /// Set when a task's poll begins: tells `poll_in_place` whether the
     /// task it handed the dispatch to was polled.
     pub(super) handed: Cell<bool>,
@@ -189,6 +195,7 @@ impl Hub {
             running: Cell::new(None),
             in_place: Cell::new(None),
             direct: Cell::new(None),
+            budget: Cell::new(POLL_BUDGET),
             direct_sent: Cell::new(false),
             direct_failed: RefCell::new(None),
             handed: Cell::new(false),
@@ -324,6 +331,28 @@ impl Hub {
                 0
             }
         }
+    }
+
+    /// Whether the task being polled may complete another read. A task
+    /// whose peer sends faster than it is served (a pipeline of thousands
+    /// of lines, a flood) would otherwise run for as long as input lasts,
+    /// in one poll, while every other source waits: after
+    /// [`POLL_BUDGET`] reads it is woken instead, and goes on in the next
+    /// turn, after the others. Outside the loop's polls there is no budget.
+    #[inline]
+    pub(crate) fn may_read(&self, cx: &std::task::Context<'_>) -> bool {
+        if self.budget.get() > 0 || !self.polling.get() {
+            return true;
+        }
+        hot_trace!("evloop: task {:?} used its poll's budget", self.running.get());
+        cx.waker().wake_by_ref();
+        false
+    }
+
+    /// A read completed (see [`may_read`](Self::may_read)).
+    #[inline]
+    pub(crate) fn spend(&self) {
+        self.budget.set(self.budget.get().saturating_sub(1));
     }
 
     /// An input buffer for a connection that has none.

@@ -410,6 +410,7 @@ impl AsyncConn {
     /// Hand the unread input, up to `f`'s answer of how much it used, to `f`.
     #[inline]
     fn consume<R>(&self, f: impl FnOnce(&[u8]) -> (usize, R)) -> R {
+        self.hub.spend();
         let mut io = self.io.borrow_mut();
         let (used, out) = if io.lent.is_empty() {
             f(&io.input[io.pos..])
@@ -438,6 +439,9 @@ impl AsyncConn {
         std::future::poll_fn(|cx| {
             if buf.is_empty() {
                 return Poll::Ready(Ok(0));
+            }
+            if !self.hub.may_read(cx) {
+                return Poll::Pending;
             }
             match self.poll_input(cx) {
                 Poll::Pending => Poll::Pending,
@@ -539,6 +543,9 @@ impl Future for ReadLine<'_> {
     #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let ReadLine { conn, line, start } = &mut *self;
+        if !conn.hub.may_read(cx) {
+            return Poll::Pending;
+        }
         let max = conn.line_max;
         loop {
             let got = line.len() - *start;
