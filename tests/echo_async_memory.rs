@@ -6,20 +6,10 @@ mod common_net;
 #[allow(dead_code)]
 mod echo_async;
 
-use common_net::{connect, round_trip, Server};
+use common_net::{connect, round_trip, rss_kib, Server};
 
 fn server() -> Server<()> {
     Server::start((), |el| echo_async::start(el, &"127.0.0.1:0".parse()?))
-}
-
-/// The process's resident memory, KiB, once malloc has handed back what
-/// it holds free (so the figure is what is in use).
-fn rss_kib() -> usize {
-    // SAFETY: malloc_trim takes no pointer; it only releases free memory.
-    unsafe { libc::malloc_trim(0) };
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 /// Clients that each sent one 1 MiB line, got it back and then sit idle

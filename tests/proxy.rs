@@ -15,7 +15,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use common_net::{
-    black_hole, connect, echo_server, one_peer, random_bytes, read_to_eof, round_trip, set_fd_limit,
+    black_hole, connect, echo_server, one_peer, random_bytes, read_to_eof, round_trip, rss_kib, set_fd_limit,
     wait_until, Server, WAIT,
 };
 use evloop::net::Target;
@@ -42,12 +42,6 @@ fn proxied_echo() -> (Server<()>, Server<()>) {
 
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
-}
-
-fn rss_kib() -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 #[test]

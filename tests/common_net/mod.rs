@@ -351,3 +351,13 @@ pub fn black_hole() -> (socket2::Socket, TcpStream, SocketAddr) {
     let filler = TcpStream::connect_timeout(&addr, WAIT).unwrap();
     (l, filler, addr)
 }
+
+/// The process's resident memory, KiB, once malloc has handed back what
+/// it holds free (so the figure is what is in use).
+pub fn rss_kib() -> usize {
+    // SAFETY: malloc_trim takes no pointer; it only releases free memory.
+    unsafe { libc::malloc_trim(0) };
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
