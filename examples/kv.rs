@@ -35,6 +35,10 @@
 //!   a millisecond's worth of commands, then pauses reading and defers its
 //!   own `resume_reading`: the rest of the pipeline is offered again once
 //!   the other ready clients have had their turn.
+//! - **Big keys do not stall the others.** Growing a hash table moves
+//!   every entry by its hash; std's map hashes each key again for it, and
+//!   1,000 keys of 1 MB made a 0.3 s pause. The table here keeps each key's
+//!   hash beside it (`keyspace`), so growing it reads 8 bytes a key.
 //! - **Bad input closes, it does not crash or hang.** A protocol error gets
 //!   Redis's `-ERR Protocol error: ...` and the connection is closed.
 //!
@@ -44,18 +48,20 @@
 
 #[path = "fair/mod.rs"]
 mod fair;
+#[path = "keyspace/mod.rs"]
+mod keyspace;
 #[path = "proto/resp.rs"]
 #[allow(dead_code)] // what the parser offers tests (its work counter, `parse`)
 mod resp;
 
 use std::cell::Cell;
-use std::collections::HashMap;
 use std::io::{self, Write};
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use evloop::net::{self, Addr, Conn, ConnConfig, Handler, ListenConfig, Listening};
 use evloop::{Ctx, EventLoop, TimerId};
+use keyspace::Keyspace;
 use resp::{reply, Args, Parser};
 
 /// The furthest ahead an expiry timer is armed (100 years): a later
@@ -66,7 +72,9 @@ const MAX_TIMER_MS: i64 = 100 * 365 * 24 * 3600 * 1000;
 /// The database: the loop's application state.
 #[derive(Default)]
 pub struct Store {
-    map: HashMap<Vec<u8>, Entry>,
+    /// The keys, each with its hash kept beside it, so that growing the
+    /// table does not hash every key's bytes again (see `keyspace`).
+    map: Keyspace<Entry>,
     /// Unix milliseconds set by a test; None reads the system's clock.
     manual_clock: Option<Rc<Cell<i64>>>,
 }
@@ -785,7 +793,7 @@ impl Store {
                     value: Value::from(value),
                     expiry: None,
                 };
-                self.map.insert(key.to_vec(), e);
+                self.map.insert(key, e);
             }
         }
     }
