@@ -612,3 +612,41 @@ fn a_task_fed_a_long_pipeline_lets_others_run_between_slices() {
     pipeline.read_exact(&mut echoed).unwrap();
     assert_eq!(echoed, all.as_bytes());
 }
+
+#[test]
+fn a_read_inside_another_loops_block_on_is_not_held_to_the_outer_budget() {
+    // A task reads 128 buffered lines (its poll's budget), then, in the same
+    // poll, reads the next one through a second loop's `block_on`. That
+    // `block_on` cannot return before its future does, and the outer poll
+    // cannot end before it returns: the outer budget must not apply inside
+    // it (it made the read yield for ever).
+    let _dog = Watchdog::new(
+        60,
+        "a_read_inside_another_loops_block_on_is_not_held_to_the_outer_budget",
+    );
+    let mut el = EventLoop::<()>::new().unwrap();
+    let (mut conn, mut client) = one_conn(&mut el, ConnConfig::default());
+    let lines: String = (0..200).map(numbered).collect();
+    client.write_all(lines.as_bytes()).unwrap();
+    turns(&mut el, &mut (), 5);
+    let out: Rc<RefCell<Option<Vec<u8>>>> = Rc::default();
+    let into = out.clone();
+    el.spawn(async move {
+        let mut line = Vec::new();
+        for i in 0..128 {
+            line.clear();
+            conn.read_line(&mut line).await.unwrap();
+            assert_eq!(line, numbered(i).as_bytes());
+        }
+        let mut inner = EventLoop::<()>::new().unwrap();
+        line.clear();
+        inner
+            .block_on(&mut (), conn.read_line(&mut line))
+            .unwrap()
+            .unwrap();
+        *into.borrow_mut() = Some(line);
+    })
+    .unwrap();
+    turn_until(&mut el, &mut (), |_| out.borrow().is_some());
+    assert_eq!(out.borrow().as_deref(), Some(numbered(128).as_bytes()));
+}

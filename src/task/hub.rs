@@ -338,10 +338,12 @@ impl Hub {
     /// of lines, a flood) would otherwise run for as long as input lasts,
     /// in one poll, while every other source waits: after
     /// [`POLL_BUDGET`] reads it is woken instead, and goes on in the next
-    /// turn, after the others. Outside the loop's polls there is no budget.
+    /// turn, after the others. Outside this loop's polls (a future polled
+    /// by hand, or inside another loop's `block_on`, which cannot return
+    /// before its future does) there is no budget.
     #[inline]
     pub(crate) fn may_read(&self, cx: &std::task::Context<'_>) -> bool {
-        if self.budget.get() > 0 || !self.polling.get() {
+        if self.budget.get() > 0 || !super::polls_now(self) {
             return true;
         }
         hot_trace!("evloop: task {:?} used its poll's budget", self.running.get());

@@ -135,6 +135,13 @@ pub(crate) fn current_hub() -> Option<(Rc<Hub>, SourceId)> {
     Some((CURRENT_HUB.with(|h| h.borrow().upgrade())?, id))
 }
 
+/// Whether a future of `hub`'s loop is being polled on this thread, innermost
+/// (not a future of another loop polled inside it, through that loop's
+/// `block_on`).
+pub(crate) fn polls_now(hub: &Hub) -> bool {
+    hub.polling.get() && CURRENT_HUB_AT.with(Cell::get) == hub as *const Hub as usize
+}
+
 /// The id of the task being polled on this thread (`None` outside a
 /// task's poll). [`EventLoop::block_on`]'s future counts as a task here,
 /// with the id of the source that stands for it while it runs (so the
