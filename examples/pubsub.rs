@@ -35,7 +35,8 @@
 //!   they were cut off: the broker peaked at 73 MB, and a publish took
 //!   56 ms at worst; when each connection queued its own copies, up to
 //!   1 MiB, 0.5 to 2 GB and 0.6 s.) A connection's own replies wait behind
-//!   its backlog too, so it sees everything in order.
+//!   its backlog too, so it sees everything in order, and so does its close
+//!   (at its EOF, or after an over-long line), which would drop the backlog.
 //! - **A slow subscriber is cut off, not waited for.** One more than 1 MiB
 //!   behind (its backlog, counted as if each message were its own) is
 //!   closed; the publisher and the other subscribers never notice.
@@ -100,6 +101,8 @@ struct Backlog {
     msgs: VecDeque<Rc<[u8]>>,
     /// The bytes of `msgs`, each counted as if it were its own.
     bytes: usize,
+    /// Close the connection once `msgs` is written.
+    close: bool,
 }
 
 /// What [`Behind::take`] did with a message.
@@ -149,18 +152,38 @@ impl Behind {
         self.0.entry(to).or_default();
     }
 
+    /// Close `conn` once it has been sent what it is behind on (a close
+    /// now would drop that). It reads nothing more meanwhile.
+    fn close_after(&mut self, conn: &mut Conn) {
+        match self.0.get_mut(&conn.id()) {
+            Some(backlog) => {
+                backlog.close = true;
+                conn.pause_reading();
+            }
+            None => conn.close(),
+        }
+    }
+
     /// Hand `conn` what waits for it while it has room; once nothing is
-    /// left, it writes directly again.
+    /// left, it writes directly again (or closes, if it was to).
     fn drain(&mut self, conn: &mut Conn) {
         let Some(backlog) = self.0.get_mut(&conn.id()) else {
             return;
         };
+        if conn.is_closing() {
+            // Cut off, or failed: nothing more will be written.
+            self.0.remove(&conn.id());
+            return;
+        }
         while let Some(msg) = backlog.msgs.pop_front() {
             backlog.bytes -= msg.len();
             conn.write(&msg);
             if !conn.has_room() {
                 return; // on_room again once it drains
             }
+        }
+        if backlog.close {
+            conn.close();
         }
         self.0.remove(&conn.id());
     }
@@ -206,16 +229,22 @@ pub fn start(ctx: &mut Ctx<Broker>, addr: &Addr) -> io::Result<Listening> {
 }
 
 /// One connection: the topics it subscribed to (sharing the broker's
-/// copy of each name), a reused message buffer, and its slice of work.
+/// copy of each name), a reused message buffer, its slice of work, and
+/// whether it is ending (its input is ignored, and it closes once it is
+/// sent what it is owed).
 #[derive(Default)]
 struct Peer {
     topics: HashSet<Rc<[u8]>>,
     msg: Vec<u8>,
     slice: fair::Slice,
+    ending: bool,
 }
 
 impl Handler<Broker> for Peer {
     fn on_data(&mut self, conn: &mut Conn, data: &[u8], ctx: &mut Ctx<Broker>, broker: &mut Broker) -> usize {
+        if self.ending {
+            return data.len();
+        }
         let mut used = 0;
         loop {
             let rest = &data[used..];
@@ -229,8 +258,8 @@ impl Handler<Broker> for Peer {
                     }
                 }
                 None if rest.len() > MAX_LINE => {
-                    conn.write(b"ERR line too long\n");
-                    conn.close();
+                    broker.behind.reply(conn, b"ERR line too long\n");
+                    self.end(conn, broker);
                     return data.len();
                 }
                 None => return used,
@@ -240,6 +269,10 @@ impl Handler<Broker> for Peer {
 
     fn on_room(&mut self, conn: &mut Conn, _: &mut Ctx<Broker>, broker: &mut Broker) {
         broker.behind.drain(conn);
+    }
+
+    fn on_eof(&mut self, conn: &mut Conn, _: &mut Ctx<Broker>, broker: &mut Broker) {
+        self.end(conn, broker);
     }
 
     fn on_close(&mut self, conn: &mut Conn, reason: CloseReason, _: &mut Ctx<Broker>, broker: &mut Broker) {
@@ -254,6 +287,16 @@ impl Handler<Broker> for Peer {
 }
 
 impl Peer {
+    /// The session is over (the peer's EOF, or a protocol error): no more
+    /// messages for it, and it closes once sent what it is owed.
+    fn end(&mut self, conn: &mut Conn, broker: &mut Broker) {
+        self.ending = true;
+        for topic in self.topics.drain() {
+            broker.unsubscribe(&topic, conn.id());
+        }
+        broker.behind.close_after(conn);
+    }
+
     /// Run one command; returns the work it cost (one, plus, per message
     /// for a subscriber, one and one more per KiB copied: fanning a 60 KB
     /// message out to 1,000 subscribers copies 60 MB, and counted as 1,000

@@ -773,3 +773,78 @@ fn pubsub_bounds_what_a_client_subscribes_to() {
     publisher.send("PUB one-too-many x");
     assert_eq!(publisher.line(), "OK 0");
 }
+
+/// A client subscribed to its own topic pipelines 40 publishes of 1 KB in
+/// one read: more than its 16 KiB queue, so the rest of its messages and
+/// replies wait in the broker's backlog for it. Then it ends its session,
+/// by a line over 64 KiB or by shutting its write half: everything the
+/// broker answered before must still reach it, in order, before the ERR
+/// and the close.
+fn own_backlog_is_sent_before_the_end(end_with_long_line: bool) {
+    let server = serve(pubsub::start);
+    let s = server.connect();
+    let mut r = BufReader::with_capacity(1 << 20, s.try_clone().unwrap());
+    let mut w = s;
+    w.write_all(b"SUB t\n").unwrap();
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line, "OK\n");
+    let payload = "x".repeat(1000);
+    let mut batch = Vec::new();
+    for i in 0..40 {
+        batch.extend_from_slice(format!("PUB t {i} {payload}\n").as_bytes());
+    }
+    if end_with_long_line {
+        batch.extend(std::iter::repeat(b'a').take(70 * 1024));
+    }
+    let reader = thread::spawn(move || {
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            match r.read_line(&mut line) {
+                Ok(0) | Err(_) => return lines,
+                Ok(_) => lines.push(line),
+            }
+        }
+    });
+    // Hold the loop while the batch lands in the kernel, so that one
+    // dispatch reads it whole.
+    let (held_tx, held_rx) = mpsc::channel();
+    server
+        .remote
+        .post(move |_, _| {
+            held_tx.send(()).unwrap();
+            thread::sleep(Duration::from_millis(200));
+        })
+        .unwrap();
+    held_rx.recv().unwrap();
+    let _ = w.write_all(&batch); // the broker may close before all of it is read
+    if !end_with_long_line {
+        w.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+    let got = reader.join().unwrap();
+    let mut want = Vec::new();
+    for i in 0..40 {
+        want.push(format!("MSG t {i} {payload}\n"));
+        want.push("OK 1\n".to_string());
+    }
+    if end_with_long_line {
+        want.push("ERR line too long\n".to_string());
+    }
+    let short = |v: &[String]| {
+        v.iter()
+            .map(|l| l[..l.len().min(12)].to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(short(&got), short(&want), "{} lines received", got.len());
+}
+
+#[test]
+fn pubsub_sends_a_clients_backlog_before_its_error_and_close() {
+    own_backlog_is_sent_before_the_end(true);
+}
+
+#[test]
+fn pubsub_sends_a_clients_backlog_before_closing_at_its_eof() {
+    own_backlog_is_sent_before_the_end(false);
+}

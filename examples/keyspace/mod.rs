@@ -193,6 +193,53 @@ impl Hasher for Carried {
 #[cfg(test)]
 mod tests {
     use super::Keyspace;
+    use std::collections::HashMap;
+
+    #[test]
+    fn random_operations_agree_with_std_map() {
+        // Short keys (many share the table's low bits), growth and
+        // shrinking by removal, and long keys.
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let (mut ks, mut std_map) = (Keyspace::default(), HashMap::<Vec<u8>, u64>::new());
+        for step in 0..100_000u64 {
+            let r = next();
+            let key: Vec<u8> = match r % 4 {
+                0 => vec![],
+                1 => vec![(r >> 8) as u8 % 7; ((r >> 16) % 3) as usize],
+                2 => format!("k{}", (r >> 8) % 3000).into_bytes(),
+                _ => {
+                    let mut k = vec![b'x'; 300 + ((r >> 8) % 5) as usize];
+                    k[0] = (r >> 20) as u8;
+                    k
+                }
+            };
+            match (r >> 40) % 5 {
+                0 | 1 => assert_eq!(ks.insert(&key, step), std_map.insert(key, step), "{step}"),
+                2 => assert_eq!(ks.remove(&key), std_map.remove(&key), "{step}"),
+                3 => assert_eq!(ks.get(&key), std_map.get(&key), "{step}"),
+                _ => {
+                    if let Some(v) = ks.get_mut(&key) {
+                        *v += 1;
+                    }
+                    if let Some(v) = std_map.get_mut(&key) {
+                        *v += 1;
+                    }
+                }
+            }
+            assert_eq!(ks.len(), std_map.len());
+        }
+        let mut a: Vec<(Box<[u8]>, u64)> = ks.drain().collect();
+        let mut b: Vec<(Box<[u8]>, u64)> = std_map.into_iter().map(|(k, v)| (k.into(), v)).collect();
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
+    }
 
     #[test]
     fn keys_are_found_by_their_bytes() {
