@@ -496,7 +496,9 @@ impl AsyncConn {
     }
 
     /// Send all of `data`. The bytes leave when the task next waits (the
-    /// writes of one poll together, in one system call); this waits while
+    /// writes of one poll together, in one system call; a write of 8 KiB or
+    /// more, once the task has read all its input, may go to the socket at
+    /// once, from `data` itself, saving a copy); this waits while
     /// the connection's output queue is above its high-water mark, so a
     /// peer that does not read slows the task down instead of growing the
     /// server. An error once the connection is closed or its output shut.
