@@ -24,11 +24,11 @@
 //! - **Order**: one thread, FIFO write queues: every subscriber sees messages
 //!   in the order they were published.
 //! - **A subscriber that falls behind waits on references, not copies.**
-//!   Its connection queues at most a few KiB (`ConnConfig::high_water`);
-//!   once `net::has_room` says no, what follows waits in the broker's
-//!   backlog for it as references to the published message, which every
-//!   subscriber it went to shares, and `on_room` hands it over as the
-//!   connection drains. A 60 KB message for 2,000 subscribers that do not
+//!   Its connection queues about 16 KiB (`ConnConfig::high_water`, and
+//!   the message that crossed it); once `net::has_room` says no, what
+//!   follows waits in the broker's backlog for it as references to the
+//!   published message, which every subscriber it went to shares, and
+//!   `on_room` hands it over as the connection drains. A 60 KB message for 2,000 subscribers that do not
 //!   read is one 60 KB copy, not 120 MB, and after the first few it costs
 //!   the publisher a reference per subscriber, not a copy and a system
 //!   call. (2,000 subscribers that never read, fed 60 KB messages until
@@ -307,16 +307,15 @@ impl Peer {
         match verb {
             b"" => {}
             b"SUB" | b"UNSUB" => {
+                const USAGE: &str = "ERR usage: SUB topic | UNSUB topic\n";
                 let (topic, extra) = split_word(rest);
-                if topic.is_empty() || !extra.is_empty() {
-                    broker.behind.reply(conn, b"ERR usage: SUB topic | UNSUB topic\n");
-                    return 1;
-                }
-                if topic.len() > MAX_TOPIC {
-                    broker.behind.reply(
-                        conn,
-                        format!("ERR topic longer than {MAX_TOPIC} bytes\n").as_bytes(),
-                    );
+                let refused = if extra.is_empty() {
+                    refuse_topic(topic, USAGE)
+                } else {
+                    Some(USAGE.into())
+                };
+                if let Some(answer) = refused {
+                    broker.behind.reply(conn, answer.as_bytes());
                     return 1;
                 }
                 if verb == b"SUB" && !self.topics.contains(topic) {
@@ -336,15 +335,8 @@ impl Peer {
             }
             b"PUB" => {
                 let (topic, message) = split_word(rest);
-                if topic.is_empty() {
-                    broker.behind.reply(conn, b"ERR usage: PUB topic message\n");
-                    return 1;
-                }
-                if topic.len() > MAX_TOPIC {
-                    broker.behind.reply(
-                        conn,
-                        format!("ERR topic longer than {MAX_TOPIC} bytes\n").as_bytes(),
-                    );
+                if let Some(answer) = refuse_topic(topic, "ERR usage: PUB topic message\n") {
+                    broker.behind.reply(conn, answer.as_bytes());
                     return 1;
                 }
                 let msg = &mut self.msg;
@@ -418,6 +410,15 @@ impl Broker {
             }
         }
     }
+}
+
+/// The answer refusing `topic` if it is no topic name: `usage` when it is
+/// missing.
+fn refuse_topic(topic: &[u8], usage: &str) -> Option<String> {
+    if topic.is_empty() {
+        return Some(usage.into());
+    }
+    (topic.len() > MAX_TOPIC).then(|| format!("ERR topic longer than {MAX_TOPIC} bytes\n"))
 }
 
 /// The first space-separated word of `s`, and what follows its space.

@@ -265,7 +265,8 @@ impl Hub {
     }
 
     /// Note `data` to be sent on connection `conn` when the poll returns.
-    /// Writes to one connection in one poll are sent together.
+    /// Writes to one connection in one poll are sent together (after a
+    /// direct send, if any: see [`send_direct`](Self::send_direct)).
     #[inline]
     pub(crate) fn stage(&self, conn: SourceId, io: &Rc<RefCell<Io>>, data: &[u8]) {
         if self.in_place.get() == Some(conn) {

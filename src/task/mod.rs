@@ -46,7 +46,8 @@
 //! channel wakes the task. What a future asks of the
 //! loop while it is polled (send these bytes, arm this timer) is noted and
 //! done by the loop the moment the poll returns, so writes made in one poll
-//! leave in one system call, as a handler's corked writes do.
+//! leave together, in one system call, as a handler's corked writes do
+//! (a large one may go at once: see [`AsyncConn::write_all`]).
 //!
 //! The leaf futures need nothing but the `Context` they are polled with,
 //! so any executor-agnostic combinator works on them: this layer has no

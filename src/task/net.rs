@@ -11,10 +11,11 @@
 //! everything.
 //!
 //! Writing: `write_all` notes its bytes in the hub, and the loop writes
-//! them when the task's poll returns: all the writes of one poll to one
-//! connection leave in one system call (a large one made once the task
-//! has read all its input goes straight to the socket from the task's
-//! buffer: see [`Hub::send_direct`]). It waits while the connection's
+//! them when the task's poll returns: the writes of one poll to one
+//! connection leave together, in one system call (except that a large one
+//! made once the task has read all its input, with nothing gathered before
+//! it, goes straight to the socket from the task's buffer, and what follows
+//! it in a second call: see [`Hub::send_direct`]). It waits while the connection's
 //! queue is above [`ConnConfig::high_water`](crate::net::ConnConfig::high_water),
 //! until `on_room`.
 
@@ -496,9 +497,12 @@ impl AsyncConn {
     }
 
     /// Send all of `data`. The bytes leave when the task next waits (the
-    /// writes of one poll together, in one system call; a write of 8 KiB or
-    /// more, once the task has read all its input, may go to the socket at
-    /// once, from `data` itself, saving a copy); this waits while
+    /// writes of one poll together, in one system call; but a write of
+    /// 8 KiB or more, made once the task has read all its input and with
+    /// nothing written before it in this poll, goes to the socket at once,
+    /// from `data` itself, saving a copy, and what the poll writes after it
+    /// leaves in a second call, as after a handler's large
+    /// [`Conn::write`](crate::net::Conn::write)); this waits while
     /// the connection's output queue is above its high-water mark, so a
     /// peer that does not read slows the task down instead of growing the
     /// server. An error once the connection is closed or its output shut.
