@@ -12,14 +12,18 @@
 //! What to notice:
 //! - **The application state is the database.** `Store` is the loop's `S`:
 //!   every handler and timer callback gets `&mut Store`, no `Rc<RefCell<..>>`.
-//! - **Expiry runs on the loop's timers.** A key's deadline is kept as Redis
-//!   keeps it, in Unix milliseconds (so EXPIRETIME gives back what EXPIREAT
-//!   was given, and TTL reads the same clock), and the key owns a one-shot
-//!   timer for that moment: overwriting the key cancels it, EXPIRE moves it
-//!   with `reset_timer`, and when it fires the callback removes the key. A
-//!   read also treats an overdue key as gone, since its timer only fires in
-//!   a later turn's timer phase. The store reads the time through a clock
-//!   that tests set by hand (`Store::with_manual_clock`).
+//! - **Expiry runs on one loop timer, a slice at a time.** A key's deadline
+//!   is kept as Redis keeps it, in Unix milliseconds (so EXPIRETIME gives
+//!   back what EXPIREAT was given, and TTL reads the same clock), and in an
+//!   index of the keys by deadline. One timer, armed for the earliest
+//!   deadline, deletes the keys that are due, at most `SWEEP_SLICE` of them
+//!   a run; with more due, it runs again in the next turn, after the
+//!   clients. A timer per key would fire all of a millisecond's keys in one
+//!   timer phase: a client that gave a million keys the same deadline
+//!   stopped the server for most of a second when they fell due. A read
+//!   also treats an overdue key as gone, since the sweep deletes it later.
+//!   The store reads the time through a clock that tests set by hand
+//!   (`Store::with_manual_clock`).
 //! - **Pipelining for free.** `on_data` runs every complete command in the
 //!   buffer and sends the replies together; a half-arrived command is left
 //!   unconsumed and offered again with more bytes, and the parser goes on
@@ -55,6 +59,7 @@ mod keyspace;
 mod resp;
 
 use std::cell::Cell;
+use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -64,10 +69,14 @@ use evloop::{Ctx, EventLoop, TimerId};
 use keyspace::Keyspace;
 use resp::{reply, Args, Parser};
 
-/// The furthest ahead an expiry timer is armed (100 years): a later
-/// deadline is kept exactly, but its timer fires at this horizon and is
+/// The furthest ahead the expiry timer is armed (100 years): a later
+/// deadline is kept exactly, but the timer fires at this horizon and is
 /// armed again (nobody waits a century).
 const MAX_TIMER_MS: i64 = 100 * 365 * 24 * 3600 * 1000;
+
+/// Keys the expiry timer deletes in one run, before the clients get a
+/// turn: about a third of a millisecond here.
+const SWEEP_SLICE: usize = 1024;
 
 /// The database: the loop's application state.
 #[derive(Default)]
@@ -75,6 +84,14 @@ pub struct Store {
     /// The keys, each with its hash kept beside it, so that growing the
     /// table does not hash every key's bytes again (see `keyspace`).
     map: Keyspace<Entry>,
+    /// The keys with a TTL, earliest deadline first. Each key's entry holds
+    /// its place here (deadline, and a number that tells apart the keys of
+    /// one millisecond), so that dropping a TTL compares no key bytes.
+    deadlines: BTreeMap<Expiry, Box<[u8]>>,
+    /// Numbers the next deadline set.
+    next_seq: u64,
+    /// The timer that deletes due keys, and the deadline it was armed for.
+    sweep: Option<(TimerId, i64)>,
     /// Unix milliseconds set by a test; None reads the system's clock.
     manual_clock: Option<Rc<Cell<i64>>>,
 }
@@ -90,13 +107,14 @@ struct Entry {
     expiry: Option<Expiry>,
 }
 
-/// A key's deadline and the timer that deletes the key then.
-#[derive(Clone, Copy)]
+/// A key's deadline, and its place among the deadlines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Expiry {
     /// Unix milliseconds. The key is gone once the clock is past it (at
     /// this very millisecond it still reads, as in Redis).
     at_ms: i64,
-    timer: TimerId,
+    /// Unique: orders the keys of one deadline by when it was set.
+    seq: u64,
 }
 
 /// Values up to 16 MiB may be sent in one command (RESP itself allows 512
@@ -358,53 +376,47 @@ fn execute(args: &Args, reply: &mut Reply, ctx: &mut Ctx<Store>, store: &mut Sto
         b"ping" if n == 2 => reply.bytes(&args[1]),
         b"ping" => reply::simple(out, "PONG"),
         b"echo" => reply.bytes(&args[1]),
-        b"get" => reply.value(store.get(ctx, &args[1]).map(|e| &e.value)),
+        b"get" => reply.value(store.get(&args[1]).map(|e| &e.value)),
         b"set" => set(args, reply, ctx, store),
         b"mget" => {
             reply::array(out, n - 1);
             // Every value as it is now (shared, not copied), sent as room allows.
             for key in args.iter().skip(1) {
-                let value = store.get(ctx, key).map(|e| e.value.clone());
+                let value = store.get(key).map(|e| e.value.clone());
                 reply.items.push(value);
             }
         }
         b"mset" => {
             for i in (1..n).step_by(2) {
-                store.put(ctx, &args[i], &args[i + 1], false);
+                store.put(&args[i], &args[i + 1], false);
             }
             reply::simple(out, "OK");
         }
         b"del" => {
-            let gone = args.iter().skip(1).filter(|key| store.remove(ctx, key)).count();
+            let gone = args.iter().skip(1).filter(|key| store.remove(key)).count();
             reply::int(out, gone as i64);
         }
         b"exists" => {
-            let found = args
-                .iter()
-                .skip(1)
-                .filter(|key| store.get(ctx, key).is_some())
-                .count();
+            let found = args.iter().skip(1).filter(|key| store.get(key).is_some()).count();
             reply::int(out, found as i64);
         }
-        b"incr" => incr_by(&args[1], 1, out, ctx, store),
-        b"decr" => incr_by(&args[1], -1, out, ctx, store),
+        b"incr" => incr_by(&args[1], 1, out, store),
+        b"decr" => incr_by(&args[1], -1, out, store),
         b"incrby" | b"decrby" => match resp::parse_int(&args[2]) {
-            Some(by) if name == b"incrby" => incr_by(&args[1], by, out, ctx, store),
+            Some(by) if name == b"incrby" => incr_by(&args[1], by, out, store),
             Some(i64::MIN) => reply::error(out, "ERR decrement would overflow"),
-            Some(by) => incr_by(&args[1], -by, out, ctx, store),
+            Some(by) => incr_by(&args[1], -by, out, store),
             None => reply::error(out, NOT_AN_INTEGER),
         },
         b"expire" | b"pexpire" | b"expireat" | b"pexpireat" => expire(args, name, out, ctx, store),
-        b"ttl" | b"pttl" | b"expiretime" | b"pexpiretime" => ttl(&args[1], name, out, ctx, store),
-        b"persist" => reply::int(out, i64::from(store.persist(ctx, &args[1]))),
+        b"ttl" | b"pttl" | b"expiretime" | b"pexpiretime" => ttl(&args[1], name, out, store),
+        b"persist" => reply::int(out, i64::from(store.persist(&args[1]))),
         // Like Redis, this counts overdue keys not yet deleted.
         b"dbsize" => reply::int(out, store.map.len() as i64),
         b"flushall" | b"flushdb" => {
-            for (_, e) in store.map.drain() {
-                if let Some(x) = e.expiry {
-                    ctx.cancel_timer(x.timer);
-                }
-            }
+            store.map.drain().for_each(drop);
+            store.deadlines.clear();
+            store.arm_sweep(ctx);
             reply::simple(out, "OK");
         }
         b"select" => match resp::parse_int(&args[1]) {
@@ -428,7 +440,7 @@ fn execute(args: &Args, reply: &mut Reply, ctx: &mut Ctx<Store>, store: &mut Sto
         b"hello" => hello(args, out),
         b"info" => {
             let keys = store.map.len();
-            let expires = store.map.values().filter(|e| e.expiry.is_some()).count();
+            let expires = store.deadlines.len();
             let text = format!(
                 "# Server\r\nredis_version:7.0.0\r\nredis_mode:standalone\r\nserver:evloop-kv\r\n\
                  # Keyspace\r\ndb0:keys={keys},expires={expires},avg_ttl=0\r\n"
@@ -542,14 +554,14 @@ fn expire(args: &Args, name: &[u8], out: &mut Vec<u8>, ctx: &mut Ctx<Store>, sto
         return reply::error(out, &bad_expire(name));
     };
     let key = &args[1];
-    let Some(e) = store.get(ctx, key) else {
+    let Some(e) = store.get(key) else {
         return reply::int(out, 0);
     };
     if !when.allows(e.expiry.map(|x| x.at_ms), at) {
         return reply::int(out, 0);
     }
     if at <= store.now_ms() {
-        store.remove(ctx, key);
+        store.remove(key);
     } else {
         store.expire_at(ctx, key, at);
     }
@@ -558,8 +570,8 @@ fn expire(args: &Args, name: &[u8], out: &mut Vec<u8>, ctx: &mut Ctx<Store>, sto
 
 /// TTL/PTTL (time left) and EXPIRETIME/PEXPIRETIME (the deadline): -2 for
 /// no key, -1 for no TTL; seconds are rounded to the nearest, as in Redis.
-fn ttl(key: &[u8], name: &[u8], out: &mut Vec<u8>, ctx: &mut Ctx<Store>, store: &mut Store) {
-    let at = match store.get(ctx, key) {
+fn ttl(key: &[u8], name: &[u8], out: &mut Vec<u8>, store: &mut Store) {
+    let at = match store.get(key) {
         None => return reply::int(out, -2),
         Some(Entry { expiry: None, .. }) => return reply::int(out, -1),
         Some(Entry { expiry: Some(x), .. }) => x.at_ms,
@@ -655,7 +667,7 @@ fn set(args: &Args, reply: &mut Reply, ctx: &mut Ctx<Store>, store: &mut Store) 
             },
         },
     };
-    let old = store.get(ctx, key).map(|e| e.value.clone());
+    let old = store.get(key).map(|e| e.value.clone());
     let exists = old.is_some();
     if get {
         reply.value(old.as_ref());
@@ -666,7 +678,7 @@ fn set(args: &Args, reply: &mut Reply, ctx: &mut Ctx<Store>, store: &mut Store) 
         }
         return;
     }
-    store.put(ctx, key, value, keep_ttl);
+    store.put(key, value, keep_ttl);
     if let Some(at) = deadline {
         store.expire_at(ctx, key, at);
     }
@@ -676,8 +688,8 @@ fn set(args: &Args, reply: &mut Reply, ctx: &mut Ctx<Store>, store: &mut Store) 
 }
 
 /// INCR and friends: the value must be a decimal i64; the key keeps its TTL.
-fn incr_by(key: &[u8], by: i64, out: &mut Vec<u8>, ctx: &mut Ctx<Store>, store: &mut Store) {
-    let current = match store.get(ctx, key) {
+fn incr_by(key: &[u8], by: i64, out: &mut Vec<u8>, store: &mut Store) {
+    let current = match store.get(key) {
         Some(e) => match resp::parse_int(&e.value) {
             Some(n) => n,
             None => return reply::error(out, NOT_AN_INTEGER),
@@ -693,7 +705,7 @@ fn incr_by(key: &[u8], by: i64, out: &mut Vec<u8>, ctx: &mut Ctx<Store>, store: 
         let _ = write!(w, "{new}");
         20 - w.len()
     };
-    store.put(ctx, key, &digits[..len], true);
+    store.put(key, &digits[..len], true);
     reply::int(out, new);
 }
 
@@ -758,15 +770,15 @@ impl Store {
     }
 
     /// The live entry for `key`. An entry whose deadline has passed but
-    /// whose timer has not fired yet (timers fire in a later turn's timer
-    /// phase) is removed here.
-    fn get(&mut self, ctx: &mut Ctx<Store>, key: &[u8]) -> Option<&mut Entry> {
+    /// that the expiry timer has not deleted yet (it runs in a later turn's
+    /// timer phase, a slice of keys at a time) is deleted here.
+    fn get(&mut self, key: &[u8]) -> Option<&mut Entry> {
         let due = match self.map.get(key)?.expiry {
             Some(x) => x.at_ms < self.now_ms(),
             None => false,
         };
         if due {
-            self.remove(ctx, key);
+            self.remove(key);
             return None;
         }
         self.map.get_mut(key)
@@ -774,8 +786,8 @@ impl Store {
 
     /// Set `key` to `value`, reusing the old value's allocation if it can. The TTL is
     /// dropped unless `keep_ttl`.
-    fn put(&mut self, ctx: &mut Ctx<Store>, key: &[u8], value: &[u8], keep_ttl: bool) {
-        match self.get(ctx, key) {
+    fn put(&mut self, key: &[u8], value: &[u8], keep_ttl: bool) {
+        match self.get(key) {
             Some(e) => {
                 match Rc::get_mut(&mut e.value) {
                     // Same length and not being sent: overwrite in place.
@@ -784,7 +796,7 @@ impl Store {
                 }
                 if !keep_ttl {
                     if let Some(x) = e.expiry.take() {
-                        ctx.cancel_timer(x.timer);
+                        self.deadlines.remove(&x);
                     }
                 }
             }
@@ -798,15 +810,17 @@ impl Store {
         }
     }
 
-    /// Delete `key` and its timer; true if it was live (an overdue key is
-    /// deleted too, but was already gone for readers: DEL counts it not).
-    fn remove(&mut self, ctx: &mut Ctx<Store>, key: &[u8]) -> bool {
+    /// Delete `key` and its deadline; true if it was live (an overdue key
+    /// is deleted too, but was already gone for readers: DEL counts it not).
+    /// The expiry timer is left armed: if it was for this key, it finds
+    /// nothing due and is armed for the next deadline.
+    fn remove(&mut self, key: &[u8]) -> bool {
         let Some(e) = self.map.remove(key) else {
             return false;
         };
         match e.expiry {
             Some(x) => {
-                ctx.cancel_timer(x.timer);
+                self.deadlines.remove(&x);
                 x.at_ms >= self.now_ms()
             }
             None => true,
@@ -814,61 +828,89 @@ impl Store {
     }
 
     /// Give `key`, which exists, the deadline `at_ms` (even one already
-    /// past), arming its timer or moving the one it has.
+    /// past, which the next sweep deletes).
     fn expire_at(&mut self, ctx: &mut Ctx<Store>, key: &[u8], at_ms: i64) {
-        let deadline = timer_deadline(ctx, at_ms, self.now_ms());
         let Some(e) = self.map.get_mut(key) else {
             return;
         };
-        let timer = match e.expiry {
-            // Same key, same callback: just move its timer.
-            Some(x) if ctx.reset_timer(x.timer, deadline) => x.timer,
-            _ => arm(ctx, key.to_vec(), deadline),
+        let x = Expiry {
+            at_ms,
+            seq: self.next_seq,
         };
-        e.expiry = Some(Expiry { at_ms, timer });
+        self.next_seq += 1;
+        let bytes = match e.expiry.replace(x) {
+            // The index's copy of the key moves to its new place.
+            Some(old) => self.deadlines.remove(&old),
+            None => None,
+        };
+        self.deadlines.insert(x, bytes.unwrap_or_else(|| key.into()));
+        self.arm_sweep(ctx);
     }
 
     /// Drop `key`'s TTL; true if it had one.
-    fn persist(&mut self, ctx: &mut Ctx<Store>, key: &[u8]) -> bool {
-        let Some(x) = self.get(ctx, key).and_then(|e| e.expiry.take()) else {
+    fn persist(&mut self, key: &[u8]) -> bool {
+        let Some(x) = self.get(key).and_then(|e| e.expiry.take()) else {
             return false;
         };
-        ctx.cancel_timer(x.timer);
+        self.deadlines.remove(&x);
         true
+    }
+
+    /// Make sure the expiry timer fires by the earliest deadline: arm it,
+    /// or move it earlier (never later: a timer that finds nothing due
+    /// arms itself for what is due next). With no deadline left, cancel it.
+    fn arm_sweep(&mut self, ctx: &mut Ctx<Store>) {
+        let Some(first) = self.deadlines.keys().next().map(|x| x.at_ms) else {
+            if let Some((timer, _)) = self.sweep.take() {
+                ctx.cancel_timer(timer);
+            }
+            return;
+        };
+        if self.sweep.is_some_and(|(_, armed)| armed <= first) {
+            return;
+        }
+        let deadline = timer_deadline(ctx, first, self.now_ms());
+        let timer = match self.sweep {
+            Some((timer, _)) if ctx.reset_timer(timer, deadline) => timer,
+            _ => ctx.timer_at(deadline, |_, ctx, store: &mut Store| {
+                store.sweep = None;
+                store.delete_due(SWEEP_SLICE);
+                store.arm_sweep(ctx);
+            }),
+        };
+        self.sweep = Some((timer, first));
+    }
+
+    /// Delete the keys whose deadline has passed, at most `max` of them;
+    /// how many were deleted.
+    fn delete_due(&mut self, max: usize) -> usize {
+        let now = self.now_ms();
+        let mut deleted = 0;
+        while deleted < max {
+            let Some(first) = self.deadlines.first_entry() else {
+                break;
+            };
+            if first.key().at_ms >= now {
+                break;
+            }
+            let key = first.remove();
+            self.map.remove(&key);
+            deleted += 1;
+        }
+        deleted
     }
 }
 
 /// When the loop should delete a key whose deadline is `at_ms` while the
 /// clock reads `now_ms`: the first millisecond past the deadline, when the
-/// key is gone for readers too, but no more than MAX_TIMER_MS ahead.
+/// key is gone for readers too (at once if that has come), but no more
+/// than MAX_TIMER_MS ahead.
 fn timer_deadline(ctx: &Ctx<Store>, at_ms: i64, now_ms: i64) -> Instant {
     let wait = at_ms
         .saturating_sub(now_ms)
         .saturating_add(1)
         .clamp(0, MAX_TIMER_MS);
     ctx.now() + Duration::from_millis(wait as u64)
-}
-
-/// The timer that deletes `key` once its deadline has passed. It checks
-/// that the key still owns this timer (the key may have been deleted and
-/// set again meanwhile), and arms a new one if the clock says the deadline
-/// is still ahead (a timer armed at the horizon, or a clock set back).
-fn arm(ctx: &mut Ctx<Store>, key: Vec<u8>, deadline: Instant) -> TimerId {
-    ctx.timer_at(deadline, move |fired, ctx, store: &mut Store| {
-        let now = store.now_ms();
-        let Some(e) = store.map.get_mut(&key) else {
-            return;
-        };
-        let Some(x) = e.expiry.filter(|x| x.timer == fired.id) else {
-            return;
-        };
-        if x.at_ms < now {
-            store.map.remove(&key);
-        } else {
-            let timer = arm(ctx, key.clone(), timer_deadline(ctx, x.at_ms, now));
-            e.expiry = Some(Expiry { timer, ..x });
-        }
-    })
 }
 
 /// Public so that tests/example_torture.rs can run the whole server, signal
@@ -892,10 +934,11 @@ pub fn main() -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     //! Commands run straight through `execute` against a store whose clock
-    //! is set by hand, so expiry is tested without sleeping. Every reply
-    //! here is redis-server 7's.
+    //! is set by hand, on a loop whose clock is too, so expiry is tested
+    //! without sleeping. Every reply here is redis-server 7's.
 
     use super::*;
+    use evloop::{Clock, ManualClock};
 
     /// 2023-11-14 22:13:20 UTC in Unix milliseconds: where the clock starts.
     const T0: i64 = 1_700_000_000_000;
@@ -904,15 +947,21 @@ mod tests {
         el: EventLoop<Store>,
         store: Store,
         clock: Rc<Cell<i64>>,
+        loop_clock: ManualClock,
     }
 
     impl Db {
         fn new() -> Db {
             let clock = Rc::new(Cell::new(T0));
+            let loop_clock = ManualClock::new();
             Db {
-                el: EventLoop::new().unwrap(),
+                el: EventLoop::builder()
+                    .clock(Clock::Manual(loop_clock.clone()))
+                    .build()
+                    .unwrap(),
                 store: Store::with_manual_clock(clock.clone()),
                 clock,
+                loop_clock,
             }
         }
 
@@ -934,14 +983,42 @@ mod tests {
             }
         }
 
+        /// Move the store's clock (the one deadlines are read by).
         fn advance(&self, ms: i64) {
             self.clock.set(self.clock.get() + ms);
         }
 
+        /// Move the loop's clock (the one its timers fire by).
+        fn advance_loop(&self, ms: u64) {
+            self.loop_clock.advance(Duration::from_millis(ms));
+        }
+
+        /// Move both clocks.
+        fn advance_both(&self, ms: i64) {
+            self.advance(ms);
+            self.advance_loop(ms as u64);
+        }
+
         fn turn(&mut self) {
-            self.el
-                .turn(&mut self.store, Some(Duration::from_millis(10)))
-                .unwrap();
+            self.el.turn(&mut self.store, Some(Duration::ZERO)).unwrap();
+        }
+
+        /// The index of deadlines holds exactly the keys with a TTL, each
+        /// at the deadline its entry gives.
+        fn check_index(&self) {
+            let with_ttl = self.store.map.values().filter(|e| e.expiry.is_some());
+            assert_eq!(with_ttl.count(), self.store.deadlines.len());
+            for (x, key) in &self.store.deadlines {
+                let e = self.store.map.get(key).expect("an indexed key exists");
+                assert_eq!(e.expiry, Some(*x));
+            }
+            // One timer at most, armed by the earliest deadline (it may
+            // outlive the keys it was armed for, and then finds none).
+            assert!(self.el.timer_count() <= 1);
+            if let Some(first) = self.store.deadlines.keys().next() {
+                assert_eq!(self.el.timer_count(), 1);
+                assert!(self.store.sweep.is_some_and(|(_, at)| at <= first.at_ms));
+            }
         }
     }
 
@@ -1149,18 +1226,117 @@ mod tests {
         let mut db = Db::new();
         db.check(&[("SET k v PX 5", "+OK")]);
         for _ in 0..5 {
+            db.advance_loop(10);
             db.turn();
         }
         db.check(&[("DBSIZE", ":1"), ("PTTL k", ":5")]);
         assert_eq!(db.el.timer_count(), 1, "the timer is armed again");
         db.advance(6);
-        for _ in 0..100 {
-            if db.store.map.is_empty() {
-                break;
-            }
-            db.turn();
-        }
+        db.advance_loop(10);
+        db.turn();
         assert!(db.store.map.is_empty(), "the timer deleted the key");
         assert_eq!(db.el.timer_count(), 0);
+    }
+
+    /// Keys that fall due together are deleted a slice a turn, so the
+    /// clients are served between slices; for readers they are all gone at
+    /// once.
+    #[test]
+    fn keys_due_together_are_deleted_a_slice_a_turn() {
+        let mut db = Db::new();
+        let n = 2 * SWEEP_SLICE + 10;
+        for i in 0..n {
+            db.check(&[(&format!("SET k{i} v PX 5"), "+OK")]);
+        }
+        db.check(&[("SET kept v PX 50", "+OK"), ("SET plain v", "+OK")]);
+        db.check_index();
+        db.advance_both(6);
+        // Due: gone for a reader (who deletes it), counted by DBSIZE until
+        // the timer deletes it.
+        let all = format!(":{}", n + 2);
+        db.check(&[("DBSIZE", &all), ("EXISTS k5", ":0"), ("PTTL k6", ":-2")]);
+        let mut sizes = Vec::new();
+        for _ in 0..4 {
+            db.turn();
+            sizes.push(db.store.map.len());
+        }
+        let left = |k: usize| n - k;
+        assert_eq!(sizes, [left(SWEEP_SLICE), left(2 * SWEEP_SLICE), 2, 2]);
+        db.check(&[("PTTL kept", ":44")]);
+        db.check_index();
+        // The timer now waits for `kept`, which lives through its deadline's
+        // millisecond.
+        db.advance_both(44);
+        db.turn();
+        db.check(&[("DBSIZE", ":2")]);
+        db.advance_both(1);
+        db.turn();
+        db.check(&[("DBSIZE", ":1"), ("TTL plain", ":-1")]);
+        db.check_index();
+    }
+
+    /// A deadline earlier than the one the timer waits for moves it
+    /// earlier; dropping the earliest leaves the timer to find nothing due
+    /// and wait for the next.
+    #[test]
+    fn the_expiry_timer_follows_the_earliest_deadline() {
+        let mut db = Db::new();
+        db.check(&[("SET late v PX 100", "+OK"), ("SET soon v PX 5", "+OK")]);
+        db.check_index();
+        db.advance_both(6);
+        db.turn();
+        db.check(&[("DBSIZE", ":1"), ("PTTL late", ":94")]);
+        db.check(&[("SET soon v PX 5", "+OK"), ("PERSIST soon", ":1")]);
+        db.check(&[("SET gone v PX 5", "+OK"), ("DEL gone", ":1")]);
+        db.check_index();
+        db.advance_both(6);
+        db.turn();
+        db.check(&[("DBSIZE", ":2")]);
+        db.check_index();
+        db.check(&[("FLUSHALL", "+OK"), ("DBSIZE", ":0")]);
+        db.check_index();
+    }
+
+    /// Random commands on a few keys, with the clocks moving: the index
+    /// stays in step with the keys, and every key whose deadline has
+    /// passed is deleted once the timer has had its turns.
+    #[test]
+    fn the_deadline_index_stays_in_step() {
+        let mut db = Db::new();
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = |m: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % m
+        };
+        for _ in 0..5_000 {
+            let key = format!("k{}", next(20));
+            let ms = next(30) + 1;
+            let line = match next(9) {
+                0 => format!("SET {key} v"),
+                1 => format!("SET {key} v PX {ms}"),
+                2 => format!("SET {key} w KEEPTTL"),
+                3 => format!("PEXPIRE {key} {ms}"),
+                4 => format!("PERSIST {key}"),
+                5 => format!("DEL {key}"),
+                6 => format!("INCR {key}"),
+                7 => format!("GET {key}"),
+                _ => {
+                    db.advance_both(next(10) as i64);
+                    db.turn();
+                    db.check_index();
+                    continue;
+                }
+            };
+            db.run(&line);
+            db.check_index();
+        }
+        db.advance_both(40);
+        for _ in 0..3 {
+            db.turn();
+        }
+        assert!(db.store.map.values().all(|e| e.expiry.is_none()));
+        db.check_index();
     }
 }

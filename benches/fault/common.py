@@ -4,7 +4,8 @@ Every wait is bounded."""
 import os, socket, subprocess, sys, threading, time, resource
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BIN = os.path.join(ROOT, "target", "release", "examples")
+# FAULT_BIN: another build's examples folder (to compare two builds).
+BIN = os.environ.get("FAULT_BIN", os.path.join(ROOT, "target", "release", "examples"))
 
 def args(default_port):
     """The attack named on the command line, the port (default
