@@ -423,8 +423,10 @@ impl<S> EventLoop<S> {
     /// A stop ends every [task](crate::task): their futures are dropped,
     /// the connections and listeners they owned are closed, and one more
     /// turn that does not wait lets those connections send what the kernel
-    /// takes now (what it does not take is dropped with the loop). Sources
-    /// registered with callbacks stay, so `run` may be called again.
+    /// takes now (what it does not take is dropped with the loop, and the
+    /// connection reset, so its peer sees an error rather than a clean
+    /// end). Sources registered with callbacks stay, so `run` may be called
+    /// again.
     pub fn run(&mut self, state: &mut S) -> io::Result<()> {
         loop {
             if std::mem::take(&mut self.ctx.stop) {

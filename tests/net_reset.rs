@@ -125,3 +125,68 @@ fn peers_resetting_mid_write_leave_the_server_serving() {
     assert!(back[..AMPLIFY].iter().all(|&b| b == b'o'));
     assert!(back[AMPLIFY..].iter().all(|&b| b == b'k'));
 }
+
+/// Writes `total` bytes on open, in 64 KiB pieces, stopping early once the
+/// connection's queue is above high water.
+struct Flood {
+    total: usize,
+}
+
+impl Handler<()> for Flood {
+    fn on_open(&mut self, conn: &mut Conn, _: &mut Ctx<()>, _: &mut ()) {
+        let mut sent = 0;
+        while sent < self.total && conn.has_room() {
+            let n = (self.total - sent).min(64 * 1024);
+            conn.write(&vec![b'z'; n]);
+            sent += n;
+        }
+    }
+    fn on_data(&mut self, _: &mut Conn, data: &[u8], _: &mut Ctx<()>, _: &mut ()) -> usize {
+        data.len()
+    }
+}
+
+/// Drop the loop while its one connection has written what `Flood` does
+/// (the client not reading yet), then read: what the client got, and how
+/// the stream ended (`None`: a clean EOF).
+fn drop_the_loop_after(total: usize) -> (usize, Option<std::io::ErrorKind>) {
+    let mut el = evloop::EventLoop::<()>::new().unwrap();
+    let l = net::listen(
+        &mut el,
+        &"127.0.0.1:0".parse().unwrap(),
+        ListenConfig::default(),
+        move |_, _, _, _| Some(Flood { total }),
+    )
+    .unwrap();
+    let net::Addr::Tcp(addr) = l.addr else {
+        unreachable!()
+    };
+    let mut client = connect(addr);
+    assert!(wait_until(|| {
+        el.turn(&mut (), Some(Duration::from_millis(10))).unwrap();
+        el.source_count() == 2
+    }));
+    for _ in 0..5 {
+        el.turn(&mut (), Some(Duration::ZERO)).unwrap();
+    }
+    drop(el);
+    client.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let (mut got, mut buf) = (0, vec![0u8; 1 << 16]);
+    loop {
+        match client.read(&mut buf) {
+            Ok(0) => return (got, None),
+            Ok(n) => got += n,
+            Err(e) => return (got, Some(e.kind())),
+        }
+    }
+}
+
+/// A loop dropped with output still queued for a peer resets the
+/// connection: the peer must not take the cut stream for a complete one.
+/// With nothing queued, the peer gets all of it and a clean end.
+#[test]
+fn dropping_the_loop_with_output_queued_resets_the_connection() {
+    let (_, end) = drop_the_loop_after(64 << 20);
+    assert_eq!(end, Some(std::io::ErrorKind::ConnectionReset));
+    assert_eq!(drop_the_loop_after(1000), (1000, None));
+}

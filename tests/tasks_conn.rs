@@ -650,3 +650,88 @@ fn a_read_inside_another_loops_block_on_is_not_held_to_the_outer_budget() {
     turn_until(&mut el, &mut (), |_| out.borrow().is_some());
     assert_eq!(out.borrow().as_deref(), Some(numbered(128).as_bytes()));
 }
+
+/// How a client that starts reading late finds the stream's end: how many
+/// bytes it got, and the error it ended with (`None`: a clean EOF).
+fn read_late(mut client: TcpStream) -> (usize, Option<std::io::ErrorKind>) {
+    client.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut got = 0;
+    loop {
+        match client.read(&mut buf) {
+            Ok(0) => return (got, None),
+            Ok(n) => got += n,
+            Err(e) => return (got, Some(e.kind())),
+        }
+    }
+}
+
+/// A task whose `write_all` of `BIG` to a client that does not read gives
+/// up (a timeout on the manual clock), then `end`s the connection. The
+/// connection's id, and the client.
+fn give_up_on_a_stuck_reader(end: fn(AsyncConn)) -> (EventLoop<()>, evloop::SourceId, TcpStream) {
+    const BIG: usize = 16 << 20; // over the connection's queue and the socket's buffers
+    let (mut el, clock) = common::manual_loop::<()>();
+    let (listener, addr) = listener(&mut el, ConnConfig::default());
+    let id = Rc::new(Cell::new(None));
+    let into = id.clone();
+    el.spawn(async move {
+        let mut conn = listener.accept().await.unwrap();
+        into.set(Some(conn.id()));
+        let data = vec![b'x'; BIG];
+        let r = task::timeout(Duration::from_secs(5), conn.write_all(&data)).await;
+        assert!(r.is_err(), "the client read nothing: the write cannot finish");
+        end(conn);
+    })
+    .unwrap();
+    let client = TcpStream::connect(addr).unwrap();
+    turn_until(&mut el, &mut (), |_| id.get().is_some());
+    // The write goes as far as the queue and the kernel take it.
+    turns(&mut el, &mut (), 20);
+    clock.advance(Duration::from_secs(5));
+    let id = id.get().unwrap();
+    common::turn_until_closed(&mut el, &mut (), id);
+    (el, id, client)
+}
+
+/// A task can drop a peer that has stopped reading: `abort` closes the
+/// connection at once (a drop would wait to send what it owes), and the
+/// peer gets what the kernel had taken, then the end.
+#[test]
+fn abort_closes_at_once_a_connection_whose_peer_does_not_read() {
+    let _dog = Watchdog::new(60, "abort_closes_at_once_a_connection_whose_peer_does_not_read");
+    let (_el, _, client) = give_up_on_a_stuck_reader(AsyncConn::abort);
+    let (got, end) = read_late(client);
+    assert!(got > 0 && got < 16 << 20, "{got}");
+    assert_eq!(end, None, "abort ends the stream as Conn::abort does");
+}
+
+/// A `write_all` dropped halfway (a timeout) cut the stream mid-message:
+/// dropping the connection then resets it, so the peer cannot take the
+/// cut stream for a complete one.
+#[test]
+fn a_connection_dropped_after_a_write_cut_short_is_reset() {
+    let _dog = Watchdog::new(60, "a_connection_dropped_after_a_write_cut_short_is_reset");
+    let (_el, _, client) = give_up_on_a_stuck_reader(drop);
+    let (got, end) = read_late(client);
+    assert!(got < 16 << 20, "{got}");
+    assert_eq!(end, Some(std::io::ErrorKind::ConnectionReset));
+}
+
+/// A write that finished, then a drop: everything arrives, then a clean
+/// end (the reset is only for a write cut short).
+#[test]
+fn a_connection_dropped_after_its_writes_finished_ends_cleanly() {
+    let _dog = Watchdog::new(60, "a_connection_dropped_after_its_writes_finished_ends_cleanly");
+    const SIZE: usize = 3 << 20;
+    let mut el = EventLoop::<()>::new().unwrap();
+    let (mut conn, client) = one_conn(&mut el, ConnConfig::default());
+    let id = conn.id();
+    el.spawn(async move {
+        conn.write_all(&vec![b'y'; SIZE]).await.unwrap();
+    })
+    .unwrap();
+    let reader = std::thread::spawn(move || read_late(client));
+    common::turn_until_closed(&mut el, &mut (), id);
+    assert_eq!(reader.join().unwrap(), (SIZE, None));
+}

@@ -76,6 +76,31 @@ fn a_task_connects_by_address_and_by_name() {
     assert_eq!(b.unwrap(), b"three\n");
 }
 
+/// A connection made to a name learns its peer's address once connected.
+#[test]
+fn a_connection_made_to_a_name_knows_its_peer_once_connected() {
+    let mut el = EventLoop::<()>::new().unwrap();
+    let Addr::Tcp(addr) = echo_server(&mut el) else {
+        unreachable!()
+    };
+    let by_name: Target = format!("localhost:{}", addr.port()).parse().unwrap();
+    let peer = el
+        .block_on(
+            &mut (),
+            task::timeout(LIMIT, async {
+                let mut conn = AsyncConn::connect(&by_name, ConnectConfig::default()).await?;
+                let before = conn.peer_addr();
+                conn.write_all(b"x\n").await?;
+                conn.read_line(&mut Vec::new()).await?;
+                Ok::<_, io::Error>((before, conn.peer_addr()))
+            }),
+        )
+        .unwrap()
+        .expect("within the limit")
+        .unwrap();
+    assert_eq!(peer, (None, Some(addr)));
+}
+
 #[test]
 fn a_refused_connect_is_an_error_on_first_use() {
     // A port nobody listens on: bound, then closed.

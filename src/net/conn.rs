@@ -643,6 +643,15 @@ impl Conn {
         self.fail(CloseReason::Local);
     }
 
+    /// Close now with a reset: for a stream cut mid-message, so the peer
+    /// can tell it from a complete one.
+    pub(crate) fn reset(&mut self) {
+        if !self.has(CLOSED) {
+            self.stream.reset_on_close();
+            self.fail(CloseReason::Local);
+        }
+    }
+
     /// Shut the write half (FIN to the peer) once everything queued is
     /// written; keep reading until the peer closes too.
     pub fn shutdown_write(&mut self) {
@@ -729,10 +738,20 @@ impl Conn {
 impl Drop for Conn {
     /// A connection closed behind the net layer's back (`Ctx::close`, or the
     /// loop dropped) still gives back its place under `max_connections`; the
-    /// listener's check hook resumes accepting if it was full.
+    /// listener's check hook resumes accepting if it was full. If it had
+    /// output queued, that is lost, and the peer gets a reset, not a FIN
+    /// that would pass the cut stream off as complete.
     fn drop(&mut self) {
         if let Some(l) = self.listener.take() {
             l.forget_one();
+        }
+        if self.queued() > 0 && !self.has(CLOSED) {
+            log::error!(
+                "evloop: connection {} dropped with {} bytes unsent; resetting it",
+                self.id,
+                self.queued()
+            );
+            self.stream.reset_on_close();
         }
     }
 }

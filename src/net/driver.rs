@@ -548,17 +548,13 @@ pub(super) fn finish<S, H: Handler<S>>(
 /// documented end: what the kernel took, then EOF.)
 #[cold]
 #[inline(never)]
-fn cut_short(conn: &mut Conn, reason: CloseReason) {
+pub(super) fn cut_short(conn: &mut Conn, reason: CloseReason) {
     log::warn!(
         "evloop: connection {} closed ({reason:?}) with output lost ({} bytes queued); resetting it",
         conn.id,
         conn.queued()
     );
-    if let Stream::Tcp(s) = &conn.stream {
-        // Linger off with a zero time: the close discards what the kernel
-        // still holds and sends a reset.
-        let _ = socket2::SockRef::from(s).set_linger(Some(Duration::ZERO));
-    }
+    conn.stream.reset_on_close();
 }
 
 /// What a dispatch that closed the connection answers: drop it, unless it

@@ -92,6 +92,12 @@ pub fn abort<S>(ctx: &mut Ctx<S>, id: SourceId) -> bool {
     poke(ctx, id, Conn::abort)
 }
 
+/// Close connection `id` at once with a reset (a task's stream cut
+/// mid-message).
+pub(crate) fn reset<S>(ctx: &mut Ctx<S>, id: SourceId) -> bool {
+    poke(ctx, id, Conn::reset)
+}
+
 /// Shut connection `id`'s write half (FIN to the peer) once everything
 /// queued is written, from anywhere in the loop; it keeps reading until the
 /// peer closes too. Returns false for an id that is not an open connection.

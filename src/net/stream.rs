@@ -116,6 +116,25 @@ impl Stream {
             Stream::Unix(s) => s.take_error(),
         }
     }
+
+    /// The TCP peer's address, once connected.
+    pub(crate) fn tcp_peer(&self) -> Option<SocketAddr> {
+        match self {
+            Stream::Tcp(s) => s.peer_addr().ok(),
+            Stream::Unix(_) => None,
+        }
+    }
+
+    /// Make the socket's close a reset (TCP), for output that was cut
+    /// short: what the kernel still holds is discarded, and the peer gets
+    /// an error instead of a clean end. (A Unix socket's peer sees the
+    /// end all the same.)
+    pub(crate) fn reset_on_close(&self) {
+        if let Stream::Tcp(s) = self {
+            // Linger on with a zero time: the close sends a reset.
+            let _ = socket2::SockRef::from(s).set_linger(Some(std::time::Duration::ZERO));
+        }
+    }
 }
 
 // Reads and writes go straight to libc on the socket's fd, as std would

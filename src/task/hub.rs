@@ -62,6 +62,10 @@ pub(crate) enum Op {
     Shutdown(SourceId),
     /// Close connection `conn` once its queue is written.
     Close(SourceId),
+    /// Close connection `conn` now, dropping its queue.
+    Abort(SourceId),
+    /// Close connection `conn` now with a reset: its stream was cut short.
+    Reset(SourceId),
     /// Close a source (a listener whose handle was dropped).
     CloseSource(SourceId),
     /// Arm the timer of sleep slot `slot`.
@@ -487,6 +491,8 @@ impl Hub {
                 (Op::Resume(id), Some(conn)) if conn.id() == id => conn.resume_reading(),
                 (Op::Shutdown(id), Some(conn)) if conn.id() == id => conn.shutdown_write(),
                 (Op::Close(id), Some(conn)) if conn.id() == id => conn.close(),
+                (Op::Abort(id), Some(conn)) if conn.id() == id => conn.abort(),
+                (Op::Reset(id), Some(conn)) if conn.id() == id => conn.reset(),
                 (op, _) => self.apply_one(op, ctx),
             }
         }
@@ -509,6 +515,12 @@ impl Hub {
             }
             Op::Close(conn) => {
                 crate::net::close(ctx, conn);
+            }
+            Op::Abort(conn) => {
+                crate::net::abort(ctx, conn);
+            }
+            Op::Reset(conn) => {
+                crate::net::reset(ctx, conn);
             }
             Op::CloseSource(id) => {
                 ctx.close(id);

@@ -608,7 +608,9 @@ impl<S> EventLoop<S> {
     ///
     /// Fails if a turn fails, or with [`Interrupted`](io::ErrorKind::Interrupted)
     /// if the loop is stopped ([`Ctx::stop`], [`Remote::stop`](crate::Remote::stop))
-    /// before the future is done (the future is then dropped). A stop asked
+    /// before the future is done (the future is then dropped). A stop ends
+    /// the spawned tasks too, as it does for [`run`](crate::EventLoop::run):
+    /// a server spawned beside the future is gone after it. A stop asked
     /// for earlier and not yet honoured by a turn stops the first turn this
     /// takes.
     ///

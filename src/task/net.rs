@@ -64,6 +64,11 @@ pub(crate) struct Io {
     full: bool,
     /// `shutdown` or a drop asked to end the output.
     shut: bool,
+    /// A `write_all` has staged part of its data and not the rest: if the
+    /// connection is dropped so, its stream was cut mid-message.
+    cut: bool,
+    /// The TCP peer, once connected (for a connection made to a name).
+    peer: Option<SocketAddr>,
     /// How many more bytes may be staged before `write_all` waits for the
     /// loop to write them, of the `stage_limit` one poll may stage: a task
     /// writing in a loop yields, and finds the queue full before it passes
@@ -93,6 +98,8 @@ impl Io {
             connecting,
             full: false,
             shut: false,
+            cut: false,
+            peer: None,
             stage_room: stage_limit,
             stage_limit,
             reader: Waiter::default(),
@@ -203,8 +210,9 @@ impl TaskConn {
 }
 
 impl<S> Handler<S> for TaskConn {
-    fn on_open(&mut self, _conn: &mut Conn, _ctx: &mut Ctx<S>, _state: &mut S) {
+    fn on_open(&mut self, conn: &mut Conn, _ctx: &mut Ctx<S>, _state: &mut S) {
         let mut io = self.io.borrow_mut();
+        io.peer = conn.stream().tcp_peer();
         io.connecting = false;
         wake(&mut io.writer);
     }
@@ -270,7 +278,11 @@ impl<S> Handler<S> for TaskConn {
 /// A connection owned by a task: read and write it with `.await`.
 ///
 /// Made by [`AsyncListener::accept`] or [`connect`]. Dropping it closes the
-/// connection once what was written has been sent.
+/// connection once what was written has been sent (bounded by the idle
+/// timeout, if there is one; [`abort`](Self::abort) closes at once, for a
+/// peer that has stopped reading). After a `write_all` cut short (see
+/// *Cancellation*), a drop resets the connection instead, so the peer can
+/// tell the stream was cut.
 ///
 /// # When the connection ends
 ///
@@ -302,7 +314,10 @@ impl<S> Handler<S> for TaskConn {
 /// - `read_exact` may have taken part of `buf`'s bytes, and the caller
 ///   cannot tell how many: do not retry it after a timeout (read with
 ///   `read`, or close);
-/// - `write_all` may have sent part of `data`: the stream is cut mid-message.
+/// - `write_all` may have sent part of `data`: the stream is cut mid-message,
+///   and if the connection is dropped before another `write_all` finishes,
+///   it is reset rather than closed with a FIN. The same holds when the
+///   loop stops or is dropped while a task is in a `write_all`.
 pub struct AsyncConn {
     id: SourceId,
     io: Rc<RefCell<Io>>,
@@ -343,7 +358,9 @@ impl AsyncConn {
     /// written meanwhile waits for it, and a failed connect (refused,
     /// unreachable, timed out, a name that did not resolve) shows as an
     /// error on the first read or write. An error here only when no socket
-    /// could be made (out of fds), or outside a task.
+    /// could be made (out of fds), or outside a task. So a
+    /// [`timeout`](super::timeout) around this call bounds nothing: bound
+    /// the connect with [`ConnectConfig::timeout`], or time the first read.
     ///
     /// ```
     /// use evloop::net::{ConnectConfig, ListenConfig};
@@ -382,9 +399,11 @@ impl AsyncConn {
         self.id
     }
 
-    /// The peer's address (TCP), if known.
+    /// The peer's address (TCP): known from the start for an accepted
+    /// connection or one made to an address, and once connected for one
+    /// made to a host name.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
-        self.peer
+        self.peer.or_else(|| self.io.borrow().peer)
     }
 
     /// Why the connection closed, once it has (`None` while it is open,
@@ -496,7 +515,8 @@ impl AsyncConn {
         Ok(())
     }
 
-    /// Send all of `data`. The bytes leave when the task next waits (the
+    /// Send all of `data`. `Ok` means the connection has taken the bytes,
+    /// not that they have left: they leave when the task next waits (the
     /// writes of one poll together, in one system call; but a write of
     /// 8 KiB or more, made once the task has read all its input and with
     /// nothing written before it in this poll, goes to the socket at once,
@@ -512,6 +532,19 @@ impl AsyncConn {
             rest: data,
         }
         .await
+    }
+
+    /// Close the connection now, dropping what is queued for it, as
+    /// [`Conn::abort`](crate::net::Conn::abort) does: for a peer that has
+    /// stopped reading, which a drop would wait on to send what it owes
+    /// (until the idle timeout, if there is one). The peer gets what the
+    /// kernel had taken, then the end.
+    pub fn abort(self) {
+        let mut io = self.io.borrow_mut();
+        if io.closed.is_none() {
+            io.closed = Some(CloseReason::Local);
+            self.hub.push(Op::Abort(self.id));
+        }
     }
 
     /// Shut the write half (FIN to the peer) once everything written has
@@ -618,6 +651,7 @@ impl Future for WriteAll<'_> {
             let sent = conn.hub.send_direct(conn.id, self.rest);
             self.rest = &self.rest[sent..];
             if self.rest.is_empty() {
+                io.cut = false;
                 return Poll::Ready(Ok(()));
             }
         }
@@ -626,10 +660,12 @@ impl Future for WriteAll<'_> {
         conn.hub.stage(conn.id, &conn.io, &self.rest[..n]);
         self.rest = &self.rest[n..];
         if self.rest.is_empty() {
+            io.cut = false;
             return Poll::Ready(Ok(()));
         }
         // The loop sends this piece when the poll returns and says then
         // whether there is room for the next.
+        io.cut = true;
         wait_in(&mut io.writer, cx);
         Poll::Pending
     }
@@ -658,7 +694,14 @@ impl Drop for AsyncConn {
     fn drop(&mut self) {
         let mut io = self.io.borrow_mut();
         if io.closed.is_none() {
-            self.hub.push(Op::Close(self.id));
+            // A write dropped half-staged (a timeout, a cancel, the loop
+            // stopping) cut the stream mid-message: a FIN after it would
+            // pass it off as complete.
+            self.hub.push(if io.cut {
+                Op::Reset(self.id)
+            } else {
+                Op::Close(self.id)
+            });
         }
         let input = std::mem::take(&mut io.input);
         // Unread input is dropped, a lent buffer's too (dropped in its
