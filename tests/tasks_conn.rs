@@ -735,3 +735,38 @@ fn a_connection_dropped_after_its_writes_finished_ends_cleanly() {
     common::turn_until_closed(&mut el, &mut (), id);
     assert_eq!(reader.join().unwrap(), (SIZE, None));
 }
+
+/// Of a split connection, dropping the write half ends the output (the
+/// peer reads to its end) while the read half goes on reading to the
+/// peer's end.
+#[test]
+fn a_split_connections_halves_end_one_at_a_time() {
+    let _dog = Watchdog::new(60, "a_split_connections_halves_end_one_at_a_time");
+    let mut el = EventLoop::<()>::new().unwrap();
+    let (conn, mut client) = one_conn(&mut el, ConnConfig::default());
+    let id = conn.id();
+    let (mut rx, mut tx) = conn.into_split();
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let into = got.clone();
+    el.spawn(async move {
+        tx.write_all(b"bye\n").await.unwrap();
+        drop(tx);
+        let mut line = Vec::new();
+        while rx.read_line(&mut line).await.unwrap() > 0 {}
+        *into.borrow_mut() = line;
+    })
+    .unwrap();
+    let mut sent = Vec::new();
+    let reader = std::thread::spawn(move || {
+        client.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        client.read_to_end(&mut sent).unwrap();
+        // Our side is still open: what we send now is read.
+        client.write_all(b"still\nhere\n").unwrap();
+        client.shutdown(Shutdown::Write).unwrap();
+        sent
+    });
+    turn_until(&mut el, &mut (), |_| !got.borrow().is_empty());
+    assert_eq!(reader.join().unwrap(), b"bye\n");
+    assert_eq!(&*got.borrow(), b"still\nhere\n");
+    common::turn_until_closed(&mut el, &mut (), id);
+}

@@ -52,7 +52,9 @@
 //! The leaf futures need nothing but the `Context` they are polled with,
 //! so any executor-agnostic combinator works on them: this layer has no
 //! `select` or `join` of its own (`futures-util`'s, or a `poll_fn` over two
-//! futures, wait on a line and a channel at once). What each leaf does
+//! futures, wait on a line and a channel at once); to read and write one
+//! connection from two tasks (a proxy copying both ways), split it with
+//! [`AsyncConn::into_split`]. What each leaf does
 //! when dropped before it returns is in its docs ([`AsyncConn`]'s
 //! "Cancellation"). A task reaches the loop's [`Ctx`] only through what
 //! the leaves offer (and [`stop`], [`cancel`], [`spawn`]): a source it
@@ -102,7 +104,7 @@ pub use blocking::{resolve, spawn_blocking};
 pub use channel::AsyncReceiver;
 pub(crate) use hub::Hub;
 pub use join::JoinHandle;
-pub use net::{connect, listen, AsyncConn, AsyncListener};
+pub use net::{connect, listen, AsyncConn, AsyncListener, ReadHalf, WriteHalf};
 pub use time::{sleep, sleep_until, timeout, yield_now, Sleep};
 
 /// A boxed task, as the table keeps it.

@@ -456,6 +456,11 @@ impl AsyncConn {
     /// Read some bytes into `buf`: how many, or 0 at the end of input (the
     /// peer closed its side). Waits while nothing is there.
     pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_shared(buf).await
+    }
+
+    /// [`read`](Self::read), for either owner of a split connection.
+    async fn read_shared(&self, buf: &mut [u8]) -> io::Result<usize> {
         std::future::poll_fn(|cx| {
             if buf.is_empty() {
                 return Poll::Ready(Ok(0));
@@ -500,9 +505,13 @@ impl AsyncConn {
     /// Fill `buf` exactly; an [`UnexpectedEof`](io::ErrorKind::UnexpectedEof)
     /// error if the input ends first.
     pub async fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        self.read_exact_shared(buf).await
+    }
+
+    async fn read_exact_shared(&self, buf: &mut [u8]) -> io::Result<()> {
         let mut filled = 0;
         while filled < buf.len() {
-            match self.read(&mut buf[filled..]).await? {
+            match self.read_shared(&mut buf[filled..]).await? {
                 0 => {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -540,6 +549,10 @@ impl AsyncConn {
     /// (until the idle timeout, if there is one). The peer gets what the
     /// kernel had taken, then the end.
     pub fn abort(self) {
+        self.abort_shared();
+    }
+
+    fn abort_shared(&self) {
         let mut io = self.io.borrow_mut();
         if io.closed.is_none() {
             io.closed = Some(CloseReason::Local);
@@ -547,9 +560,56 @@ impl AsyncConn {
         }
     }
 
+    /// Split the connection in two owners, one that reads and one that
+    /// writes, for two tasks to use at once (a proxy copying both ways, a
+    /// reader and a writer fed from elsewhere). Dropping the
+    /// [`WriteHalf`] shuts the output (a FIN once what was written has
+    /// been sent; a reset after a `write_all` cut short), and dropping both
+    /// closes the connection, as dropping an `AsyncConn` does.
+    ///
+    /// ```
+    /// use evloop::net::{ConnectConfig, ListenConfig};
+    /// use evloop::task::{self, AsyncConn};
+    ///
+    /// let mut el = evloop::EventLoop::<()>::new()?;
+    /// let server = task::listen(&mut el, &"127.0.0.1:0".parse()?, ListenConfig::default())?;
+    /// let to = server.local_addr().clone().into();
+    /// let done = std::rc::Rc::new(std::cell::Cell::new(false));
+    /// let seen = done.clone();
+    /// el.spawn(async move {
+    ///     let (mut rx, mut tx) = server.accept().await.unwrap().into_split();
+    ///     // The writer goes its own way, whatever the reader waits for.
+    ///     task::spawn_n(async move {
+    ///         let _ = tx.write_all(b"hello\n").await;
+    ///     })
+    ///     .unwrap();
+    ///     let mut line = Vec::new();
+    ///     rx.read_line(&mut line).await.unwrap();
+    ///     seen.set(line == b"bye\n");
+    /// })?;
+    /// el.block_on(&mut (), async move {
+    ///     let mut conn = AsyncConn::connect(&to, ConnectConfig::default()).await?;
+    ///     let mut line = Vec::new();
+    ///     conn.read_line(&mut line).await?;
+    ///     assert_eq!(line, b"hello\n");
+    ///     conn.write_all(b"bye\n").await?;
+    ///     conn.read_line(&mut line).await // the end, once both halves are gone
+    /// })??;
+    /// assert!(done.get());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn into_split(self) -> (ReadHalf, WriteHalf) {
+        let conn = Rc::new(self);
+        (ReadHalf { conn: conn.clone() }, WriteHalf { conn })
+    }
+
     /// Shut the write half (FIN to the peer) once everything written has
     /// been sent; reading goes on until the peer closes too.
     pub async fn shutdown(&mut self) -> io::Result<()> {
+        self.shutdown_shared()
+    }
+
+    fn shutdown_shared(&self) -> io::Result<()> {
         let mut io = self.io.borrow_mut();
         if let Some(reason) = io.closed {
             return Err(close_error(reason));
@@ -559,6 +619,102 @@ impl AsyncConn {
             self.hub.push(Op::Shutdown(self.id));
         }
         Ok(())
+    }
+}
+
+/// The reading owner of a connection split by [`AsyncConn::into_split`]:
+/// its reads are [`AsyncConn`]'s.
+#[derive(Debug)]
+pub struct ReadHalf {
+    conn: Rc<AsyncConn>,
+}
+
+impl ReadHalf {
+    /// The connection's source id.
+    pub fn id(&self) -> SourceId {
+        self.conn.id
+    }
+
+    /// The peer's address, as [`AsyncConn::peer_addr`].
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.conn.peer_addr()
+    }
+
+    /// Why the connection closed, as [`AsyncConn::close_reason`].
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.conn.close_reason()
+    }
+
+    /// As [`AsyncConn::read`].
+    pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.conn.read_shared(buf).await
+    }
+
+    /// As [`AsyncConn::read_line`].
+    pub async fn read_line(&mut self, line: &mut Vec<u8>) -> io::Result<usize> {
+        let start = line.len();
+        ReadLine {
+            conn: &self.conn,
+            line,
+            start,
+        }
+        .await
+    }
+
+    /// As [`AsyncConn::read_exact`].
+    pub async fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        self.conn.read_exact_shared(buf).await
+    }
+}
+
+/// The writing owner of a connection split by [`AsyncConn::into_split`]:
+/// its writes are [`AsyncConn`]'s. Dropping it shuts the connection's
+/// output, as [`shutdown`](Self::shutdown) does (or resets the connection
+/// after a `write_all` cut short).
+#[derive(Debug)]
+pub struct WriteHalf {
+    conn: Rc<AsyncConn>,
+}
+
+impl WriteHalf {
+    /// The connection's source id.
+    pub fn id(&self) -> SourceId {
+        self.conn.id
+    }
+
+    /// As [`AsyncConn::write_all`].
+    pub async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        WriteAll {
+            conn: &self.conn,
+            rest: data,
+        }
+        .await
+    }
+
+    /// As [`AsyncConn::shutdown`].
+    pub async fn shutdown(&mut self) -> io::Result<()> {
+        self.conn.shutdown_shared()
+    }
+
+    /// Close the whole connection now, as [`AsyncConn::abort`]: the read
+    /// half sees the end of its input.
+    pub fn abort(self) {
+        self.conn.abort_shared();
+    }
+}
+
+impl Drop for WriteHalf {
+    fn drop(&mut self) {
+        let io = self.conn.io.borrow();
+        if io.cut && io.closed.is_none() {
+            drop(io);
+            let mut io = self.conn.io.borrow_mut();
+            io.closed = Some(CloseReason::Local);
+            self.conn.hub.push(Op::Reset(self.conn.id));
+        } else {
+            drop(io);
+            let _ = self.conn.shutdown_shared();
+        }
     }
 }
 
