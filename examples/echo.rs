@@ -47,11 +47,26 @@ struct LineEcho {
 /// `AsyncConn::read_line`'s limit.
 const LINE_MAX: usize = 1024 * 1024;
 
+impl LineEcho {
+    /// A line over `LINE_MAX` bytes, its `\n` included (where `read_line`
+    /// refuses one): the lines before it have gone back; close.
+    fn too_long(&mut self, conn: &mut Conn, len: usize) -> usize {
+        log::warn!("connection {}: a line over {LINE_MAX} bytes; closing", conn.id());
+        self.tail = Vec::new();
+        conn.close();
+        len
+    }
+}
+
 impl Handler<()> for LineEcho {
     fn on_data(&mut self, conn: &mut Conn, data: &[u8], _: &mut Ctx<()>, _: &mut ()) -> usize {
         let mut used = 0;
         while let Some(i) = memchr::memchr(b'\n', &data[used..]) {
             let line = &data[used..=used + i];
+            if self.tail.len() + line.len() > LINE_MAX {
+                // Ends in this read, but is over the cap all the same.
+                return self.too_long(conn, data.len());
+            }
             if self.tail.is_empty() {
                 conn.write(line);
             } else {
@@ -61,11 +76,10 @@ impl Handler<()> for LineEcho {
             }
             used += i + 1;
         }
-        self.tail.extend_from_slice(&data[used..]);
-        if self.tail.len() > LINE_MAX {
-            log::warn!("connection {}: a line over {LINE_MAX} bytes; closing", conn.id());
-            conn.close();
+        if self.tail.len() + (data.len() - used) > LINE_MAX {
+            return self.too_long(conn, data.len());
         }
+        self.tail.extend_from_slice(&data[used..]);
         data.len()
     }
 

@@ -118,8 +118,8 @@ struct Expiry {
 }
 
 /// Values up to 16 MiB may be sent in one command (RESP itself allows 512
-/// MiB): the per-connection input bound, which a command still arriving
-/// keeps to with the parser's notes on it counted in.
+/// MiB): the per-connection input bound, to which a command still arriving
+/// keeps its bytes, and the parser's notes on where its elements lie.
 const MAX_INPUT: usize = 16 * 1024 * 1024;
 
 /// Listen on `addr` and serve the store.
@@ -292,9 +292,12 @@ impl Handler<Store> for Client {
                     // The parser notes where each element of a half-arrived
                     // array lies, 16 bytes for as few as 6 of input: an
                     // array of millions of empty strings held 59 MiB a
-                    // connection under the 16 MiB cap. Closed as Redis closes
-                    // a client past its query buffer limit: no reply.
-                    if self.parser.capacity_bytes() + (data.len() - used) > MAX_INPUT {
+                    // connection under the 16 MiB input cap. The notes are
+                    // held to that cap too (the input is, by the net layer),
+                    // so any command of at most a million elements fits.
+                    // Closed as Redis closes a client past its query buffer
+                    // limit: no reply.
+                    if self.parser.notes_bytes() > MAX_INPUT {
                         log::warn!(
                             "connection {}: a command past the {MAX_INPUT}-byte input cap; closing",
                             conn.id()

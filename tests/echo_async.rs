@@ -77,6 +77,35 @@ fn an_unfinished_last_line_comes_back_at_eof() {
     }
 }
 
+/// Both echoes take a line of exactly the 1 MiB cap (its newline
+/// included) and close on a longer one, even when its end arrives in the
+/// read that crosses the cap (the callback echo looked only at what was
+/// left unfinished, and echoed such a line).
+#[test]
+fn both_echoes_hold_lines_to_the_same_cap() {
+    const CAP: usize = 1024 * 1024;
+    let task = server();
+    let callback = Server::start((), |el| Ok(echo::start_lines(el, &"127.0.0.1:0".parse()?)?.addr));
+    let mut longest = vec![b'a'; CAP - 1];
+    longest.push(b'\n');
+    for addr in [task.tcp(), callback.tcp()] {
+        let mut c = connect(addr);
+        let reader = c.try_clone().unwrap();
+        let got = thread::spawn(move || {
+            let mut got = Vec::new();
+            let _ = { reader }.read_to_end(&mut got);
+            got
+        });
+        c.write_all(&longest).unwrap();
+        // Most of a line one byte too long, then its end.
+        c.write_all(&longest[..CAP - 100]).unwrap();
+        thread::sleep(Duration::from_millis(50));
+        let _ = c.write_all(&longest[CAP - 101..]);
+        let got = got.join().unwrap();
+        assert!(got == longest, "from {addr}: {} bytes back", got.len());
+    }
+}
+
 #[test]
 fn three_hundred_clients_fifty_round_trips() {
     let server = server();

@@ -277,10 +277,9 @@ fn a_ping_is_answered_while_another_client_floods() {
 }
 
 /// An array that never finishes, of millions of empty strings, is held to
-/// the connection's 16 MiB input cap with the parser's notes on it counted
-/// in (they took 16 bytes per 6-byte element: 59 MiB a connection): the
-/// client is closed, as Redis closes one past its query buffer limit, and
-/// others are served.
+/// the connection's 16 MiB cap on the parser's notes on it (they took 16
+/// bytes per 6-byte element: 59 MiB a connection): the client is closed,
+/// as Redis closes one past its query buffer limit, and others are served.
 #[test]
 fn an_endless_array_of_empty_strings_is_held_to_the_input_cap() {
     let server = Server::start(None);
@@ -298,4 +297,22 @@ fn an_endless_array_of_empty_strings_is_held_to_the_input_cap() {
     let mut other = server.connect();
     other.send(&[b"PING"]);
     other.expect_line("+PONG");
+}
+
+/// A command of half a million keys (8.8 MB) is answered: the cap on the
+/// parser's notes counts the notes, not the spare room of the buffer that
+/// holds them (which doubled to 16 MiB at 2^20 notes and closed it).
+#[test]
+fn a_command_of_half_a_million_keys_is_answered() {
+    const KEYS: usize = 520_000;
+    let server = Server::start(None);
+    let mut c = server.connect();
+    let keys: Vec<Vec<u8>> = (0..KEYS).map(|i| format!("key:{i:012}").into_bytes()).collect();
+    let mut args: Vec<&[u8]> = vec![b"MGET"];
+    args.extend(keys.iter().map(Vec::as_slice));
+    c.send(&args);
+    c.expect_line(&format!("*{KEYS}"));
+    for _ in 0..KEYS {
+        c.expect_line("$-1");
+    }
 }

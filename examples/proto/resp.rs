@@ -208,6 +208,12 @@ impl Parser {
         self.examined
     }
 
+    /// Bytes of notes on a half-arrived command (where each element lies),
+    /// whatever the buffer's spare capacity.
+    pub fn notes_bytes(&self) -> usize {
+        self.spans.len() * std::mem::size_of::<(usize, usize)>()
+    }
+
     /// Heap bytes held for a half-arrived command.
     pub fn capacity_bytes(&self) -> usize {
         self.spans.capacity() * std::mem::size_of::<(usize, usize)>()
