@@ -1,4 +1,5 @@
-//! The key-value example's table: a hash map whose keys carry their hash.
+//! The table of the key-value example's keys and of pubsub's topics: a
+//! hash map whose keys carry their hash.
 //!
 //! A hash table that grows moves every entry to a new place, found by its
 //! hash. std's map keeps no hashes, so growing it hashes every key again,
@@ -22,17 +23,18 @@ use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 
-/// Keys (byte strings) to values of type `V`.
-pub struct Keyspace<V> {
+/// Keys (byte strings, kept as `K`: a `Box<[u8]>`, or an `Rc<[u8]>` to
+/// share each key's bytes with others) to values of type `V`.
+pub struct Keyspace<V, K = Box<[u8]>> {
     /// The table, in `SHARDS` parts chosen by the key's hash.
-    shards: Vec<Table<V>>,
+    shards: Vec<Table<K, V>>,
     /// How many keys there are, over all the shards.
     len: usize,
     /// The hash's random key.
     keys: RandomState,
 }
 
-type Table<V> = HashMap<Key, V, BuildHasherDefault<Carried>>;
+type Table<K, V> = HashMap<Key<K>, V, BuildHasherDefault<Carried>>;
 
 /// A table grows in one go, moving every entry; split in 256, each part
 /// grows on its own, and a growth moves a 256th of the keys: at two
@@ -46,7 +48,7 @@ fn shard(hash: u64) -> usize {
     (hash >> 32) as usize % SHARDS
 }
 
-impl<V> Default for Keyspace<V> {
+impl<V, K: Bytes> Default for Keyspace<V, K> {
     fn default() -> Self {
         Keyspace {
             shards: (0..SHARDS).map(|_| Table::default()).collect(),
@@ -56,7 +58,12 @@ impl<V> Default for Keyspace<V> {
     }
 }
 
-impl<V> Keyspace<V> {
+/// What a key's bytes may be kept in.
+pub trait Bytes: Borrow<[u8]> + for<'a> From<&'a [u8]> {}
+
+impl<K: Borrow<[u8]> + for<'a> From<&'a [u8]>> Bytes for K {}
+
+impl<V, K: Bytes> Keyspace<V, K> {
     fn probe<'a>(&self, key: &'a [u8]) -> Probe<'a> {
         Probe {
             hash: self.keys.hash_one(key),
@@ -70,6 +77,13 @@ impl<V> Keyspace<V> {
         self.shards[shard(probe.hash)].get(&probe as &dyn View)
     }
 
+    /// The stored copy of `key`, if it is there.
+    pub fn key(&self, key: &[u8]) -> Option<&K> {
+        let probe = self.probe(key);
+        let table = &self.shards[shard(probe.hash)];
+        table.get_key_value(&probe as &dyn View).map(|(k, _)| &k.bytes)
+    }
+
     /// The value of `key`, to change.
     pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut V> {
         let probe = self.probe(key);
@@ -78,12 +92,24 @@ impl<V> Keyspace<V> {
 
     /// Set `key` to `value`; the value it had, if any.
     pub fn insert(&mut self, key: &[u8], value: V) -> Option<V> {
+        self.put(key, K::from(key), value)
+    }
+
+    /// Set `key` to `value`, and hand back (a clone of) the stored copy
+    /// of the key: an `Rc` the caller shares.
+    pub fn insert_shared(&mut self, key: &[u8], value: V) -> K
+    where
+        K: Clone,
+    {
+        let bytes = K::from(key);
+        self.put(key, bytes.clone(), value);
+        bytes
+    }
+
+    /// Store `bytes`, a copy of `key`, with `value`.
+    fn put(&mut self, key: &[u8], bytes: K, value: V) -> Option<V> {
         let hash = self.keys.hash_one(key);
-        let key = Key {
-            hash,
-            bytes: key.into(),
-        };
-        let old = self.shards[shard(hash)].insert(key, value);
+        let old = self.shards[shard(hash)].insert(Key { hash, bytes }, value);
         self.len += usize::from(old.is_none());
         old
     }
@@ -113,7 +139,7 @@ impl<V> Keyspace<V> {
 
     /// Take every key out, with its value (the table's memory goes with
     /// them).
-    pub fn drain(&mut self) -> impl Iterator<Item = (Box<[u8]>, V)> {
+    pub fn drain(&mut self) -> impl Iterator<Item = (K, V)> {
         self.len = 0;
         let empty = (0..SHARDS).map(|_| Table::default()).collect();
         let shards = std::mem::replace(&mut self.shards, empty);
@@ -124,9 +150,9 @@ impl<V> Keyspace<V> {
 }
 
 /// A stored key and its hash.
-struct Key {
+struct Key<K> {
     hash: u64,
-    bytes: Box<[u8]>,
+    bytes: K,
 }
 
 /// A key looked up: the bytes asked for, and their hash.
@@ -144,13 +170,13 @@ trait View {
     fn bytes(&self) -> &[u8];
 }
 
-impl View for Key {
+impl<K: Borrow<[u8]>> View for Key<K> {
     fn hash(&self) -> u64 {
         self.hash
     }
 
     fn bytes(&self) -> &[u8] {
-        &self.bytes
+        self.bytes.borrow()
     }
 }
 
@@ -164,14 +190,14 @@ impl View for Probe<'_> {
     }
 }
 
-impl<'a> Borrow<dyn View + 'a> for Key {
+impl<'a, K: Borrow<[u8]> + 'a> Borrow<dyn View + 'a> for Key<K> {
     fn borrow(&self) -> &(dyn View + 'a) {
         self
     }
 }
 
 // A key and its borrowed form must hash and compare alike.
-impl Hash for Key {
+impl<K> Hash for Key<K> {
     fn hash<H: Hasher>(&self, state: &mut H) {
         state.write_u64(self.hash);
     }
@@ -183,13 +209,13 @@ impl Hash for dyn View + '_ {
     }
 }
 
-impl PartialEq for Key {
-    fn eq(&self, other: &Key) -> bool {
-        self.hash == other.hash && self.bytes == other.bytes
+impl<K: Borrow<[u8]>> PartialEq for Key<K> {
+    fn eq(&self, other: &Key<K>) -> bool {
+        self.hash == other.hash && self.bytes.borrow() == other.bytes.borrow()
     }
 }
 
-impl Eq for Key {}
+impl<K: Borrow<[u8]>> Eq for Key<K> {}
 
 impl PartialEq for dyn View + '_ {
     fn eq(&self, other: &Self) -> bool {
@@ -225,6 +251,7 @@ impl Hasher for Carried {
 mod tests {
     use super::Keyspace;
     use std::collections::HashMap;
+    use std::rc::Rc;
 
     #[test]
     fn random_operations_agree_with_std_map() {
@@ -237,7 +264,7 @@ mod tests {
             seed ^= seed << 17;
             seed
         };
-        let (mut ks, mut std_map) = (Keyspace::default(), HashMap::<Vec<u8>, u64>::new());
+        let (mut ks, mut std_map) = (Keyspace::<u64>::default(), HashMap::<Vec<u8>, u64>::new());
         for step in 0..100_000u64 {
             let r = next();
             let key: Vec<u8> = match r % 4 {
@@ -276,7 +303,7 @@ mod tests {
     /// table's.
     #[test]
     fn keys_spread_over_the_shards() {
-        let mut ks = Keyspace::default();
+        let mut ks = Keyspace::<u32>::default();
         for i in 0..256 * 64u32 {
             ks.insert(format!("key{i}").as_bytes(), i);
         }
@@ -284,9 +311,21 @@ mod tests {
         assert!(sizes.iter().all(|&n| (16..=160).contains(&n)), "{sizes:?}");
     }
 
+    /// Keys kept as `Rc`s: the stored copy is handed back to share.
+    #[test]
+    fn a_shared_key_is_the_stored_copy() {
+        let mut ks = Keyspace::<u32, Rc<[u8]>>::default();
+        let name = ks.insert_shared(b"topic", 1);
+        assert!(Rc::ptr_eq(&name, ks.key(b"topic").unwrap()));
+        assert_eq!(Rc::strong_count(&name), 2);
+        assert_eq!(ks.remove(b"topic"), Some(1));
+        assert_eq!(Rc::strong_count(&name), 1);
+        assert!(ks.key(b"topic").is_none() && ks.is_empty());
+    }
+
     #[test]
     fn keys_are_found_by_their_bytes() {
-        let mut ks = Keyspace::default();
+        let mut ks = Keyspace::<u32>::default();
         for i in 0..10_000u32 {
             assert_eq!(ks.insert(format!("key{i}").as_bytes(), i), None);
         }
