@@ -1,6 +1,6 @@
 """Hostile clients against examples/pubsub.rs.
 usage: python3 benches/fault/pubsub_attacks.py ATTACK [PORT]
-ATTACK: many_topics | fanout | slow_subs | partial_lines | flood"""
+ATTACK: many_topics | fanout | slow_subs | partial_lines | flood | full_subs"""
 import socket, sys, time, os
 sys.path.insert(0, os.path.dirname(__file__))
 from common import args, start
@@ -95,6 +95,24 @@ try:
         extra = f"conns={n} rss_held={srv.sample()}"
         for s in cs: s.close()
         time.sleep(1); extra += f" rss_after={srv.sample()}"
+    elif attack == "full_subs":
+        # CONNS clients each take their 10,000 subscriptions (250-byte
+        # names, distinct), then all close at once: the topic table grows
+        # to CONNS x 10,000 names, then empties
+        nconn = int(os.environ.get("CONNS", 50)); cs = []
+        pad = b"t" * 240
+        for c in range(nconn):
+            s = conn()
+            for b in range(0, 10000, 1000):
+                s.sendall(b"".join(b"SUB %s%05d%05d\n" % (pad, c, b + k) for k in range(1000)))
+                got = b""
+                while got.count(b"\n") < 1000:
+                    got += s.recv(1 << 16)
+            cs.append(s)
+        held = srv.sample()
+        for s in cs: s.close()
+        time.sleep(2)
+        extra = f"conns={nconn} subscriptions={nconn * 10000} rss_held={held} rss_after_close={srv.sample()}"
     elif attack == "flood":
         cs = []
         t_end = time.time() + 5
