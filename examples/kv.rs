@@ -18,10 +18,13 @@
 //!   index of the keys by deadline. One timer, armed for the earliest
 //!   deadline, deletes the keys that are due, at most `SWEEP_SLICE` of them
 //!   a run; with more due, it runs again in the next turn, after the
-//!   clients. A timer per key would fire all of a millisecond's keys in one
-//!   timer phase: a client that gave a million keys the same deadline
-//!   stopped the server for most of a second when they fell due. A read
-//!   also treats an overdue key as gone, since the sweep deletes it later.
+//!   clients. Each deadline set deletes two that are due, so clients
+//!   setting TTLs faster than the timer deletes them cannot pile up
+//!   expired keys. A timer per key would fire all of a millisecond's keys
+//!   in one timer phase: a client that gave a million keys the same
+//!   deadline stopped the server for most of a second when they fell due.
+//!   A read also treats an overdue key as gone, since the sweep deletes it
+//!   later.
 //!   The store reads the time through a clock that tests set by hand
 //!   (`Store::with_manual_clock`).
 //! - **Pipelining for free.** `on_data` runs every complete command in the
@@ -77,6 +80,9 @@ const MAX_TIMER_MS: i64 = 100 * 365 * 24 * 3600 * 1000;
 /// Keys the expiry timer deletes in one run, before the clients get a
 /// turn: about a third of a millisecond here.
 const SWEEP_SLICE: usize = 1024;
+
+/// Due keys deleted with each deadline set (see `expire_at`).
+const DUE_PER_DEADLINE: usize = 2;
 
 /// The database: the loop's application state.
 #[derive(Default)]
@@ -842,6 +848,11 @@ impl Store {
     /// Give `key`, which exists, the deadline `at_ms` (even one already
     /// past, which the next sweep deletes).
     fn expire_at(&mut self, ctx: &mut Ctx<Store>, key: &[u8], at_ms: i64) {
+        // Each deadline set pays for deleting two that are due (before it
+        // is set, so a past one is counted until read, as in Redis):
+        // clients setting short TTLs faster than the timer's slice a turn
+        // would otherwise pile up expired keys for as long as they kept on.
+        self.delete_due(DUE_PER_DEADLINE);
         let Some(e) = self.map.get_mut(key) else {
             return;
         };
@@ -1369,6 +1380,36 @@ mod tests {
         db.advance_both(6);
         db.turn();
         db.check(&[("DBSIZE", ":0")]);
+    }
+
+    /// Clients setting TTLs faster than the timer's slice a turn do not
+    /// pile up expired keys: each deadline set deletes two that are due.
+    #[test]
+    fn ttl_writes_pay_for_the_expired_keys() {
+        let mut db = Db::new();
+        let due = |db: &Db| {
+            let now = db.store.now_ms();
+            db.store.deadlines.keys().filter(|x| x.at_ms < now).count()
+        };
+        let mut next = 0;
+        let mut backlog = Vec::new();
+        for _ in 0..6 {
+            // Twice the slice in a turn, each key due a millisecond on.
+            for _ in 0..2 * SWEEP_SLICE {
+                db.check(&[(&format!("SET k{next} v PX 1"), "+OK")]);
+                next += 1;
+            }
+            db.advance_both(2);
+            db.turn();
+            backlog.push(due(&db));
+        }
+        // What the last turn's writes left due, no more: without the
+        // writes' share it grew by a slice a turn.
+        assert!(
+            backlog.iter().all(|&n| n <= SWEEP_SLICE),
+            "expired keys left: {backlog:?}"
+        );
+        db.check_index();
     }
 
     /// Random commands on a few keys, with the clocks moving: the index

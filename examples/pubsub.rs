@@ -416,6 +416,12 @@ impl Broker {
     /// Add `id` to `topic`'s subscribers; returns the broker's copy of the
     /// name, for the connection to share.
     fn subscribe(&mut self, topic: &[u8], id: SourceId) -> Rc<[u8]> {
+        // Each subscription pays for taking two leaving ones off: clients
+        // subscribing and leaving faster than a slice a turn would
+        // otherwise grow the queue for as long as they kept on.
+        if !self.leaving.queue.is_empty() {
+            self.take_off(2);
+        }
         let name = match self.topics.key(topic) {
             Some(name) => name.clone(),
             None => self.topics.insert_shared(topic, Subscribers::default()),
@@ -448,7 +454,15 @@ impl Broker {
 
     /// One slice of the leaving connections' subscriptions, oldest first.
     fn leave_some(&mut self, ctx: &mut Ctx<Broker>) {
-        let mut budget = LEAVE_SLICE;
+        self.take_off(LEAVE_SLICE);
+        if !self.leaving.queue.is_empty() {
+            // Deferred from a deferred callback: the next turn's.
+            ctx.defer(|ctx, broker: &mut Broker| broker.leave_some(ctx));
+        }
+    }
+
+    /// Take up to `budget` of the leaving connections' subscriptions off.
+    fn take_off(&mut self, mut budget: usize) {
         while let Some((id, topics)) = self.leaving.queue.front_mut() {
             let take = topics.len().min(budget);
             for topic in topics.drain(topics.len() - take..) {
@@ -461,10 +475,6 @@ impl Broker {
             let id = *id;
             self.leaving.queue.pop_front();
             self.leaving.ids.remove(&id);
-        }
-        if !self.leaving.queue.is_empty() {
-            // Deferred from a deferred callback: the next turn's.
-            ctx.defer(|ctx, broker: &mut Broker| broker.leave_some(ctx));
         }
     }
 }
@@ -548,5 +558,29 @@ mod tests {
         assert_eq!(broker.topics.len(), 2);
         assert!(broker.leaving.ids.is_empty() && broker.leaving.queue.is_empty());
         assert_eq!(broker.topics.get(b"t0").unwrap().list, [b]);
+    }
+
+    /// Each subscription takes two leaving ones off: subscribing as fast
+    /// as others leave does not grow the queue.
+    #[test]
+    fn subscribing_pays_for_the_leavers() {
+        let mut el = EventLoop::<Broker>::new().unwrap();
+        let mut broker = Broker::default();
+        let a = el.spawn(std::future::pending::<()>()).unwrap();
+        let b = el.spawn(std::future::pending::<()>()).unwrap();
+        let n = 3 * LEAVE_SLICE;
+        let mine: HashSet<Rc<[u8]>> = (0..n)
+            .map(|i| broker.subscribe(format!("a{i}").as_bytes(), a))
+            .collect();
+        broker.leave(&mut el, a, mine);
+        for i in 0..n / 2 {
+            broker.subscribe(format!("b{i}").as_bytes(), b);
+        }
+        assert!(
+            broker.leaving.queue.is_empty(),
+            "the subscriptions took them all off"
+        );
+        assert!(broker.leaving.ids.is_empty());
+        assert_eq!(broker.topics.len(), n / 2);
     }
 }

@@ -95,8 +95,9 @@ impl<V, K: Bytes> Keyspace<V, K> {
         self.put(key, K::from(key), value)
     }
 
-    /// Set `key` to `value`, and hand back (a clone of) the stored copy
-    /// of the key: an `Rc` the caller shares.
+    /// Set `key`, which is not in the table, to `value`, and hand back (a
+    /// clone of) the stored copy of the key: an `Rc` the caller shares.
+    /// (For a key already there, the table keeps its old copy.)
     pub fn insert_shared(&mut self, key: &[u8], value: V) -> K
     where
         K: Clone,
