@@ -669,7 +669,11 @@ fn read_late(mut client: TcpStream) -> (usize, Option<std::io::ErrorKind>) {
 /// A task whose `write_all` of `BIG` to a client that does not read gives
 /// up (a timeout on the manual clock), then `end`s the connection. The
 /// connection's id, and the client.
-fn give_up_on_a_stuck_reader(end: fn(AsyncConn)) -> (EventLoop<()>, evloop::SourceId, TcpStream) {
+fn give_up_on_a_stuck_reader<F, E>(end: F) -> (EventLoop<()>, evloop::SourceId, TcpStream)
+where
+    F: FnOnce(AsyncConn) -> E + 'static,
+    E: std::future::Future<Output = ()>,
+{
     const BIG: usize = 16 << 20; // over the connection's queue and the socket's buffers
     let (mut el, clock) = common::manual_loop::<()>();
     let (listener, addr) = listener(&mut el, ConnConfig::default());
@@ -681,7 +685,7 @@ fn give_up_on_a_stuck_reader(end: fn(AsyncConn)) -> (EventLoop<()>, evloop::Sour
         let data = vec![b'x'; BIG];
         let r = task::timeout(Duration::from_secs(5), conn.write_all(&data)).await;
         assert!(r.is_err(), "the client read nothing: the write cannot finish");
-        end(conn);
+        end(conn).await;
     })
     .unwrap();
     let client = TcpStream::connect(addr).unwrap();
@@ -700,7 +704,7 @@ fn give_up_on_a_stuck_reader(end: fn(AsyncConn)) -> (EventLoop<()>, evloop::Sour
 #[test]
 fn abort_closes_at_once_a_connection_whose_peer_does_not_read() {
     let _dog = Watchdog::new(60, "abort_closes_at_once_a_connection_whose_peer_does_not_read");
-    let (_el, _, client) = give_up_on_a_stuck_reader(AsyncConn::abort);
+    let (_el, _, client) = give_up_on_a_stuck_reader(|c| async move { c.abort() });
     let (got, end) = read_late(client);
     assert!(got > 0 && got < 16 << 20, "{got}");
     assert_eq!(end, None, "abort ends the stream as Conn::abort does");
@@ -712,10 +716,54 @@ fn abort_closes_at_once_a_connection_whose_peer_does_not_read() {
 #[test]
 fn a_connection_dropped_after_a_write_cut_short_is_reset() {
     let _dog = Watchdog::new(60, "a_connection_dropped_after_a_write_cut_short_is_reset");
-    let (_el, _, client) = give_up_on_a_stuck_reader(drop);
+    let (_el, _, client) = give_up_on_a_stuck_reader(|c| async move { drop(c) });
     let (got, end) = read_late(client);
     assert!(got < 16 << 20, "{got}");
     assert_eq!(end, Some(std::io::ErrorKind::ConnectionReset));
+}
+
+/// A stream cut mid-message stays cut: a later write (even an empty one)
+/// does not mend it, `shutdown` resets instead of sending a FIN (and says
+/// so), and so do the reads.
+#[test]
+fn a_stream_cut_short_stays_cut() {
+    let _dog = Watchdog::new(60, "a_stream_cut_short_stays_cut");
+    let (_el, _, client) = give_up_on_a_stuck_reader(|mut c| async move {
+        c.write_all(b"").await.unwrap();
+        let err = c.shutdown().await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionAborted, "{err}");
+        let err = c.read(&mut [0; 8]).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionAborted, "{err}");
+    });
+    let (_, end) = read_late(client);
+    assert_eq!(end, Some(std::io::ErrorKind::ConnectionReset));
+}
+
+/// The loop dropped while a task is in a `write_all` to a client reading
+/// as fast as it can (so the connection's queue is often empty): the
+/// client sees a reset, not a clean end after part of the data.
+#[test]
+fn dropping_the_loop_in_a_write_all_resets_the_connection() {
+    let _dog = Watchdog::new(60, "dropping_the_loop_in_a_write_all_resets_the_connection");
+    const BIG: usize = 256 << 20;
+    let mut el = EventLoop::<()>::new().unwrap();
+    let (mut conn, client) = one_conn(&mut el, ConnConfig::default());
+    let id = conn.id();
+    el.spawn(async move {
+        conn.write_all(&vec![b'x'; BIG]).await.unwrap();
+    })
+    .unwrap();
+    let reader = std::thread::spawn(move || read_late(client));
+    turns(&mut el, &mut (), 30);
+    assert!(el.is_open(id), "still writing");
+    drop(el);
+    let (got, end) = reader.join().unwrap();
+    assert!(got < BIG, "{got}");
+    assert_eq!(
+        end,
+        Some(std::io::ErrorKind::ConnectionReset),
+        "{got} bytes, then a clean end"
+    );
 }
 
 /// A write that finished, then a drop: everything arrives, then a clean

@@ -588,16 +588,23 @@ impl<S> Entry<S> for Woken {
     }
 }
 
-/// Dropping the loop drops every task with the source table, then what
-/// the hub still holds: tasks spawned and not yet placed (a poll that
-/// panicked under [`PanicPolicy::Propagate`](crate::PanicPolicy) left its
-/// children there) and notes not yet applied. Those can hold the hub
-/// itself (a child's connection does), a cycle nothing else would break.
+/// Dropping the loop drops every task first, and does what their drops
+/// noted while the connections are still there (a connection whose task
+/// was cut off mid-`write_all` is reset, not closed with a FIN after part
+/// of it); then the source table, then what the hub still holds: tasks
+/// spawned and not yet placed (a poll that panicked under
+/// [`PanicPolicy::Propagate`](crate::PanicPolicy) left its children there)
+/// and notes not yet applied. Those can hold the hub itself (a child's
+/// connection does), a cycle nothing else would break.
 impl<S> Drop for EventLoop<S> {
     fn drop(&mut self) {
-        let Some(hub) = self.tasks.take() else {
+        let Some(hub) = self.tasks.clone() else {
             return;
         };
+        if self.close_tasks(&hub) {
+            hub.apply(self);
+        }
+        self.tasks = None;
         drop(std::mem::take(&mut self.sources));
         hub.clear();
     }
@@ -679,6 +686,19 @@ impl<S> EventLoop<S> {
         let Some(hub) = self.tasks.clone() else {
             return Ok(());
         };
+        if !self.close_tasks(&hub) {
+            return Ok(());
+        }
+        hub.apply(self);
+        self.turn(state, Some(std::time::Duration::ZERO))?;
+        Ok(())
+    }
+
+    /// Close every task and drop its future at once (so connections and
+    /// listeners it owned note their closing in the hub), and the tasks
+    /// spawned and not yet placed; false if that left the hub nothing to
+    /// do.
+    fn close_tasks(&mut self, hub: &Hub) -> bool {
         let tasks: Vec<SourceId> = self
             .sources
             .iter_mut()
@@ -694,15 +714,13 @@ impl<S> EventLoop<S> {
         // dropped at its reclaim: what it held noted its closing in the hub,
         // and that must be done before `run` returns, as for the others.
         if tasks.is_empty() && !hub.has_pending() {
-            return Ok(());
+            return false;
         }
-        log::debug!("evloop: stopping: ending {} tasks", tasks.len());
+        log::debug!("evloop: ending {} tasks", tasks.len());
         for id in tasks {
             self.close(id);
         }
         self.reclaim();
-        hub.apply(self);
-        self.turn(state, Some(std::time::Duration::ZERO))?;
-        Ok(())
+        true
     }
 }

@@ -64,11 +64,16 @@ pub(crate) struct Io {
     full: bool,
     /// `shutdown` or a drop asked to end the output.
     shut: bool,
-    /// A `write_all` has staged part of its data and not the rest: if the
-    /// connection is dropped so, its stream was cut mid-message.
+    /// A `write_all` has staged part of its data and not the rest (while
+    /// it waits for room, or for good if it was dropped so).
     cut: bool,
-    /// The TCP peer, once connected (for a connection made to a name).
+    /// A `write_all` was dropped with its data part sent: the stream is
+    /// cut mid-message for good, and ends in a reset, not a FIN.
+    broken: bool,
+    /// The TCP peer, once connected, for a connection made to a name
+    /// (`want_peer`): the others know it from the start.
     peer: Option<SocketAddr>,
+    want_peer: bool,
     /// How many more bytes may be staged before `write_all` waits for the
     /// loop to write them, of the `stage_limit` one poll may stage: a task
     /// writing in a loop yields, and finds the queue full before it passes
@@ -99,7 +104,9 @@ impl Io {
             full: false,
             shut: false,
             cut: false,
+            broken: false,
             peer: None,
+            want_peer: false,
             stage_room: stage_limit,
             stage_limit,
             reader: Waiter::default(),
@@ -212,7 +219,9 @@ impl TaskConn {
 impl<S> Handler<S> for TaskConn {
     fn on_open(&mut self, conn: &mut Conn, _ctx: &mut Ctx<S>, _state: &mut S) {
         let mut io = self.io.borrow_mut();
-        io.peer = conn.stream().tcp_peer();
+        if io.want_peer {
+            io.peer = conn.stream().tcp_peer();
+        }
         io.connecting = false;
         wake(&mut io.writer);
     }
@@ -268,7 +277,8 @@ impl<S> Handler<S> for TaskConn {
 
     fn on_close(&mut self, _conn: &mut Conn, reason: CloseReason, _ctx: &mut Ctx<S>, _state: &mut S) {
         let mut io = self.io.borrow_mut();
-        io.closed = Some(reason);
+        // A reason the task gave first (its abort, its reset) stands.
+        io.closed.get_or_insert(reason);
         io.connecting = false;
         io.reader.wake();
         wake(&mut io.writer);
@@ -314,10 +324,13 @@ impl<S> Handler<S> for TaskConn {
 /// - `read_exact` may have taken part of `buf`'s bytes, and the caller
 ///   cannot tell how many: do not retry it after a timeout (read with
 ///   `read`, or close);
-/// - `write_all` may have sent part of `data`: the stream is cut mid-message,
-///   and if the connection is dropped before another `write_all` finishes,
-///   it is reset rather than closed with a FIN. The same holds when the
-///   loop stops or is dropped while a task is in a `write_all`.
+/// - `write_all` may have sent part of `data`: the stream is cut
+///   mid-message for good. The connection then ends in a reset, not a FIN
+///   that would pass the cut stream off as complete: dropping it (or its
+///   [`WriteHalf`]) resets it, and `shutdown` resets it and returns
+///   [`ConnectionAborted`](io::ErrorKind::ConnectionAborted), as do its
+///   reads from then on. The same holds when the loop stops or is dropped
+///   while a task is in a `write_all`.
 pub struct AsyncConn {
     id: SourceId,
     io: Rc<RefCell<Io>>,
@@ -539,6 +552,7 @@ impl AsyncConn {
         WriteAll {
             conn: self,
             rest: data,
+            started: false,
         }
         .await
     }
@@ -550,6 +564,18 @@ impl AsyncConn {
     /// kernel had taken, then the end.
     pub fn abort(self) {
         self.abort_shared();
+    }
+
+    /// A stream cut mid-message (see `Io::broken`) is reset rather than
+    /// ended: true if it was. Its reads end with `ConnectionAborted`.
+    fn reset_if_cut(&self, io: &mut Io) -> bool {
+        if !(io.cut || io.broken) || io.closed.is_some() {
+            return false;
+        }
+        io.closed = Some(CloseReason::Error(io::ErrorKind::ConnectionAborted));
+        self.hub.push(Op::Reset(self.id));
+        io.reader.wake();
+        true
     }
 
     fn abort_shared(&self) {
@@ -613,6 +639,9 @@ impl AsyncConn {
         let mut io = self.io.borrow_mut();
         if let Some(reason) = io.closed {
             return Err(close_error(reason));
+        }
+        if self.reset_if_cut(&mut io) {
+            return Err(cut_error());
         }
         if !io.shut {
             io.shut = true;
@@ -687,6 +716,7 @@ impl WriteHalf {
         WriteAll {
             conn: &self.conn,
             rest: data,
+            started: false,
         }
         .await
     }
@@ -705,16 +735,9 @@ impl WriteHalf {
 
 impl Drop for WriteHalf {
     fn drop(&mut self) {
-        let io = self.conn.io.borrow();
-        if io.cut && io.closed.is_none() {
-            drop(io);
-            let mut io = self.conn.io.borrow_mut();
-            io.closed = Some(CloseReason::Local);
-            self.conn.hub.push(Op::Reset(self.conn.id));
-        } else {
-            drop(io);
-            let _ = self.conn.shutdown_shared();
-        }
+        // A cut stream is reset (`shutdown` does that), and the read half
+        // then ends with an error, not a clean end it could pass on.
+        let _ = self.conn.shutdown_shared();
     }
 }
 
@@ -777,6 +800,8 @@ struct WriteAll<'a> {
     conn: &'a AsyncConn,
     /// What is left to stage.
     rest: &'a [u8],
+    /// Polled before.
+    started: bool,
 }
 
 impl Future for WriteAll<'_> {
@@ -786,6 +811,11 @@ impl Future for WriteAll<'_> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let conn = self.conn;
         let mut io = conn.io.borrow_mut();
+        if !self.started {
+            self.started = true;
+            // A write still half-staged is one that was dropped so.
+            io.broken |= io.cut;
+        }
         if let Some(reason) = io.closed {
             return Poll::Ready(Err(close_error(reason)));
         }
@@ -794,6 +824,10 @@ impl Future for WriteAll<'_> {
                 io::ErrorKind::BrokenPipe,
                 "evloop: the connection's output is shut",
             )));
+        }
+        if self.rest.is_empty() {
+            // Nothing to wait for room for.
+            return Poll::Ready(Ok(()));
         }
         if io.full || io.connecting || io.stage_room == 0 {
             wait_in(&mut io.writer, cx);
@@ -828,6 +862,14 @@ impl Future for WriteAll<'_> {
 }
 
 #[cold]
+fn cut_error() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "evloop: a write_all was dropped part sent; the connection is reset, not shut",
+    )
+}
+
+#[cold]
 fn line_too_long(max: usize) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
@@ -849,15 +891,11 @@ fn find_newline(s: &[u8]) -> Option<usize> {
 impl Drop for AsyncConn {
     fn drop(&mut self) {
         let mut io = self.io.borrow_mut();
-        if io.closed.is_none() {
-            // A write dropped half-staged (a timeout, a cancel, the loop
-            // stopping) cut the stream mid-message: a FIN after it would
-            // pass it off as complete.
-            self.hub.push(if io.cut {
-                Op::Reset(self.id)
-            } else {
-                Op::Close(self.id)
-            });
+        // A write dropped half-staged (a timeout, a cancel, the loop
+        // stopping) cut the stream mid-message: a FIN after it would pass
+        // it off as complete.
+        if !self.reset_if_cut(&mut io) && io.closed.is_none() {
+            self.hub.push(Op::Close(self.id));
         }
         let input = std::mem::take(&mut io.input);
         // Unread input is dropped, a lent buffer's too (dropped in its
@@ -887,6 +925,8 @@ pub fn connect<S>(ctx: &mut Ctx<S>, to: &Target, cfg: ConnectConfig) -> io::Resu
         Target::Addr(Addr::Tcp(a)) => Some(*a),
         _ => None,
     };
+    // Which address of a name (or of a list) answers is known once open.
+    io.borrow_mut().want_peer = matches!(to, Target::Name { .. } | Target::Addrs(_));
     let line_max = cfg.conn.max_input;
     let id = n::connect(ctx, to, cfg, handler)?;
     Ok(AsyncConn {
