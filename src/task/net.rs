@@ -64,12 +64,9 @@ pub(crate) struct Io {
     full: bool,
     /// `shutdown` or a drop asked to end the output.
     shut: bool,
-    /// A `write_all` has staged part of its data and not the rest (while
-    /// it waits for room, or for good if it was dropped so).
+    /// A `write_all` has staged part of its data and waits to stage the
+    /// rest: dropped so, it cuts the stream mid-message.
     cut: bool,
-    /// A `write_all` was dropped with its data part sent: the stream is
-    /// cut mid-message for good, and ends in a reset, not a FIN.
-    broken: bool,
     /// The TCP peer, once connected, for a connection made to a name
     /// (`want_peer`): the others know it from the start.
     peer: Option<SocketAddr>,
@@ -104,7 +101,6 @@ impl Io {
             full: false,
             shut: false,
             cut: false,
-            broken: false,
             peer: None,
             want_peer: false,
             stage_room: stage_limit,
@@ -290,9 +286,8 @@ impl<S> Handler<S> for TaskConn {
 /// Made by [`AsyncListener::accept`] or [`connect`]. Dropping it closes the
 /// connection once what was written has been sent (bounded by the idle
 /// timeout, if there is one; [`abort`](Self::abort) closes at once, for a
-/// peer that has stopped reading). After a `write_all` cut short (see
-/// *Cancellation*), a drop resets the connection instead, so the peer can
-/// tell the stream was cut.
+/// peer that has stopped reading). A `write_all` cut short resets it (see
+/// *Cancellation*), so the peer can tell the stream was cut.
 ///
 /// # When the connection ends
 ///
@@ -324,13 +319,15 @@ impl<S> Handler<S> for TaskConn {
 /// - `read_exact` may have taken part of `buf`'s bytes, and the caller
 ///   cannot tell how many: do not retry it after a timeout (read with
 ///   `read`, or close);
-/// - `write_all` may have sent part of `data`: the stream is cut
-///   mid-message for good. The connection then ends in a reset, not a FIN
-///   that would pass the cut stream off as complete: dropping it (or its
-///   [`WriteHalf`]) resets it, and `shutdown` resets it and returns
-///   [`ConnectionAborted`](io::ErrorKind::ConnectionAborted), as do its
-///   reads from then on. The same holds when the loop stops or is dropped
-///   while a task is in a `write_all`.
+/// - `write_all` may have sent part of `data`, and then the stream is cut
+///   mid-message: the connection is reset at once (TCP; a Unix socket's
+///   peer sees the end), so no later close (a drop, the idle timeout, a
+///   `shutdown`) can pass the cut stream off as complete with a FIN; its
+///   writes, and its reads once the input already received is read, fail
+///   with [`ConnectionAborted`](io::ErrorKind::ConnectionAborted). The same
+///   holds when the loop stops or is dropped while a task is in a
+///   `write_all`. (A `write_all` dropped while it waited to stage its
+///   first byte sent nothing, and cuts nothing.)
 pub struct AsyncConn {
     id: SourceId,
     io: Rc<RefCell<Io>>,
@@ -552,7 +549,6 @@ impl AsyncConn {
         WriteAll {
             conn: self,
             rest: data,
-            started: false,
         }
         .await
     }
@@ -561,15 +557,17 @@ impl AsyncConn {
     /// [`Conn::abort`](crate::net::Conn::abort) does: for a peer that has
     /// stopped reading, which a drop would wait on to send what it owes
     /// (until the idle timeout, if there is one). The peer gets what the
-    /// kernel had taken, then the end.
+    /// kernel had taken, then the end. (A stream cut by a `write_all`
+    /// dropped halfway was reset already.)
     pub fn abort(self) {
         self.abort_shared();
     }
 
-    /// A stream cut mid-message (see `Io::broken`) is reset rather than
-    /// ended: true if it was. Its reads end with `ConnectionAborted`.
+    /// A stream cut mid-message (see `Io::cut`) is reset at once, before
+    /// anything can end it with a FIN: true if it was. Its reads and
+    /// writes then fail with `ConnectionAborted`.
     fn reset_if_cut(&self, io: &mut Io) -> bool {
-        if !(io.cut || io.broken) || io.closed.is_some() {
+        if !io.cut || io.closed.is_some() {
             return false;
         }
         io.closed = Some(CloseReason::Error(io::ErrorKind::ConnectionAborted));
@@ -590,7 +588,7 @@ impl AsyncConn {
     /// writes, for two tasks to use at once (a proxy copying both ways, a
     /// reader and a writer fed from elsewhere). Dropping the
     /// [`WriteHalf`] shuts the output (a FIN once what was written has
-    /// been sent; a reset after a `write_all` cut short), and dropping both
+    /// been sent), and dropping both
     /// closes the connection, as dropping an `AsyncConn` does.
     ///
     /// ```
@@ -639,9 +637,6 @@ impl AsyncConn {
         let mut io = self.io.borrow_mut();
         if let Some(reason) = io.closed {
             return Err(close_error(reason));
-        }
-        if self.reset_if_cut(&mut io) {
-            return Err(cut_error());
         }
         if !io.shut {
             io.shut = true;
@@ -698,8 +693,7 @@ impl ReadHalf {
 
 /// The writing owner of a connection split by [`AsyncConn::into_split`]:
 /// its writes are [`AsyncConn`]'s. Dropping it shuts the connection's
-/// output, as [`shutdown`](Self::shutdown) does (or resets the connection
-/// after a `write_all` cut short).
+/// output, as [`shutdown`](Self::shutdown) does.
 #[derive(Debug)]
 pub struct WriteHalf {
     conn: Rc<AsyncConn>,
@@ -716,7 +710,6 @@ impl WriteHalf {
         WriteAll {
             conn: &self.conn,
             rest: data,
-            started: false,
         }
         .await
     }
@@ -735,8 +728,7 @@ impl WriteHalf {
 
 impl Drop for WriteHalf {
     fn drop(&mut self) {
-        // A cut stream is reset (`shutdown` does that), and the read half
-        // then ends with an error, not a clean end it could pass on.
+        // An error here: the connection is closed (or was reset).
         let _ = self.conn.shutdown_shared();
     }
 }
@@ -800,8 +792,6 @@ struct WriteAll<'a> {
     conn: &'a AsyncConn,
     /// What is left to stage.
     rest: &'a [u8],
-    /// Polled before.
-    started: bool,
 }
 
 impl Future for WriteAll<'_> {
@@ -811,11 +801,6 @@ impl Future for WriteAll<'_> {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let conn = self.conn;
         let mut io = conn.io.borrow_mut();
-        if !self.started {
-            self.started = true;
-            // A write still half-staged is one that was dropped so.
-            io.broken |= io.cut;
-        }
         if let Some(reason) = io.closed {
             return Poll::Ready(Err(close_error(reason)));
         }
@@ -861,12 +846,17 @@ impl Future for WriteAll<'_> {
     }
 }
 
-#[cold]
-fn cut_error() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::ConnectionAborted,
-        "evloop: a write_all was dropped part sent; the connection is reset, not shut",
-    )
+/// A `write_all` dropped with part of its data staged (a timeout, a
+/// cancel, its task ended) cut the stream mid-message: the connection is
+/// reset at once, so that no close, however it comes (a drop, the idle
+/// timeout, a shutdown), passes the cut stream off as complete with a FIN.
+impl Drop for WriteAll<'_> {
+    fn drop(&mut self) {
+        if !self.rest.is_empty() {
+            let mut io = self.conn.io.borrow_mut();
+            self.conn.reset_if_cut(&mut io);
+        }
+    }
 }
 
 #[cold]
@@ -891,9 +881,8 @@ fn find_newline(s: &[u8]) -> Option<usize> {
 impl Drop for AsyncConn {
     fn drop(&mut self) {
         let mut io = self.io.borrow_mut();
-        // A write dropped half-staged (a timeout, a cancel, the loop
-        // stopping) cut the stream mid-message: a FIN after it would pass
-        // it off as complete.
+        // (A `write_all` still half-staged, one leaked with `forget`, cut
+        // the stream as one dropped would.)
         if !self.reset_if_cut(&mut io) && io.closed.is_none() {
             self.hub.push(Op::Close(self.id));
         }
