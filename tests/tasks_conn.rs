@@ -834,3 +834,98 @@ fn a_split_connections_halves_end_one_at_a_time() {
     assert_eq!(&*got.borrow(), b"still\nhere\n");
     common::turn_until_closed(&mut el, &mut (), id);
 }
+
+/// The idle timeout fires while a `write_all` waits with part of its
+/// message staged: the close would cut it, so the connection is reset (the
+/// peer does not get a clean end after part of it), and the task hears
+/// `TimedOut`.
+#[test]
+fn an_idle_close_in_a_write_all_resets() {
+    let _dog = Watchdog::new(60, "an_idle_close_in_a_write_all_resets");
+    let (mut el, clock) = common::manual_loop::<()>();
+    let cfg = ConnConfig {
+        idle_timeout: Some(Duration::from_secs(5)),
+        ..Default::default()
+    };
+    let (listener, addr) = listener(&mut el, cfg);
+    let id = Rc::new(Cell::new(None));
+    let result: Rc<RefCell<Option<std::io::Result<()>>>> = Rc::default();
+    let (into, res) = (id.clone(), result.clone());
+    el.spawn(async move {
+        let mut conn = listener.accept().await.unwrap();
+        into.set(Some(conn.id()));
+        *res.borrow_mut() = Some(conn.write_all(&vec![b'x'; BIG]).await);
+        // Held: nothing but the net layer closes it.
+        std::future::pending::<()>().await;
+        drop(conn);
+    })
+    .unwrap();
+    let client = TcpStream::connect(addr).unwrap();
+    turn_until(&mut el, &mut (), |_| id.get().is_some());
+    turns(&mut el, &mut (), 40);
+    assert!(result.borrow().is_none(), "still writing");
+    clock.advance(Duration::from_secs(5));
+    let id = id.get().unwrap();
+    common::turn_until_closed(&mut el, &mut (), id);
+    let (got, end) = read_late(client);
+    assert!(got < BIG, "{got}");
+    assert_eq!(end, Some(std::io::ErrorKind::ConnectionReset));
+    let err = result.borrow_mut().take().unwrap().unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+}
+
+/// Bytes a task was told were taken, refused when they go because the
+/// connection is closing (its idle close began, with output still queued
+/// for a slow reader): the connection is reset, so the peer does not take
+/// what it got for the whole stream, and the task's next call fails.
+#[test]
+fn a_write_refused_by_a_closing_connection_resets_it() {
+    let _dog = Watchdog::new(60, "a_write_refused_by_a_closing_connection_resets_it");
+    let (mut el, clock) = common::manual_loop::<()>();
+    let cfg = ConnConfig {
+        idle_timeout: Some(Duration::from_secs(5)),
+        idle_mode: evloop::net::IdleMode::Read,
+        ..Default::default()
+    };
+    let (listener, addr) = listener(&mut el, cfg);
+    let id = Rc::new(Cell::new(None));
+    let (stop, last) = (Rc::new(Cell::new(false)), Rc::new(RefCell::new(Vec::new())));
+    let (into, st, out) = (id.clone(), stop.clone(), last.clone());
+    el.spawn(async move {
+        let mut conn = listener.accept().await.unwrap();
+        into.set(Some(conn.id()));
+        while !st.get() {
+            conn.write_all(&[b'x'; 64 << 10]).await.unwrap();
+            task::yield_now().await;
+        }
+        task::sleep(Duration::from_secs(7)).await;
+        let first = conn.write_all(b"LAST MESSAGE\n").await;
+        task::yield_now().await;
+        let second = conn.write_all(b"more\n").await;
+        *out.borrow_mut() = vec![first.map_err(|e| e.kind()), second.map_err(|e| e.kind())];
+        std::future::pending::<()>().await;
+        drop(conn);
+    })
+    .unwrap();
+    let client = TcpStream::connect(addr).unwrap();
+    turn_until(&mut el, &mut (), |_| id.get().is_some());
+    let cid = id.get().unwrap();
+    // Write until some output waits in the connection's own queue.
+    for _ in 0..2000 {
+        turns(&mut el, &mut (), 1);
+        if el.source_mut::<Conn>(cid).map_or(0, |c| c.queued()) > 100 << 10 {
+            break;
+        }
+    }
+    stop.set(true);
+    turns(&mut el, &mut (), 3);
+    clock.advance(Duration::from_secs(5)); // idle: the close begins, output queued
+    turns(&mut el, &mut (), 3);
+    clock.advance(Duration::from_secs(2)); // the task's sleep ends
+    turn_until(&mut el, &mut (), |_| !last.borrow().is_empty());
+    common::turn_until_closed(&mut el, &mut (), cid);
+    let aborted = std::io::ErrorKind::ConnectionAborted;
+    assert_eq!(*last.borrow(), [Ok(()), Err(aborted)]);
+    let (_, end) = read_late(client);
+    assert_eq!(end, Some(std::io::ErrorKind::ConnectionReset));
+}

@@ -63,15 +63,33 @@ fn write_with<S>(
     accepted
 }
 
-/// [`write`], then [`has_room`], with one look-up (a task's sends).
-pub(crate) fn write_then_room<S>(ctx: &mut Ctx<S>, id: SourceId, data: &[u8]) -> bool {
-    let mut room = true;
+/// [`task_write`] to connection `id`, with one look-up (a task's sends
+/// outside the connection's dispatch); `None` also when `id` is gone.
+pub(crate) fn write_then_room<S>(ctx: &mut Ctx<S>, id: SourceId, data: &[u8]) -> Option<bool> {
+    let mut room = None;
     write_with(ctx, id, data, |conn, data| {
-        let accepted = conn.write(data);
-        room = conn.has_room();
-        accepted
+        room = task_write(conn, data);
+        room.is_some()
     });
     room
+}
+
+/// A task's send: [`Conn::write`], then [`Conn::has_room`]. The task was
+/// told its bytes were taken; if the connection refuses them (it is
+/// closing: its idle close, say), they are lost, and the connection is
+/// reset so that its peer does not take what it got for the whole stream:
+/// `None` then.
+pub(crate) fn task_write(conn: &mut Conn, data: &[u8]) -> Option<bool> {
+    if conn.write(data) {
+        return Some(conn.has_room());
+    }
+    if conn.is_closed() {
+        // Closed for a reason of its own (a reset, an overflow), which
+        // reaches the task with the close.
+        return Some(false);
+    }
+    conn.reset();
+    None
 }
 
 /// Close connection `id` gracefully from anywhere in the loop: queued output

@@ -430,10 +430,9 @@ impl Hub {
         {
             let mut here = self.here.borrow_mut();
             if !here.is_empty() {
-                conn.write(&here);
-                let room = conn.has_room();
+                let room = crate::net::task_write(conn, &here);
                 keep_or_free(&mut here);
-                io.borrow_mut().room(room);
+                io.borrow_mut().sent(room);
             }
         }
         self.apply_with(ctx, Some(conn));
@@ -469,13 +468,10 @@ impl Hub {
             for w in writes.iter() {
                 let data = &staging[w.start..w.end];
                 let room = match here.as_deref_mut() {
-                    Some(conn) if conn.id() == w.conn => {
-                        conn.write(data);
-                        conn.has_room()
-                    }
+                    Some(conn) if conn.id() == w.conn => crate::net::task_write(conn, data),
                     _ => crate::net::write_then_room(ctx, w.conn, data),
                 };
-                w.io.borrow_mut().room(room);
+                w.io.borrow_mut().sent(room);
             }
         }
         self.writes.borrow_mut().clear();

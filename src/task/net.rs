@@ -110,7 +110,22 @@ impl Io {
         }))
     }
 
-    /// The loop wrote what the task staged: is there room for more?
+    /// The loop sent what the task staged: is there room for more? (`None`:
+    /// the connection refused it, closing, and was reset: the bytes the
+    /// task was told were taken are lost, and it must hear of it.)
+    pub(crate) fn sent(&mut self, room: Option<bool>) {
+        match room {
+            Some(room) => self.room(room),
+            None => {
+                self.closed
+                    .get_or_insert(CloseReason::Error(io::ErrorKind::ConnectionAborted));
+                self.reader.wake();
+                wake(&mut self.writer);
+            }
+        }
+    }
+
+    /// Is there room for more?
     pub(crate) fn room(&mut self, room: bool) {
         self.full = !room;
         self.stage_room = self.stage_limit;
@@ -271,6 +286,18 @@ impl<S> Handler<S> for TaskConn {
         self.io.borrow_mut().room(true);
     }
 
+    fn on_idle(&mut self, conn: &mut Conn, _ctx: &mut Ctx<S>, _state: &mut S) {
+        let mut io = self.io.borrow_mut();
+        if io.cut {
+            // A write waits with part of its message sent: the close would
+            // cut it, and a reset says so.
+            io.closed.get_or_insert(CloseReason::Idle);
+            conn.reset();
+        } else {
+            conn.close();
+        }
+    }
+
     fn on_close(&mut self, _conn: &mut Conn, reason: CloseReason, _ctx: &mut Ctx<S>, _state: &mut S) {
         let mut io = self.io.borrow_mut();
         // A reason the task gave first (its abort, its reset) stands.
@@ -310,8 +337,9 @@ impl<S> Handler<S> for TaskConn {
 ///
 /// # Cancellation
 ///
-/// A read or write dropped before it returns (by [`timeout`](super::timeout),
-/// say) leaves the connection usable, and:
+/// A read dropped before it returns (by [`timeout`](super::timeout), say)
+/// leaves the connection usable, and so does a `write_all` that had not
+/// staged any of its bytes yet; what each loses:
 ///
 /// - `read` and `read_line` lose nothing: `read` takes bytes only when it
 ///   returns them, and `read_line` appends what it took to the caller's
@@ -320,8 +348,8 @@ impl<S> Handler<S> for TaskConn {
 ///   cannot tell how many: do not retry it after a timeout (read with
 ///   `read`, or close);
 /// - `write_all` may have sent part of `data`, and then the stream is cut
-///   mid-message: the connection is reset at once (TCP; a Unix socket's
-///   peer sees the end), so no later close (a drop, the idle timeout, a
+///   mid-message: the connection is reset when the poll that dropped it
+///   returns (TCP; a Unix socket's peer sees the end), so no later close (a drop, the idle timeout, a
 ///   `shutdown`) can pass the cut stream off as complete with a FIN; its
 ///   writes, and its reads once the input already received is read, fail
 ///   with [`ConnectionAborted`](io::ErrorKind::ConnectionAborted). The same
@@ -535,7 +563,9 @@ impl AsyncConn {
     }
 
     /// Send all of `data`. `Ok` means the connection has taken the bytes,
-    /// not that they have left: they leave when the task next waits (the
+    /// not that they have left (should the connection refuse them when they
+    /// go, as it closes, it is reset and the task's next call fails): they
+    /// leave when the task next waits (the
     /// writes of one poll together, in one system call; but a write of
     /// 8 KiB or more, made once the task has read all its input and with
     /// nothing written before it in this poll, goes to the socket at once,
@@ -563,8 +593,8 @@ impl AsyncConn {
         self.abort_shared();
     }
 
-    /// A stream cut mid-message (see `Io::cut`) is reset at once, before
-    /// anything can end it with a FIN: true if it was. Its reads and
+    /// A stream cut mid-message (see `Io::cut`) is reset now (when the
+    /// poll returns), before anything can end it with a FIN: true if it was. Its reads and
     /// writes then fail with `ConnectionAborted`.
     fn reset_if_cut(&self, io: &mut Io) -> bool {
         if !io.cut || io.closed.is_some() {
@@ -635,6 +665,9 @@ impl AsyncConn {
 
     fn shutdown_shared(&self) -> io::Result<()> {
         let mut io = self.io.borrow_mut();
+        // (A `write_all` leaked half-staged, with `forget`, cut the stream
+        // as one dropped would.)
+        self.reset_if_cut(&mut io);
         if let Some(reason) = io.closed {
             return Err(close_error(reason));
         }
@@ -848,7 +881,7 @@ impl Future for WriteAll<'_> {
 
 /// A `write_all` dropped with part of its data staged (a timeout, a
 /// cancel, its task ended) cut the stream mid-message: the connection is
-/// reset at once, so that no close, however it comes (a drop, the idle
+/// reset when the poll returns, so that no close, however it comes (a drop, the idle
 /// timeout, a shutdown), passes the cut stream off as complete with a FIN.
 impl Drop for WriteAll<'_> {
     fn drop(&mut self) {
