@@ -78,7 +78,8 @@ use resp::{reply, Args, Parser};
 const MAX_TIMER_MS: i64 = 100 * 365 * 24 * 3600 * 1000;
 
 /// Keys the expiry timer deletes in one run, before the clients get a
-/// turn: about a third of a millisecond here.
+/// turn: about half a millisecond here (a million keys due together took
+/// 0.46 s to delete).
 const SWEEP_SLICE: usize = 1024;
 
 /// Due keys deleted with each deadline set (see `expire_at`).
