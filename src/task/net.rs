@@ -352,7 +352,8 @@ impl<S> Handler<S> for TaskConn {
 ///   returns (TCP; a Unix socket's peer sees the end), so no later close (a drop, the idle timeout, a
 ///   `shutdown`) can pass the cut stream off as complete with a FIN; its
 ///   writes, and its reads once the input already received is read, fail
-///   with [`ConnectionAborted`](io::ErrorKind::ConnectionAborted). The same
+///   with [`ConnectionAborted`](io::ErrorKind::ConnectionAborted) (reads
+///   end with `Ok(0)` instead if the peer had already ended its side). The same
 ///   holds when the loop stops or is dropped while a task is in a
 ///   `write_all`. (A `write_all` dropped while it waited to stage its
 ///   first byte sent nothing, and cuts nothing.)
