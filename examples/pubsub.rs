@@ -38,8 +38,10 @@
 //!   its backlog too, so it sees everything in order, and so does its close
 //!   (at its EOF, or after an over-long line), which would drop the backlog.
 //! - **A slow subscriber is cut off, not waited for.** One more than 1 MiB
-//!   behind (its backlog, counted as if each message were its own) is
-//!   closed; the publisher and the other subscribers never notice.
+//!   behind (its backlog, counted as if each message were its own, plus 64
+//!   bytes each for its place in the queue: a flood of 7-byte messages held
+//!   2 to 7 MiB per subscriber before that) is closed; the publisher and
+//!   the other subscribers never notice.
 //! - **What a client can make the broker hold is bounded**: its queue (as
 //!   above), its command line (64 KiB), and its subscriptions (10,000 topic
 //!   names of at most 256 bytes: without the caps, one client subscribing
@@ -88,6 +90,12 @@ const MAX_SUBSCRIPTIONS: usize = 10_000;
 const QUEUE: usize = 16 * 1024;
 /// How far behind a subscriber may fall (its backlog) before it is cut off.
 const MAX_BEHIND: usize = 1024 * 1024;
+/// What one message waiting in a backlog costs besides its bytes: its slot
+/// in the queue (16 bytes, twice over while the queue's capacity doubles)
+/// and, for a message only this subscriber gets, its allocation's header
+/// and rounding. Charged so that a flood of tiny messages (`PUB t`: 7
+/// bytes each) is cut off near `MAX_BEHIND` of memory, not 2 to 7 times it.
+const ENTRY_COST: usize = 64;
 
 /// The application state: who is subscribed to what, and what waits for
 /// the subscribers that are behind.
@@ -122,7 +130,8 @@ struct Behind(HashMap<SourceId, Backlog>);
 #[derive(Default)]
 struct Backlog {
     msgs: VecDeque<Rc<[u8]>>,
-    /// The bytes of `msgs`, each counted as if it were its own.
+    /// What `msgs` holds, each counted as if it were its own, plus
+    /// [`ENTRY_COST`] each.
     bytes: usize,
     /// Close the connection once `msgs` is written.
     close: bool,
@@ -145,12 +154,13 @@ impl Behind {
         let Some(backlog) = self.0.get_mut(&to) else {
             return Taken::No;
         };
-        if backlog.bytes + msg.len() > MAX_BEHIND {
+        let cost = msg.len() + ENTRY_COST;
+        if backlog.bytes + cost > MAX_BEHIND {
             log::info!("subscriber {to} fell {} bytes behind; cut off", backlog.bytes);
             self.0.remove(&to);
             return Taken::TooFarBehind;
         }
-        backlog.bytes += msg.len();
+        backlog.bytes += cost;
         backlog
             .msgs
             .push_back(shared.get_or_insert_with(|| msg.into()).clone());
@@ -199,7 +209,7 @@ impl Behind {
             return;
         }
         while let Some(msg) = backlog.msgs.pop_front() {
-            backlog.bytes -= msg.len();
+            backlog.bytes -= msg.len() + ENTRY_COST;
             conn.write(&msg);
             if !conn.has_room() {
                 return; // on_room again once it drains
@@ -528,6 +538,40 @@ pub fn main() -> io::Result<()> {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// A subscriber behind on a flood of the shortest messages is cut off
+    /// before what its backlog really holds (the messages, their slots in
+    /// a queue that doubles, each message's allocation) passes the cap by
+    /// more than a tenth.
+    #[test]
+    fn a_backlog_of_tiny_messages_is_cut_off_near_the_cap_in_memory() {
+        let mut el = EventLoop::<()>::new().unwrap();
+        let sub = el.spawn(std::future::pending::<()>()).unwrap();
+        let mut behind = Behind::default();
+        behind.wait(sub);
+        let msg = b"MSG t \n";
+        let mut held = 0;
+        loop {
+            match behind.take(sub, msg, &mut None) {
+                Taken::Queued => {
+                    let b = &behind.0[&sub];
+                    // An `Rc<[u8]>` of n bytes: two counts, then the bytes,
+                    // in a chunk of a multiple of 16 bytes.
+                    let alloc = (16 + msg.len()).next_multiple_of(16);
+                    let slots = b.msgs.capacity() * std::mem::size_of::<Rc<[u8]>>();
+                    held = slots + b.msgs.len() * alloc;
+                }
+                Taken::TooFarBehind => break,
+                Taken::No => unreachable!("it waits"),
+            }
+        }
+        assert!(!behind.is_behind(sub), "cut off");
+        assert!(held > MAX_BEHIND / 2, "cut off early, holding {held} bytes");
+        assert!(
+            held < MAX_BEHIND * 11 / 10,
+            "held {held} bytes before it was cut off"
+        );
+    }
 
     /// A connection leaving with more subscriptions than a slice: it is
     /// skipped by publishes at once, and its subscriptions go a slice a

@@ -380,6 +380,14 @@ impl<S> Ctx<S> {
         self.sources.get_mut(id.index()).filter(|slot| slot.is_open(id))
     }
 
+    /// True while `id`'s handler runs (its entry is out of the table, up
+    /// the stack): what asks for it by id finds nothing.
+    pub(crate) fn is_running(&self, id: SourceId) -> bool {
+        self.sources
+            .get(id.index())
+            .is_some_and(|slot| slot.is_open(id) && slot.state == SlotState::Active && slot.entry.is_none())
+    }
+
     /// True while `id` names a source that has not been closed. A
     /// connection being closed (inside its own `on_close`) still counts: it
     /// leaves the table when its dispatch returns, though it takes no more

@@ -374,3 +374,88 @@ fn a_unix_connect_waits_out_a_full_backlog() {
     server.join().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Water marks that could never act are made usable: a high water at or
+/// above the cap becomes half of it (a user who lowers only `max_queued`
+/// still has the reader paused before the queue overflows), a low water
+/// above high water becomes high water; the rest is kept as given.
+#[test]
+fn water_marks_that_cannot_act_are_made_usable() {
+    let mut el = EventLoop::<Seen>::new().unwrap();
+    let to: Target = dead_port().into();
+    let cases = [
+        // (low, high, max) given -> (low, high) used
+        ((64 << 10, 256 << 10, 1024), (512, 512)),
+        ((0, 4 << 20, 4 << 20), (0, 2 << 20)),
+        ((300, 200, 4 << 20), (200, 200)),
+        ((100, 200, 300), (100, 200)),
+    ];
+    for ((low_water, high_water, max_queued), want) in cases {
+        let conn = net::ConnConfig {
+            low_water,
+            high_water,
+            max_queued,
+            ..Default::default()
+        };
+        let cfg = ConnectConfig {
+            conn,
+            ..Default::default()
+        };
+        let id = net::connect(&mut el, &to, cfg, Client { want: 0, greet: b"" }).unwrap();
+        let c = el.source_mut::<Conn>(id).unwrap().config();
+        assert_eq!(
+            (c.low_water, c.high_water, c.max_queued),
+            (want.0, want.1, max_queued)
+        );
+        net::abort(&mut el, id);
+    }
+}
+
+/// A bind address of the other family than the target's is refused by
+/// the call, before any socket.
+#[test]
+fn a_bind_address_of_the_other_family_is_refused_at_once() {
+    let mut el = EventLoop::<Seen>::new().unwrap();
+    let to: Target = dead_port().into();
+    let cfg = ConnectConfig {
+        bind: Some("[::1]:0".parse().unwrap()),
+        ..Default::default()
+    };
+    let e = net::connect(&mut el, &to, cfg, Client { want: 0, greet: b"" }).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput, "{e}");
+    assert_eq!(el.source_count(), 0);
+}
+
+/// What was written while connecting leaves once the connect completes,
+/// and `on_drained` says when all of it is out, as for output the kernel
+/// could not take at once.
+#[test]
+fn output_queued_while_connecting_is_followed_by_on_drained() {
+    struct Drained;
+    impl Handler<Seen> for Drained {
+        fn on_data(&mut self, _: &mut Conn, data: &[u8], _: &mut Ctx<Seen>, _: &mut Seen) -> usize {
+            data.len()
+        }
+        fn on_drained(&mut self, conn: &mut Conn, _: &mut Ctx<Seen>, seen: &mut Seen) {
+            seen.events.push(format!("drained {}", conn.queued()));
+            conn.close();
+        }
+        fn on_close(&mut self, _: &mut Conn, reason: CloseReason, _: &mut Ctx<Seen>, seen: &mut Seen) {
+            seen.closed = Some(reason);
+        }
+    }
+    let server = echo_server();
+    let mut el = EventLoop::new().unwrap();
+    let id = net::connect(
+        &mut el,
+        &server.addr.clone().into(),
+        ConnectConfig::default(),
+        Drained,
+    )
+    .unwrap();
+    assert!(net::write(&mut el, id, &[b'x'; 20_000]));
+    let mut seen = Seen::default();
+    run_until_closed(&mut el, &mut seen);
+    assert_eq!(seen.events, ["drained 0"]);
+    assert_eq!(seen.closed, Some(CloseReason::Local));
+}

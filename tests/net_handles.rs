@@ -92,6 +92,11 @@ fn write_close_abort_by_id() {
     assert!(rx.recv_timeout(WAIT).unwrap(), "write from a timer refused");
     assert_eq!(read_exactly(&mut a, 12), b"from a timer");
 
+    // From its own handler, a call by id finds nothing (the handler holds
+    // the connection): refused, and the connection goes on as before.
+    assert_eq!(relay(&mut a, b">to myself"), b'n');
+    assert_eq!(round_trip(&mut a, b"still here").unwrap(), b"still here");
+
     // Not a connection: the listener's id names a live source of another type.
     let listener_id = listener_id.lock().unwrap().expect("listener id");
     let not_conn = server.call(move |ctx, _| {

@@ -516,6 +516,29 @@ fn block_on_leaves_no_source_behind() {
     assert_eq!(el.source_count(), before);
 }
 
+/// A future that panics in `block_on` is the caller's panic, under either
+/// policy, and leaves no source behind: the loop goes on serving.
+#[test]
+fn a_panicking_block_on_leaves_no_source_behind() {
+    for policy in [PanicPolicy::CloseSource, PanicPolicy::Propagate] {
+        let mut el = EventLoop::builder().panic_policy(policy).build::<()>().unwrap();
+        el.block_on(&mut (), async {}).unwrap();
+        el.turn(&mut (), Some(Duration::ZERO)).unwrap();
+        let before = el.source_count();
+        for _ in 0..10 {
+            let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                el.block_on(&mut (), async {
+                    task::yield_now().await;
+                    panic!("the future's own");
+                })
+            }));
+            assert!(caught.is_err(), "{policy:?}");
+        }
+        assert_eq!(el.source_count(), before, "{policy:?}");
+        assert_eq!(el.block_on(&mut (), async { 7 }).unwrap(), 7);
+    }
+}
+
 #[test]
 fn block_on_runs_tasks_and_handlers_meanwhile() {
     let mut el = EventLoop::<()>::new().unwrap();

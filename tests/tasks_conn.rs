@@ -158,27 +158,52 @@ fn read_line_keeps_to_the_connections_max_input() {
         ..Default::default()
     };
     let (mut conn, mut client) = one_conn(&mut el, cfg);
-    let got: Rc<RefCell<Vec<std::io::Result<usize>>>> = Rc::default();
+    type Lines = Vec<Result<Vec<u8>, std::io::ErrorKind>>;
+    let got: Rc<RefCell<Lines>> = Rc::default();
     let g = got.clone();
     el.spawn(async move {
-        for _ in 0..2 {
+        loop {
             let mut line = Vec::new();
-            let r = conn.read_line(&mut line).await;
-            g.borrow_mut().push(r);
+            match conn.read_line(&mut line).await {
+                Ok(0) => break,
+                Ok(_) => g.borrow_mut().push(Ok(line)),
+                Err(e) => g.borrow_mut().push(Err(e.kind())),
+            }
         }
     })
     .unwrap();
-    // 1,000 bytes with the newline: allowed. 1,001: refused.
-    let mut data = vec![b'a'; 999];
-    data.push(b'\n');
-    data.extend(std::iter::repeat_n(b'b', 1000));
-    data.push(b'\n');
-    client.write_all(&data).unwrap();
-    turn_until(&mut el, &mut (), |_| got.borrow().len() == 2);
-    let got = got.borrow();
-    assert_eq!(*got[0].as_ref().unwrap(), 1000);
-    let err = got[1].as_ref().unwrap_err();
-    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
+    let line = |c: u8, n: usize| {
+        let mut l = vec![c; n - 1];
+        l.push(b'\n');
+        l
+    };
+    // 1,000 bytes with the newline: allowed. 1,001 (the newline the byte
+    // past the cap), 5,000, and 3,000 sent a byte at a time: refused, and
+    // the line after each is read whole, as the line it is.
+    client.write_all(&line(b'a', 1000)).unwrap();
+    client.write_all(&line(b'b', 1001)).unwrap();
+    client.write_all(b"one\n").unwrap();
+    client.write_all(&line(b'c', 5000)).unwrap();
+    client.write_all(b"two\n").unwrap();
+    turn_until(&mut el, &mut (), |_| got.borrow().len() == 5);
+    for &b in &line(b'd', 3000) {
+        client.write_all(&[b]).unwrap();
+        turns(&mut el, &mut (), 1);
+    }
+    client.write_all(b"three\n").unwrap();
+    client.shutdown(std::net::Shutdown::Write).unwrap();
+    turn_until(&mut el, &mut (), |_| got.borrow().len() == 7);
+    let invalid = Err(std::io::ErrorKind::InvalidData);
+    let want = [
+        Ok(line(b'a', 1000)),
+        invalid.clone(),
+        Ok(b"one\n".to_vec()),
+        invalid.clone(),
+        Ok(b"two\n".to_vec()),
+        invalid,
+        Ok(b"three\n".to_vec()),
+    ];
+    assert_eq!(*got.borrow(), want);
 }
 
 #[test]
@@ -235,15 +260,10 @@ fn read_line_with_no_line_cap_gathers_a_line_in_pieces() {
     assert_eq!(got.borrow().as_deref(), Some(&b"abcdef\n"[..]));
 }
 
-#[test]
-fn a_low_high_water_mark_still_writes_in_large_pieces() {
-    let _dog = Watchdog::new(60, "a_low_high_water_mark_still_writes_in_large_pieces");
+/// A task writes 1 MiB in one `write_all` to a reader that reads it all,
+/// on a connection with `cfg`: how many turns it took.
+fn turns_to_write_one_mib(cfg: ConnConfig) -> usize {
     let mut el = EventLoop::<()>::new().unwrap();
-    let cfg = ConnConfig {
-        high_water: 0,
-        low_water: 0,
-        ..Default::default()
-    };
     let (mut conn, mut client) = one_conn(&mut el, cfg);
     let done = Rc::new(Cell::new(false));
     let d = done.clone();
@@ -259,8 +279,50 @@ fn a_low_high_water_mark_still_writes_in_large_pieces() {
         buf
     });
     let turns_taken = turn_until(&mut el, &mut (), |_| done.get());
-    assert!(turns_taken < 200, "1 MiB took {turns_taken} turns");
     assert!(reader.join().unwrap().iter().all(|&b| b == b'w'));
+    turns_taken
+}
+
+#[test]
+fn a_low_high_water_mark_still_writes_in_large_pieces() {
+    let _dog = Watchdog::new(60, "a_low_high_water_mark_still_writes_in_large_pieces");
+    let cfg = ConnConfig {
+        high_water: 0,
+        low_water: 0,
+        ..Default::default()
+    };
+    let turns_taken = turns_to_write_one_mib(cfg);
+    assert!(turns_taken < 200, "1 MiB took {turns_taken} turns");
+}
+
+/// How much a task may stage is measured from the queue as it is, not
+/// from the gap between the water marks: with high water one byte under
+/// `max_queued`, or only `max_queued` lowered, a 1 MiB write still
+/// leaves in large pieces, not one byte a turn.
+#[test]
+fn water_marks_close_to_the_cap_still_write_in_large_pieces() {
+    let _dog = Watchdog::new(60, "water_marks_close_to_the_cap_still_write_in_large_pieces");
+    let near_cap = ConnConfig {
+        high_water: 4 * 1024 * 1024 - 1,
+        max_queued: 4 * 1024 * 1024,
+        ..Default::default()
+    };
+    let small_cap = ConnConfig {
+        max_queued: 128 * 1024,
+        high_water: 64 * 1024,
+        low_water: 16 * 1024,
+        ..Default::default()
+    };
+    // Only the cap lowered: high water (256 KiB by default) is taken as
+    // half of it.
+    let cap_only = ConnConfig {
+        max_queued: 128 * 1024,
+        ..Default::default()
+    };
+    for cfg in [near_cap, small_cap, cap_only] {
+        let turns_taken = turns_to_write_one_mib(cfg.clone());
+        assert!(turns_taken < 2000, "{cfg:?}: 1 MiB took {turns_taken} turns");
+    }
 }
 
 /// Read `conn` to its end in a task: what the read returned, and the
@@ -910,6 +972,12 @@ fn a_write_refused_by_a_closing_connection_resets_it() {
     let client = TcpStream::connect(addr).unwrap();
     turn_until(&mut el, &mut (), |_| id.get().is_some());
     let cid = id.get().unwrap();
+    // A fixed send buffer: the kernel must not grow it later (autotuning)
+    // and take the queue at the close, which would then end cleanly.
+    let conn = el.source_mut::<Conn>(cid).unwrap();
+    socket2::SockRef::from(conn.stream())
+        .set_send_buffer_size(16 << 10)
+        .unwrap();
     // Write until some output waits in the connection's own queue.
     for _ in 0..2000 {
         turns(&mut el, &mut (), 1);

@@ -37,8 +37,11 @@ pub(crate) const DIRECT_WRITE_MIN: usize = 8 * 1024;
 #[derive(Clone, Debug)]
 pub struct ConnConfig {
     /// Queued output above which the connection stops reading (default 256 KiB).
+    /// One at or above [`max_queued`](Self::max_queued) could never act
+    /// (the queue overflows first): half of `max_queued` is used instead.
     pub high_water: usize,
-    /// Queued output below which it reads again (default 64 KiB).
+    /// Queued output below which it reads again (default 64 KiB); one
+    /// above [`high_water`](Self::high_water) is taken as high water.
     pub low_water: usize,
     /// Queued output above which the connection is closed with
     /// [`CloseReason::Overflow`] (default 4 MiB): the bound on a peer that never reads.
@@ -99,6 +102,22 @@ impl Default for ConnConfig {
             read_backpressure: true,
             linger: Some(Duration::from_secs(5)),
         }
+    }
+}
+
+impl ConnConfig {
+    /// The water marks made usable: a high water at or above the cap
+    /// would never pause the reader (the queue overflows, and is reset,
+    /// first), so it becomes half the cap; a low water above high water
+    /// would never let it resume, so it becomes high water. A user who
+    /// lowers only `max_queued`, or only `high_water`, gets what they meant.
+    pub(crate) fn normalized(&self) -> ConnConfig {
+        let mut cfg = self.clone();
+        if cfg.high_water >= cfg.max_queued {
+            cfg.high_water = cfg.max_queued / 2;
+        }
+        cfg.low_water = cfg.low_water.min(cfg.high_water);
+        cfg
     }
 }
 
@@ -239,7 +258,10 @@ pub trait Handler<S> {
         self.on_data(conn, &buf[..len], ctx, state)
     }
 
-    /// The write queue, after having been non-empty, was fully written.
+    /// The write queue, after having been non-empty, was fully written:
+    /// output the kernel could not take at once, or that waited for an
+    /// outbound connect to complete. (Replies corked and sent together when
+    /// the dispatch that wrote them returns do not count: nothing waited.)
     fn on_drained(&mut self, conn: &mut Conn, ctx: &mut Ctx<S>, state: &mut S) {
         let _ = (conn, ctx, state);
     }
@@ -598,6 +620,29 @@ impl Conn {
         } else {
             true
         }
+    }
+
+    /// How many more bytes a task may hand this connection before it
+    /// must wait: the room left under [`ConnConfig::max_queued`] while the
+    /// queue is at or below [`ConnConfig::high_water`]; none otherwise, and
+    /// then `on_room` is owed. Measured from the queue as it is, so a task
+    /// whose replies the kernel took at once may stage a large piece again,
+    /// whatever the gap between the two marks.
+    #[inline]
+    pub(crate) fn task_room(&mut self) -> usize {
+        let (queued, cfg) = (self.queued(), &*self.cfg);
+        if queued <= cfg.high_water && queued < cfg.max_queued {
+            return cfg.max_queued - queued;
+        }
+        self.set(ROOM_OWED);
+        0
+    }
+
+    /// The settings this connection runs with: its listener's or
+    /// connector's [`ConnConfig`], with the water marks made usable (see
+    /// [`ConnConfig::high_water`]).
+    pub fn config(&self) -> &ConnConfig {
+        &self.cfg
     }
 
     /// The socket's fd while a write may go straight to it: open for

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use mio::Interest;
 use socket2::{Domain, SockAddr, Socket, TcpKeepalive, Type};
 
-use super::conn::{CloseReason, Conn, ConnConfig, Handler, CONNECTING};
+use super::conn::{CloseReason, Conn, ConnConfig, Handler, BACKLOGGED, CONNECTING};
 use super::driver::{self, drive, finish};
 use super::stream::{Addr, Stream};
 use crate::source::{attach_source, Attach, Entry};
@@ -59,7 +59,8 @@ pub struct ConnectConfig {
     /// tried beside it (RFC 8305's "connection attempt delay", default 250 ms).
     pub attempt_delay: Duration,
     /// Local address to bind before connecting (TCP only; port 0 lets the
-    /// kernel pick). Only addresses of its family are tried.
+    /// kernel pick). Only addresses of its family are tried; a target address
+    /// of the other family is refused at once with `InvalidInput`.
     pub bind: Option<SocketAddr>,
     /// TCP_NODELAY (default on, as for accepted streams).
     pub nodelay: bool,
@@ -160,7 +161,7 @@ impl Connector {
     /// A connector with these settings.
     pub fn new(cfg: ConnectConfig) -> Connector {
         Connector {
-            conn_cfg: Rc::new(cfg.conn.clone()),
+            conn_cfg: Rc::new(cfg.conn.normalized()),
             cfg: Rc::new(cfg),
         }
     }
@@ -175,6 +176,14 @@ impl Connector {
     where
         H: Handler<S> + 'static,
     {
+        if let (Target::Addr(Addr::Tcp(a)), Some(b)) = (to, self.cfg.bind) {
+            if a.is_ipv4() != b.is_ipv4() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("evloop: cannot connect to {a} from the bind address {b}: their families differ"),
+                ));
+            }
+        }
         let now = ctx.now();
         let mut dial = Box::new(Dial {
             cfg: self.cfg.clone(),
@@ -664,6 +673,11 @@ fn established<S, H: Handler<S>>(
     log::debug!("evloop: connection {id} to {} established", dial.target);
     drop(dial);
     o.conn.clear(CONNECTING);
+    if o.conn.queued() > 0 {
+        // Output that waited for the connect is owed an `on_drained` once
+        // it is out, as output the kernel could not take at once is.
+        o.conn.set(BACKLOGGED);
+    }
     // The winner is registered for writability: the driver's settle sets the
     // interest it needs from here on, starting from "not yet reading".
     o.conn.polled = Some(Interest::WRITABLE);

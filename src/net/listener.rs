@@ -349,7 +349,7 @@ where
         full: Cell::new(false),
         wake,
     });
-    let conn_cfg = Rc::new(cfg.conn.clone());
+    let conn_cfg = Rc::new(cfg.conn.normalized());
     let mut reserve = File::open("/dev/null").ok();
     let state_shared = shared.clone();
     let id = ctx.register(

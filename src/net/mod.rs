@@ -2,6 +2,13 @@
 //! UDP, and name resolution. The core knows nothing of this module;
 //! everything here is built from the public [`Ctx`] API (sources, timers,
 //! scheduling, blocking work).
+//!
+//! The functions here that take a connection's id ([`write()`], [`close()`],
+//! [`shutdown_write`]...) are for the rest of the loop: other connections,
+//! timers, deferred work. Inside a connection's own callbacks use the
+//! [`Conn`] they are given: while its handler runs the connection is out of
+//! the table, so a call by its own id finds nothing, returns false and logs
+//! a warning.
 
 mod conn;
 mod connect;
@@ -40,7 +47,7 @@ fn write_with<S>(
     f: impl FnOnce(&mut Conn, &[u8]) -> bool,
 ) -> bool {
     let Some(conn) = ctx.source_mut::<Conn>(id) else {
-        return false;
+        return own_handler(ctx, id);
     };
     let accepted = f(conn, data);
     // Its driver must run to watch for writability or to close it.
@@ -65,7 +72,7 @@ fn write_with<S>(
 
 /// [`task_write`] to connection `id`, with one look-up (a task's sends
 /// outside the connection's dispatch); `None` also when `id` is gone.
-pub(crate) fn write_then_room<S>(ctx: &mut Ctx<S>, id: SourceId, data: &[u8]) -> Option<bool> {
+pub(crate) fn write_then_room<S>(ctx: &mut Ctx<S>, id: SourceId, data: &[u8]) -> Option<usize> {
     let mut room = None;
     write_with(ctx, id, data, |conn, data| {
         room = task_write(conn, data);
@@ -74,19 +81,20 @@ pub(crate) fn write_then_room<S>(ctx: &mut Ctx<S>, id: SourceId, data: &[u8]) ->
     room
 }
 
-/// A task's send: [`Conn::write`], then [`Conn::has_room`]. The task was
+/// A task's send: [`Conn::write`], then how much more the task may stage
+/// ([`Conn::task_room`]; 0 while it must wait for `on_room`). The task was
 /// told its bytes were taken; if the connection refuses them (it is
 /// closing: its idle close, say), they are lost, and the connection is
 /// reset so that its peer does not take what it got for the whole stream:
 /// `None` then.
-pub(crate) fn task_write(conn: &mut Conn, data: &[u8]) -> Option<bool> {
+pub(crate) fn task_write(conn: &mut Conn, data: &[u8]) -> Option<usize> {
     if conn.write(data) {
-        return Some(conn.has_room());
+        return Some(conn.task_room());
     }
     if conn.is_closed() {
         // Closed for a reason of its own (a reset, an overflow), which
         // reaches the task with the close.
-        return Some(false);
+        return Some(0);
     }
     conn.reset();
     None
@@ -156,11 +164,24 @@ fn poke<S>(ctx: &mut Ctx<S>, id: SourceId, f: impl FnOnce(&mut Conn)) -> bool {
     // A connection whose `on_close` has run is gone to everyone but the
     // driver, even while it lingers to read out the peer's last bytes.
     let Some(conn) = ctx.source_mut::<Conn>(id).filter(|c| !c.is_closed()) else {
-        return false;
+        return own_handler(ctx, id);
     };
     f(conn);
     let parked = conn.is_parked();
     kick(ctx, id, parked)
+}
+
+/// A call by id found nothing: false, and if that is because it came from
+/// `id`'s own handler (which holds the connection, out of the table), a
+/// warning: the caller meant the `Conn` it was given.
+#[cold]
+fn own_handler<S>(ctx: &Ctx<S>, id: SourceId) -> bool {
+    if ctx.is_running(id) {
+        log::warn!(
+            "evloop: a call by id for {id} from inside its own handler does nothing: use the Conn the handler was given"
+        );
+    }
+    false
 }
 
 /// Have connection `id`'s driver run in the next dispatch phase.

@@ -615,6 +615,9 @@ impl<S> EventLoop<S> {
     /// future need not be `'static`; it is polled between turns whenever it
     /// was woken, and tasks, handlers and timers run meanwhile as usual.
     ///
+    /// A panic in the future is not a task's: it is the caller's, and
+    /// reaches the caller whatever the panic policy (the loop stays usable).
+    ///
     /// Fails if a turn fails, or with [`Interrupted`](io::ErrorKind::Interrupted)
     /// if the loop is stopped ([`Ctx::stop`], [`Remote::stop`](crate::Remote::stop))
     /// before the future is done (the future is then dropped). A stop ends
@@ -646,7 +649,10 @@ impl<S> EventLoop<S> {
         let (inner, waker) = waker_for(self, &hub, id);
         self.fill_reserved(id, Box::new(Woken(woken.clone())), Interest::READABLE)?;
         let mut future = std::pin::pin!(future);
-        let result = loop {
+        // A panic in the future (or, under `PanicPolicy::Propagate`, in a
+        // handler) leaves through here: its stand-in source must go all the
+        // same, or every such call would leave one behind.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| loop {
             if let Poll::Ready(out) = poll_as(future.as_mut(), &waker, &inner, &hub, self) {
                 break Ok(out);
             }
@@ -655,12 +661,12 @@ impl<S> EventLoop<S> {
             if let Err(e) = turned {
                 break Err(e);
             }
-        };
+        }));
         // Gone when this returns, as a source closed in a turn is at its
         // end (it counted in `source_count` until the next turn).
         self.close(id);
         self.reclaim();
-        result
+        result.unwrap_or_else(|payload| std::panic::resume_unwind(payload))
     }
 
     /// Turn until `woken` is set, or a turn fails or stops the loop.

@@ -39,9 +39,9 @@ use crate::{Ctx, SourceId};
 /// connection's read budget, so a pipelining peer (four 16 KiB requests
 /// in one read) does not pause and resume the connection every time.
 const READ_AHEAD: usize = 256 * 1024;
-/// Most bytes one poll stages for a connection (fewer when its high water
-/// is lower): a larger write goes out in pieces, one per turn, while the
-/// connection has room.
+/// Most bytes one poll stages for a connection (fewer when its queue has
+/// less room under `max_queued`): a larger write goes out in pieces, one
+/// per turn, while the connection has room.
 const WRITE_CHUNK: usize = 256 * 1024;
 
 /// What a connection's handler and its task share.
@@ -58,6 +58,9 @@ pub(crate) struct Io {
     closed: Option<CloseReason>,
     /// Reading was paused because the task fell behind.
     paused: bool,
+    /// A line too long to read was refused: the rest of it, through its
+    /// `\n`, is discarded before anything else is read.
+    skipping: bool,
     /// Still connecting: `write_all` waits.
     connecting: bool,
     /// The connection's queue is above high water: `write_all` waits for room.
@@ -72,23 +75,16 @@ pub(crate) struct Io {
     peer: Option<SocketAddr>,
     want_peer: bool,
     /// How many more bytes may be staged before `write_all` waits for the
-    /// loop to write them, of the `stage_limit` one poll may stage: a task
-    /// writing in a loop yields, and finds the queue full before it passes
-    /// `max_queued`.
+    /// loop to write them: the connection's room when it last wrote, at
+    /// most [`WRITE_CHUNK`], so a task writing in a loop yields, and finds
+    /// the queue full before it passes `max_queued`.
     stage_room: usize,
-    stage_limit: usize,
     reader: Waiter,
     writer: Option<Waker>,
 }
 
 impl Io {
     fn new(connecting: bool, cfg: &ConnConfig) -> Rc<RefCell<Io>> {
-        // The queue is at most high water when the task may stage, so one
-        // poll's worth more stays within `max_queued`.
-        let stage_limit = cfg
-            .max_queued
-            .saturating_sub(cfg.high_water)
-            .clamp(1, WRITE_CHUNK);
         Rc::new(RefCell::new(Io {
             input: Vec::new(),
             pos: 0,
@@ -97,23 +93,24 @@ impl Io {
             eof: false,
             closed: None,
             paused: false,
+            skipping: false,
             connecting,
             full: false,
             shut: false,
             cut: false,
             peer: None,
             want_peer: false,
-            stage_room: stage_limit,
-            stage_limit,
+            // The queue is empty until the first write.
+            stage_room: cfg.max_queued.min(WRITE_CHUNK),
             reader: Waiter::default(),
             writer: None,
         }))
     }
 
-    /// The loop sent what the task staged: is there room for more? (`None`:
-    /// the connection refused it, closing, and was reset: the bytes the
-    /// task was told were taken are lost, and it must hear of it.)
-    pub(crate) fn sent(&mut self, room: Option<bool>) {
+    /// The loop sent what the task staged: how much room is there for more?
+    /// (`None`: the connection refused it, closing, and was reset: the
+    /// bytes the task was told were taken are lost, and it must hear of it.)
+    pub(crate) fn sent(&mut self, room: Option<usize>) {
         match room {
             Some(room) => self.room(room),
             None => {
@@ -125,11 +122,12 @@ impl Io {
         }
     }
 
-    /// Is there room for more?
-    pub(crate) fn room(&mut self, room: bool) {
-        self.full = !room;
-        self.stage_room = self.stage_limit;
-        if room {
+    /// The connection has `room` bytes of room for more (0: wait for
+    /// `on_room`).
+    pub(crate) fn room(&mut self, room: usize) {
+        self.full = room == 0;
+        self.stage_room = room.min(WRITE_CHUNK);
+        if !self.full {
             wake(&mut self.writer);
         }
     }
@@ -282,8 +280,8 @@ impl<S> Handler<S> for TaskConn {
         self.wake_reader(conn, ctx, state);
     }
 
-    fn on_room(&mut self, _conn: &mut Conn, _ctx: &mut Ctx<S>, _state: &mut S) {
-        self.io.borrow_mut().room(true);
+    fn on_room(&mut self, conn: &mut Conn, _ctx: &mut Ctx<S>, _state: &mut S) {
+        self.io.borrow_mut().room(conn.task_room());
     }
 
     fn on_idle(&mut self, conn: &mut Conn, _ctx: &mut Ctx<S>, _state: &mut S) {
@@ -457,13 +455,45 @@ impl AsyncConn {
     fn poll_input(&self, cx: &Context<'_>) -> Poll<Option<io::Result<()>>> {
         let mut io = self.io.borrow_mut();
         if io.pos < io.end() {
-            return Poll::Ready(None);
+            if !io.skipping {
+                return Poll::Ready(None);
+            }
+            drop(io);
+            if self.skip_line() {
+                return Poll::Ready(None);
+            }
+            io = self.io.borrow_mut();
         }
         if let Some(end) = io.end_of_input() {
             return Poll::Ready(Some(end));
         }
         io.reader.wait(cx, self.hub.running.get());
         Poll::Pending
+    }
+
+    /// Discard the rest of a line too long to read, through its `\n`
+    /// (all the input there is, if it has not come yet); true if input
+    /// is left after it.
+    #[cold]
+    #[inline(never)]
+    fn skip_line(&self) -> bool {
+        let found = self.consume(|input| match find_newline(input) {
+            Some(i) => (i + 1, true),
+            None => (input.len(), false),
+        });
+        let mut io = self.io.borrow_mut();
+        io.skipping = !found;
+        io.pos < io.end()
+    }
+
+    /// The error for a line over `max` bytes, `line` holding what was
+    /// taken of it: the rest is skipped before the next read.
+    #[cold]
+    #[inline(never)]
+    fn refuse_line(&self, line: &[u8], max: usize) -> io::Error {
+        // What was taken may end with the `\n`: then nothing is left.
+        self.io.borrow_mut().skipping = line.last() != Some(&b'\n');
+        line_too_long(max)
     }
 
     /// Hand the unread input, up to `f`'s answer of how much it used, to `f`.
@@ -528,9 +558,13 @@ impl AsyncConn {
     /// ([`ConnConfig::max_input`](crate::net::ConnConfig::max_input), its
     /// `\n` included) is an [`InvalidData`](io::ErrorKind::InvalidData)
     /// error, once `max_input + 1` of its bytes are read (and appended).
-    /// The rest of that line stays unread: the next `read_line` returns it
-    /// as if it were a line of its own, so close the connection, or read
-    /// on to the `\n` to skip it.
+    /// The rest of that line, through its `\n`, is discarded as it
+    /// arrives: the next read (of any kind) starts with the line after it.
+    ///
+    /// Cancelled (a [`timeout`](super::timeout) that ended it), it leaves
+    /// what it had appended in `line` and the rest unread: a `read_line`
+    /// on the same `line` goes on with the line, and returns the bytes
+    /// it appended itself, not the whole line's length.
     pub async fn read_line(&mut self, line: &mut Vec<u8>) -> io::Result<usize> {
         let start = line.len();
         ReadLine {
@@ -815,7 +849,7 @@ impl Future for ReadLine<'_> {
                 return Poll::Ready(Ok(got + n));
             }
             if line.len() - *start > max {
-                return Poll::Ready(Err(line_too_long(max)));
+                return Poll::Ready(Err(conn.refuse_line(line, max)));
             }
         }
     }
