@@ -395,6 +395,7 @@ fn corked_small_writes_stop_at_the_cap() {
         Ok(l.addr)
     });
     let mut c = connect(server.tcp());
+    socket2::SockRef::from(&c).set_recv_buffer_size(32 << 10).unwrap();
     c.write_all(b"go").unwrap();
     assert!(
         wait_until(|| seen.lock().unwrap().1.is_some()),
@@ -510,6 +511,7 @@ fn overflowed_reply<H: Handler<()> + Clone + Send + 'static>(
         Ok(l.addr)
     });
     let mut c = connect(server.tcp());
+    socket2::SockRef::from(&c).set_recv_buffer_size(32 << 10).unwrap();
     c.write_all(b"go").unwrap();
     c.set_read_timeout(Some(std::time::Duration::from_secs(20)))
         .unwrap();
@@ -534,6 +536,12 @@ struct OneHugeWrite;
 
 impl Handler<()> for OneHugeWrite {
     fn on_data(&mut self, conn: &mut Conn, data: &[u8], _: &mut Ctx<()>, _: &mut ()) -> usize {
+        // Fixed kernel buffers on both sides (see `overflowed_reply`): left
+        // to autotuning they can grow to take all 8 MiB in the one write,
+        // and then nothing overflows.
+        socket2::SockRef::from(conn.stream())
+            .set_send_buffer_size(64 << 10)
+            .unwrap();
         conn.write(&vec![b'z'; 8 << 20]);
         data.len()
     }
