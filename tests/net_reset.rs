@@ -24,6 +24,13 @@ struct Amplifier {
 }
 
 impl Handler<()> for Amplifier {
+    fn on_open(&mut self, conn: &mut Conn, _: &mut Ctx<()>, _: &mut ()) {
+        // A fixed send buffer: autotuned, it can grow to take all 3.75 MiB
+        // of answers, and then nothing is queued when the reset comes.
+        socket2::SockRef::from(conn.stream())
+            .set_send_buffer_size(64 << 10)
+            .unwrap();
+    }
     fn on_data(&mut self, conn: &mut Conn, data: &[u8], _: &mut Ctx<()>, _: &mut ()) -> usize {
         // In 4 KiB pieces: small writes are corked while the handler runs and
         // leave in one flush afterwards, so the reset finds the answers still
@@ -74,6 +81,7 @@ fn peers_resetting_mid_write_leave_the_server_serving() {
             thread::spawn(move || {
                 for _ in 0..PEERS_PER_THREAD {
                     let mut s = connect(addr);
+                    socket2::SockRef::from(&s).set_recv_buffer_size(32 << 10).unwrap();
                     // 60 requests: 3.75 MiB of answers (under the 4 MiB cap), more than the
                     // socket buffers take, so the server queues the rest.
                     s.write_all(&[b'r'; 60]).unwrap();
