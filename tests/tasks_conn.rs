@@ -295,6 +295,61 @@ fn a_low_high_water_mark_still_writes_in_large_pieces() {
     assert!(turns_taken < 200, "1 MiB took {turns_taken} turns");
 }
 
+/// A low water of 0 (given, or made so by a high water of 0) means "once
+/// the queue is empty": `on_room` comes then, so an echo task goes on
+/// after a reply that was queued, and a large write to a reader that
+/// starts late finishes.
+#[test]
+fn a_low_water_of_zero_still_gives_room_once_the_queue_is_empty() {
+    let _dog = Watchdog::new(60, "a_low_water_of_zero_still_gives_room_once_the_queue_is_empty");
+    let only_high = ConnConfig {
+        high_water: 0,
+        ..Default::default()
+    };
+    let both = ConnConfig {
+        high_water: 0,
+        low_water: 0,
+        ..Default::default()
+    };
+    for cfg in [only_high, both] {
+        let mut el = EventLoop::<()>::new().unwrap();
+        let (mut conn, mut client) = one_conn(&mut el, cfg.clone());
+        let echoed = Rc::new(Cell::new(0));
+        let (e, done) = (echoed.clone(), Rc::new(Cell::new(false)));
+        let d = done.clone();
+        el.spawn(async move {
+            let mut line = Vec::new();
+            for _ in 0..3 {
+                line.clear();
+                conn.read_line(&mut line).await.unwrap();
+                conn.write_all(&line).await.unwrap();
+                e.set(e.get() + 1);
+            }
+            conn.write_all(&vec![b'w'; 8 << 20]).await.unwrap();
+            d.set(true);
+        })
+        .unwrap();
+        for i in 0..3 {
+            client.write_all(b"hello\n").unwrap();
+            turn_until(&mut el, &mut (), |_| echoed.get() == i + 1);
+        }
+        // The reader starts once the task's write has filled the kernel's
+        // buffers and waits for room.
+        turns(&mut el, &mut (), 20);
+        assert!(!done.get(), "{cfg:?}: 8 MiB cannot have gone yet");
+        let reader = std::thread::spawn(move || {
+            client.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            let mut buf = vec![0u8; 18 + (8 << 20)];
+            client.read_exact(&mut buf).unwrap();
+            buf
+        });
+        turn_until(&mut el, &mut (), |_| done.get());
+        let got = reader.join().unwrap();
+        assert_eq!(&got[..18], b"hello\nhello\nhello\n", "{cfg:?}");
+        assert!(got[18..].iter().all(|&b| b == b'w'), "{cfg:?}");
+    }
+}
+
 /// How much a task may stage is measured from the queue as it is, not
 /// from the gap between the water marks: with high water one byte under
 /// `max_queued`, or only `max_queued` lowered, a 1 MiB write still

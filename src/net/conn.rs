@@ -39,9 +39,13 @@ pub struct ConnConfig {
     /// Queued output above which the connection stops reading (default 256 KiB).
     /// One at or above [`max_queued`](Self::max_queued) could never act
     /// (the queue overflows first): half of `max_queued` is used instead.
+    /// (To never pause the reader, turn off
+    /// [`read_backpressure`](Self::read_backpressure).)
     pub high_water: usize,
-    /// Queued output below which it reads again (default 64 KiB); one
-    /// above [`high_water`](Self::high_water) is taken as high water.
+    /// Queued output below which it reads again (default 64 KiB), and at
+    /// or below which [`Handler::on_room`] runs (so a low water of 0 means
+    /// "once the queue is empty"); one above
+    /// [`high_water`](Self::high_water) is taken as high water.
     pub low_water: usize,
     /// Queued output above which the connection is closed with
     /// [`CloseReason::Overflow`] (default 4 MiB): the bound on a peer that never reads.
@@ -275,8 +279,8 @@ pub trait Handler<S> {
     }
 
     /// The output queue, after [`Conn::has_room`] said no (or
-    /// [`Conn::try_write`] was refused for room), fell below
-    /// [`ConnConfig::low_water`]: write more. Lets a writer stream a large
+    /// [`Conn::try_write`] was refused for room), fell to
+    /// [`ConnConfig::low_water`] or below: write more. Lets a writer stream a large
     /// answer, or a forwarder resume reading the other side, without
     /// waiting for the queue to empty completely.
     fn on_room(&mut self, conn: &mut Conn, ctx: &mut Ctx<S>, state: &mut S) {
@@ -389,7 +393,7 @@ pub(super) const TIMED: Flags = 1 << 13;
 pub(super) const TIME_WRITES: Flags = 1 << 14;
 /// An outbound connect is in progress: output is queued, nothing is read.
 pub(super) const CONNECTING: Flags = 1 << 15;
-/// `on_room` is owed once the queue falls below the low-water mark.
+/// `on_room` is owed once the queue falls to the low-water mark.
 pub(super) const ROOM_OWED: Flags = 1 << 16;
 /// The close under way began with the idle timeout: report it as Idle.
 pub(super) const IDLE_CLOSE: Flags = 1 << 17;
@@ -587,7 +591,7 @@ impl Conn {
     /// Like [`write`](Self::write), except that a write the queue has no
     /// room for is refused without closing the connection: it sends nothing,
     /// returns [`WriteError::Full`], and [`Handler::on_room`] runs once the
-    /// queue has fallen below [`ConnConfig::low_water`]. Room means the
+    /// queue has fallen to [`ConnConfig::low_water`]. Room means the
     /// queue stays within [`ConnConfig::max_queued`]; a write larger than
     /// that would never fit, and is refused with [`WriteError::TooLarge`]
     /// (no `on_room` follows).
@@ -611,7 +615,7 @@ impl Conn {
 
     /// True while the output queue is at or below [`ConnConfig::high_water`].
     /// When it says no, [`Handler::on_room`] runs once the queue has fallen
-    /// below [`ConnConfig::low_water`]: a forwarder writes what it read,
+    /// to [`ConnConfig::low_water`]: a forwarder writes what it read,
     /// asks this, and pauses reading its source until then.
     pub fn has_room(&mut self) -> bool {
         if self.queued() > self.cfg.high_water {

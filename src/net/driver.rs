@@ -391,7 +391,7 @@ fn settle_rest<S, H: Handler<S>>(
     state: &mut S,
 ) {
     let mut room_again = false;
-    if conn.has(ROOM_OWED) && conn.queued() < conn.cfg.low_water && !conn.has(CLOSED) {
+    if conn.has(ROOM_OWED) && conn.queued() <= conn.cfg.low_water && !conn.has(CLOSED) {
         conn.clear(ROOM_OWED);
         h.on_room(conn, ctx, state);
         conn.flush();
@@ -399,7 +399,7 @@ fn settle_rest<S, H: Handler<S>>(
         // then took it all: there is room again and no write readiness will
         // come to say so. Owe it in a later dispatch, after the other ready
         // sources (a reply streamed this way stalled for good otherwise).
-        room_again = conn.has(ROOM_OWED) && conn.queued() < conn.cfg.low_water;
+        room_again = conn.has(ROOM_OWED) && conn.queued() <= conn.cfg.low_water;
     }
     if conn.queued() == 0 {
         if conn.take(THROTTLED) {

@@ -7,8 +7,9 @@
 //! [`shutdown_write`]...) are for the rest of the loop: other connections,
 //! timers, deferred work. Inside a connection's own callbacks use the
 //! [`Conn`] they are given: while its handler runs the connection is out of
-//! the table, so a call by its own id finds nothing, returns false and logs
-//! a warning.
+//! the table, so a call by its own id finds nothing (`write`, `close`,
+//! `abort`, `shutdown_write`, `resume_reading` and `try_write` refuse it
+//! with a warning in the log; `has_room` says true).
 
 mod conn;
 mod connect;
@@ -134,7 +135,7 @@ pub fn shutdown_write<S>(ctx: &mut Ctx<S>, id: SourceId) -> bool {
 /// [`Conn::has_room`] for connection `id`, from anywhere in the loop: false
 /// while its output queue is above [`ConnConfig::high_water`], and then its
 /// handler's [`on_room`](Handler::on_room) runs once the queue has fallen
-/// below [`ConnConfig::low_water`]. True for an id that is not an open
+/// to [`ConnConfig::low_water`]. True for an id that is not an open
 /// connection: there is nothing to wait for.
 pub fn has_room<S>(ctx: &mut Ctx<S>, id: SourceId) -> bool {
     ctx.source_mut::<Conn>(id).map_or(true, Conn::has_room)
@@ -178,7 +179,7 @@ fn poke<S>(ctx: &mut Ctx<S>, id: SourceId, f: impl FnOnce(&mut Conn)) -> bool {
 fn own_handler<S>(ctx: &Ctx<S>, id: SourceId) -> bool {
     if ctx.is_running(id) {
         log::warn!(
-            "evloop: a call by id for {id} from inside its own handler does nothing: use the Conn the handler was given"
+            "evloop: {id} cannot be reached by id while its own handler runs (or before it is registered): the call does nothing; use the Conn the handler was given"
         );
     }
     false

@@ -558,8 +558,11 @@ impl AsyncConn {
     /// ([`ConnConfig::max_input`](crate::net::ConnConfig::max_input), its
     /// `\n` included) is an [`InvalidData`](io::ErrorKind::InvalidData)
     /// error, once `max_input + 1` of its bytes are read (and appended).
-    /// The rest of that line, through its `\n`, is discarded as it
-    /// arrives: the next read (of any kind) starts with the line after it.
+    /// The rest of that line, through its `\n`, is discarded by the reads
+    /// that follow (of any kind): the next one returns what comes after it.
+    /// (A peer that never ends that line is read and discarded for as long
+    /// as it sends, with no further error: the idle timeout or the task
+    /// decides when to give up on it.)
     ///
     /// Cancelled (a [`timeout`](super::timeout) that ended it), it leaves
     /// what it had appended in `line` and the rest unread: a `read_line`
