@@ -255,6 +255,7 @@ impl Builder {
             marks: self.latency_histograms.then(Marks::default),
             hires,
             stall: StallWatch::new(self.stall_threshold),
+            warned_manual: false,
         })
     }
 }
@@ -401,6 +402,9 @@ pub struct EventLoop<S> {
     marks: Option<Marks>,
     hires: Option<HiRes>,
     stall: StallWatch,
+    /// A poll has slept without bound while a timer waited on a manual
+    /// clock (said once: see [`warn_manual_sleep`](Self::warn_manual_sleep)).
+    warned_manual: bool,
 }
 
 impl EventLoop<()> {
@@ -735,8 +739,27 @@ impl<S> EventLoop<S> {
         };
         match (timer, cap) {
             (Some(t), Some(c)) => Some(t.min(c)),
+            (None, None)
+                if c.time.is_manual() && !self.warned_manual && c.timers.next_deadline_ns().is_some() =>
+            {
+                self.warn_manual_sleep();
+                None
+            }
             (t, c) => t.or(c),
         }
+    }
+
+    /// A timer waits on a manual clock and nothing bounds the poll (`run`,
+    /// `block_on`): unless an event comes, the loop sleeps for good, as
+    /// advancing the clock wakes no poll. Said once, for whoever wonders
+    /// why a test hangs.
+    #[cold]
+    fn warn_manual_sleep(&mut self) {
+        self.warned_manual = true;
+        log::warn!(
+            "evloop: a timer waits on a ManualClock and this poll has no timeout: it sleeps until an event \
+             (advancing the clock wakes no poll; drive the loop with turn(Some(..)) in tests)"
+        );
     }
 
     /// The poll mode says not to sleep in this turn's poll.
