@@ -4,38 +4,14 @@
 //! A process has one logger, so this is the only test in its binary.
 
 mod common;
+mod common_log;
 
 use std::io::Write;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use common::{pair, TICK};
+use common_log::{install, take_lines};
 use evloop::{Action, EventLoop, Interest};
-
-static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-/// Keeps evloop's records in [`LINES`].
-struct Capture;
-
-impl log::Log for Capture {
-    fn enabled(&self, meta: &log::Metadata) -> bool {
-        meta.target().starts_with("evloop")
-    }
-
-    fn log(&self, record: &log::Record) {
-        if self.enabled(record.metadata()) {
-            LINES.lock().unwrap().push(record.args().to_string());
-        }
-    }
-
-    fn flush(&self) {}
-}
-
-static CAPTURE: Capture = Capture;
-
-fn take_lines() -> Vec<String> {
-    std::mem::take(&mut *LINES.lock().unwrap())
-}
 
 /// The trace line's place in the turn: its phase name, or "dispatch #" /
 /// "reclaim #" for the per-source lines; `None` for the other lines.
@@ -53,8 +29,7 @@ fn step(line: &str) -> Option<String> {
 
 #[test]
 fn one_turn_traces_every_phase_in_order() {
-    log::set_logger(&CAPTURE).unwrap();
-    log::set_max_level(log::LevelFilter::Trace);
+    install(log::LevelFilter::Trace);
 
     let mut el = EventLoop::<()>::new().unwrap();
     let (a, mut peer) = pair();

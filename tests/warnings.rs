@@ -5,40 +5,16 @@
 //! A process has one logger, so this is the only test in its binary.
 
 mod common;
+mod common_log;
 
 use std::io::Write;
 use std::net::TcpListener;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use common::pair;
+use common_log::{install, take_lines};
 use evloop::net::{self, Conn, ConnectConfig, Handler, Target};
 use evloop::{Action, Ctx, Interest};
-
-static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-/// Keeps evloop's warnings in [`LINES`].
-struct Capture;
-
-impl log::Log for Capture {
-    fn enabled(&self, meta: &log::Metadata) -> bool {
-        meta.target().starts_with("evloop") && meta.level() <= log::Level::Warn
-    }
-
-    fn log(&self, record: &log::Record) {
-        if self.enabled(record.metadata()) {
-            LINES.lock().unwrap().push(record.args().to_string());
-        }
-    }
-
-    fn flush(&self) {}
-}
-
-static CAPTURE: Capture = Capture;
-
-fn take_lines() -> Vec<String> {
-    std::mem::take(&mut *LINES.lock().unwrap())
-}
 
 /// Closes itself by id on open (wrongly), then for real.
 struct SelfCloser;
@@ -59,8 +35,7 @@ impl Handler<Vec<bool>> for SelfCloser {
 
 #[test]
 fn misuse_that_does_nothing_is_logged() {
-    log::set_logger(&CAPTURE).unwrap();
-    log::set_max_level(log::LevelFilter::Warn);
+    install(log::LevelFilter::Warn);
 
     // By its own id, from inside its own handler: refused, and said.
     let server = TcpListener::bind("127.0.0.1:0").unwrap();
